@@ -1,0 +1,43 @@
+//! Who is calling and what they may do: HS256 (or RS256) JWTs carrying the claims of
+//! API.md, the [`Principal`] every service scopes its reads and writes by, and the
+//! tonic interceptor that puts it on each request.
+
+mod edge;
+mod jwt;
+mod principal;
+
+pub use edge::{invalid_argument, principal_of, request_id_of};
+pub use jwt::{AuthError, Claims, JwtKeys};
+pub use principal::Principal;
+
+/// The interceptor for every service: no valid token, no call.
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    keys: std::sync::Arc<JwtKeys>,
+}
+
+impl AuthInterceptor {
+    pub fn new(keys: std::sync::Arc<JwtKeys>) -> Self {
+        Self { keys }
+    }
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| tonic::Status::unauthenticated("missing bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| tonic::Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
+        let principal = self.keys.verify(token).map_err(|error| {
+            tracing::info!(%error, "rejected token");
+            tonic::Status::unauthenticated(error.to_string())
+        })?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
+}

@@ -1,0 +1,27 @@
+use crm_domain::{BranchId, Role, StaffId};
+
+/// The authenticated caller of one RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub staff_id: StaffId,
+    pub role: Role,
+    pub branch_id: BranchId,
+}
+
+impl Principal {
+    pub fn is(&self, role: Role) -> bool {
+        self.role == role
+    }
+
+    /// `PERMISSION_DENIED` unless the caller has one of `roles`.
+    pub fn require_any(&self, roles: &[Role], action: &str) -> Result<(), tonic::Status> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(tonic::Status::permission_denied(format!(
+                "role {} may not {action}",
+                self.role
+            )))
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Messaging between the services, with the delivery guarantees of ARCHITECTURE.md:
+//!
+//! - [`outbox`]: a message row written in the state change's own transaction; the
+//!   [`outbox::Relay`] claims rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL),
+//!   publishes them with publisher confirms and marks them sent only after the broker
+//!   confirmed, in the claiming transaction.
+//! - [`consumer`]: manual acks, explicit prefetch, and the inbox: a message's id is
+//!   recorded in the consumer's transaction, so a redelivery has no second effect.
+//! - Two transports with the same semantics: RabbitMQ ([`rabbit`]) and in-process
+//!   ([`memory`]) for the embedded default.
+
+pub mod consumer;
+mod envelope;
+mod error;
+pub mod memory;
+pub mod outbox;
+pub mod rabbit;
+mod topic;
+mod topology;
+mod transport;
+
+pub use consumer::{HandlerError, MessageHandler, run_consumer};
+pub use envelope::Envelope;
+pub use error::BusError;
+pub use topology::{SERVICE_QUEUES, ServiceQueue, Topology, rm_routing_key};
+pub use transport::{Bus, BusConfig, Delivery, Subscription, SubscriptionEvent};

@@ -1,0 +1,264 @@
+//! The in-process transport of the embedded default: a topic exchange with durable
+//! service queues, acks, redelivery of unacked messages, a delivery limit and a
+//! dead-letter queue — the semantics of the RabbitMQ topology, in one process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::topology::is_live_key;
+use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
+use crate::{BusError, Envelope, SERVICE_QUEUES, Topology, topic};
+
+struct Pending {
+    envelope: Envelope,
+    deliveries: u32,
+}
+
+struct MemoryQueue {
+    items: Mutex<VecDeque<Pending>>,
+    ready: Notify,
+}
+
+impl MemoryQueue {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        })
+    }
+
+    fn items(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        // A panic while holding this lock cannot leave the deque half-changed.
+        self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push_back(&self, pending: Pending) {
+        self.items().push_back(pending);
+        self.ready.notify_one();
+    }
+
+    fn push_front(&self, pending: Pending) {
+        self.items().push_front(pending);
+        self.ready.notify_one();
+    }
+
+    async fn pop(&self) -> Pending {
+        loop {
+            let notified = self.ready.notified();
+            if let Some(pending) = self.items().pop_front() {
+                return pending;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items().len()
+    }
+}
+
+struct Binding {
+    pattern: String,
+    queue: String,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<String, Arc<MemoryQueue>>,
+    bindings: Vec<Binding>,
+    next_live: u64,
+}
+
+pub struct InProcessBus {
+    topology: Topology,
+    state: Mutex<State>,
+}
+
+/// Acks a delivery of the in-process bus; dropped unacked, it is redelivered.
+pub struct MemoryAck {
+    queue: Arc<MemoryQueue>,
+    dead: Option<Arc<MemoryQueue>>,
+    pending: Option<Pending>,
+    delivery_limit: u32,
+}
+
+impl MemoryAck {
+    pub(crate) fn ack(mut self) {
+        self.pending = None;
+    }
+
+    pub(crate) fn nack(mut self, requeue: bool) {
+        if let Some(pending) = self.pending.take() {
+            self.give_back(pending, requeue);
+        }
+    }
+
+    fn give_back(&self, pending: Pending, requeue: bool) {
+        if requeue && pending.deliveries < self.delivery_limit {
+            self.queue.push_front(pending);
+        } else if let Some(dead) = &self.dead {
+            dead.push_back(pending);
+        }
+    }
+}
+
+impl Drop for MemoryAck {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.give_back(pending, true);
+        }
+    }
+}
+
+impl InProcessBus {
+    pub fn new(topology: Topology) -> Self {
+        Self {
+            topology,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn declare_topology(&self) {
+        let mut state = self.state();
+        let dead = self.topology.dead_queue();
+        state.queues.entry(dead).or_insert_with(MemoryQueue::new);
+        for service_queue in SERVICE_QUEUES {
+            let name = self.topology.service_queue(service_queue.service);
+            state.queues.entry(name.clone()).or_insert_with(MemoryQueue::new);
+            for pattern in service_queue.bindings {
+                let exists = state
+                    .bindings
+                    .iter()
+                    .any(|b| b.pattern == *pattern && b.queue == name);
+                if !exists {
+                    state.bindings.push(Binding {
+                        pattern: (*pattern).to_owned(),
+                        queue: name.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Routes every message; "confirmed" as soon as it sits in its queues.
+    pub(crate) fn publish(&self, batch: &[Envelope]) -> Result<(), BusError> {
+        let state = self.state();
+        // Check routability of the whole batch first, so an error publishes nothing.
+        let mut routes = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            let queues: Vec<Arc<MemoryQueue>> = state
+                .bindings
+                .iter()
+                .filter(|b| topic::matches(&b.pattern, &envelope.routing_key))
+                .filter_map(|b| state.queues.get(&b.queue).cloned())
+                .collect();
+            if queues.is_empty() && !is_live_key(&envelope.routing_key) {
+                return Err(BusError::Unroutable(envelope.routing_key.clone()));
+            }
+            routes.push(queues);
+        }
+        drop(state);
+        for (envelope, queues) in batch.iter().zip(routes) {
+            for queue in queues {
+                queue.push_back(Pending {
+                    envelope: envelope.clone(),
+                    deliveries: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn consume(&self, service: &str, prefetch: u16) -> Result<Subscription, BusError> {
+        let name = self.topology.service_queue(service);
+        let (queue, dead) = {
+            let state = self.state();
+            let queue = state.queues.get(&name).cloned().ok_or(BusError::Closed)?;
+            (queue, state.queues.get(&self.topology.dead_queue()).cloned())
+        };
+        Ok(self.pump(queue, dead, prefetch, None))
+    }
+
+    pub(crate) fn subscribe_live(self: &Arc<Self>, routing_key: &str) -> Result<Subscription, BusError> {
+        let queue = MemoryQueue::new();
+        let name = {
+            let mut state = self.state();
+            state.next_live += 1;
+            let name = format!("live-{}", state.next_live);
+            state.queues.insert(name.clone(), queue.clone());
+            state.bindings.push(Binding {
+                pattern: routing_key.to_owned(),
+                queue: name.clone(),
+            });
+            name
+        };
+        Ok(self.pump(queue, None, 64, Some((self.clone(), name))))
+    }
+
+    fn remove_queue(&self, name: &str) {
+        let mut state = self.state();
+        state.queues.remove(name);
+        state.bindings.retain(|b| b.queue != name);
+    }
+
+    /// Moves messages from `queue` to a subscription until it is dropped.
+    fn pump(
+        &self,
+        queue: Arc<MemoryQueue>,
+        dead: Option<Arc<MemoryQueue>>,
+        prefetch: u16,
+        live: Option<(Arc<InProcessBus>, String)>,
+    ) -> Subscription {
+        let (sender, receiver) = mpsc::channel(usize::from(prefetch.max(1)));
+        let stop = CancellationToken::new();
+        let delivery_limit = self.topology.delivery_limit;
+        let task_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut pending = tokio::select! {
+                    _ = task_stop.cancelled() => break,
+                    pending = queue.pop() => pending,
+                };
+                pending.deliveries += 1;
+                let delivery = Delivery {
+                    envelope: pending.envelope.clone(),
+                    redelivered: pending.deliveries > 1,
+                    acker: Acker::Memory(MemoryAck {
+                        queue: queue.clone(),
+                        dead: dead.clone(),
+                        pending: Some(pending),
+                        delivery_limit,
+                    }),
+                };
+                // A closed receiver drops the delivery, whose ack guard requeues it.
+                if sender.send(SubscriptionEvent::Message(delivery)).await.is_err() {
+                    break;
+                }
+            }
+            if let Some((bus, name)) = live {
+                bus.remove_queue(&name);
+            }
+        });
+        Subscription { receiver, stop }
+    }
+
+    /// Messages waiting in the dead-letter queue.
+    pub fn dead_letter_count(&self) -> usize {
+        let state = self.state();
+        state
+            .queues
+            .get(&self.topology.dead_queue())
+            .map_or(0, |queue| queue.len())
+    }
+}

@@ -1,0 +1,489 @@
+//! The RabbitMQ transport (lapin).
+//!
+//! Reconnection is ours rather than lapin's auto-recovery: every operation asks for
+//! a live connection, which is re-established with backoff when the broker went
+//! away, and the topology is declared again on each new connection. Publishes in
+//! flight when the connection drops fail and are retried by the outbox relay;
+//! consumers re-subscribe; the broker redelivers what was not acked.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::topology::is_live_key;
+use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
+use crate::{BusError, Envelope, SERVICE_QUEUES, Topology};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an ephemeral (test) queue outlives its last consumer.
+const EPHEMERAL_QUEUE_TTL_MS: i64 = 120_000;
+
+pub struct RabbitBus {
+    url: String,
+    topology: Topology,
+    shutdown: CancellationToken,
+    connection: Mutex<Option<Arc<Connection>>>,
+    publisher: Mutex<Option<Channel>>,
+    connected: AtomicBool,
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
+}
+
+fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(&ShortString::from(key)) {
+        Some(AMQPValue::LongString(value)) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        Some(AMQPValue::ShortString(value)) => Some(value.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn header_int(headers: &FieldTable, key: &str) -> Option<i64> {
+    match headers.inner().get(&ShortString::from(key)) {
+        Some(AMQPValue::LongInt(value)) => Some(i64::from(*value)),
+        Some(AMQPValue::LongLongInt(value)) => Some(*value),
+        Some(AMQPValue::ShortInt(value)) => Some(i64::from(*value)),
+        _ => None,
+    }
+}
+
+fn properties_of(envelope: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(traceparent) = &envelope.traceparent {
+        headers.insert("traceparent".into(), long_string(traceparent));
+    }
+    headers.insert(
+        "schema_version".into(),
+        AMQPValue::LongInt(envelope.schema_version),
+    );
+    headers.insert(
+        "occurred_at".into(),
+        long_string(&envelope.occurred_at.to_rfc3339()),
+    );
+    BasicProperties::default()
+        .with_message_id(envelope.message_id.as_str().into())
+        .with_type(envelope.message_type.as_str().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_timestamp(u64::try_from(envelope.occurred_at.timestamp()).unwrap_or(0))
+        .with_headers(headers)
+}
+
+fn envelope_of(delivery: &lapin::message::Delivery) -> Envelope {
+    let properties = &delivery.properties;
+    let headers = properties.headers().clone().unwrap_or_default();
+    let occurred_at = header_text(&headers, "occurred_at")
+        .and_then(|value| chrono::DateTime::parse_from_rfc3339(&value).ok())
+        .map(|value| value.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now);
+    Envelope {
+        message_id: properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default(),
+        message_type: properties
+            .kind()
+            .as_ref()
+            .map(|kind| kind.as_str().to_owned())
+            .unwrap_or_default(),
+        routing_key: delivery.routing_key.as_str().to_owned(),
+        occurred_at,
+        schema_version: header_int(&headers, "schema_version")
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or(1),
+        traceparent: header_text(&headers, "traceparent"),
+        payload: delivery.data.clone(),
+    }
+}
+
+impl RabbitBus {
+    pub fn new(url: &str, topology: Topology, shutdown: CancellationToken) -> Self {
+        Self {
+            url: url.to_owned(),
+            topology,
+            shutdown,
+            connection: Mutex::new(None),
+            publisher: Mutex::new(None),
+            connected: AtomicBool::new(false),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// A connected connection: the current one, or a new one with the topology
+    /// declared on it.
+    async fn connection(&self) -> Result<Arc<Connection>, BusError> {
+        let mut current = self.connection.lock().await;
+        if let Some(connection) = current.as_ref()
+            && connection.status().connected()
+        {
+            return Ok(connection.clone());
+        }
+        self.connected.store(false, Ordering::Relaxed);
+        *current = None;
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(&self.url, ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| BusError::Timeout)?
+        .map_err(|e| BusError::Connect(e.to_string()))?;
+        let connection = Arc::new(connection);
+        let channel = connection.create_channel().await?;
+        self.declare_on(&channel).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        *current = Some(connection.clone());
+        self.connected.store(true, Ordering::Relaxed);
+        tracing::info!("connected to rabbitmq");
+        Ok(connection)
+    }
+
+    /// Like [`Self::connection`], retrying with backoff until shutdown.
+    async fn connection_with_retry(&self) -> Result<Arc<Connection>, BusError> {
+        let attempt = || self.connection();
+        let retry = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5))
+                    .without_max_times(),
+            )
+            .notify(|error, delay| {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "rabbitmq unreachable");
+            });
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(BusError::Closed),
+            result = retry => result,
+        }
+    }
+
+    fn queue_arguments(&self, dead_letter: bool) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), long_string("quorum"));
+        if dead_letter {
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(i32::try_from(self.topology.delivery_limit).unwrap_or(5)),
+            );
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                long_string(&self.topology.dead_exchange()),
+            );
+            // At-least-once dead-lettering (RabbitMQ ≥ 3.10) needs reject-publish.
+            arguments.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+            arguments.insert("x-overflow".into(), long_string("reject-publish"));
+        }
+        if self.topology.ephemeral {
+            arguments.insert("x-expires".into(), AMQPValue::LongLongInt(EPHEMERAL_QUEUE_TTL_MS));
+        }
+        arguments
+    }
+
+    async fn declare_on(&self, channel: &Channel) -> Result<(), BusError> {
+        let exchange_options = ExchangeDeclareOptions {
+            durable: true,
+            auto_delete: self.topology.ephemeral,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                self.topology.exchange().as_str().into(),
+                ExchangeKind::Topic,
+                exchange_options,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.topology.dead_exchange().as_str().into(),
+                ExchangeKind::Topic,
+                exchange_options,
+                FieldTable::default(),
+            )
+            .await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let dead_queue = self.topology.dead_queue();
+        channel
+            .queue_declare(dead_queue.as_str().into(), durable, self.queue_arguments(false))
+            .await?;
+        channel
+            .queue_bind(
+                dead_queue.as_str().into(),
+                self.topology.dead_exchange().as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        for service_queue in SERVICE_QUEUES {
+            let name = self.topology.service_queue(service_queue.service);
+            channel
+                .queue_declare(name.as_str().into(), durable, self.queue_arguments(true))
+                .await?;
+            for binding in service_queue.bindings {
+                channel
+                    .queue_bind(
+                        name.as_str().into(),
+                        self.topology.exchange().as_str().into(),
+                        (*binding).into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn declare_topology(&self) -> Result<(), BusError> {
+        // Declared on every (re)connect; this just makes sure one connection exists.
+        self.connection_with_retry().await.map(|_| ())
+    }
+
+    async fn publisher_channel(&self) -> Result<Channel, BusError> {
+        let mut publisher = self.publisher.lock().await;
+        if let Some(channel) = publisher.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let connection = self.connection().await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        *publisher = Some(channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) async fn publish_confirmed(&self, batch: &[Envelope]) -> Result<(), BusError> {
+        let channel = self.publisher_channel().await?;
+        let result = self.publish_on(&channel, batch).await;
+        if result.is_err() {
+            // The channel's state is unknown after a failure: start clean next time.
+            *self.publisher.lock().await = None;
+        }
+        result
+    }
+
+    async fn publish_on(&self, channel: &Channel, batch: &[Envelope]) -> Result<(), BusError> {
+        let exchange = self.topology.exchange();
+        let mut confirms = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            // Events must reach a queue: an unroutable one comes back and is an
+            // error. Live feeds (rm.*) may have nobody listening, which is fine:
+            // the database holds the work item.
+            let mandatory = !is_live_key(&envelope.routing_key);
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    envelope.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
+                    &envelope.payload,
+                    properties_of(envelope),
+                )
+                .await?;
+            confirms.push((envelope, confirm));
+        }
+        for (envelope, confirm) in confirms {
+            let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                .await
+                .map_err(|_| BusError::Timeout)??;
+            match confirmation {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(_returned)) => {
+                    return Err(BusError::Unroutable(envelope.routing_key.clone()));
+                }
+                Confirmation::Nack(_) => return Err(BusError::Nacked),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn consume(
+        self: &Arc<Self>,
+        service: &str,
+        prefetch: u16,
+    ) -> Result<Subscription, BusError> {
+        let queue = self.topology.service_queue(service);
+        let (sender, receiver) = mpsc::channel(usize::from(prefetch.max(1)));
+        let stop = CancellationToken::new();
+        let bus = self.clone();
+        let task_stop = stop.clone();
+        let first = bus.start_consumer(&queue, prefetch).await?;
+        tokio::spawn(async move {
+            bus.pump(first, sender, task_stop, move |bus| {
+                let queue = queue.clone();
+                async move { bus.start_consumer(&queue, prefetch).await }
+            })
+            .await;
+        });
+        Ok(Subscription { receiver, stop })
+    }
+
+    async fn start_consumer(
+        self: &Arc<Self>,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<(Channel, lapin::Consumer), BusError> {
+        let connection = self.connection_with_retry().await?;
+        let channel = connection.create_channel().await?;
+        // Quorum queues refuse global QoS: per-consumer prefetch only.
+        channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    pub(crate) async fn subscribe_live(self: &Arc<Self>, routing_key: &str) -> Result<Subscription, BusError> {
+        let (sender, receiver) = mpsc::channel(256);
+        let stop = CancellationToken::new();
+        let first = self.start_live(routing_key).await?;
+        let bus = self.clone();
+        let task_stop = stop.clone();
+        let routing_key = routing_key.to_owned();
+        tokio::spawn(async move {
+            bus.pump(first, sender, task_stop, move |bus| {
+                let routing_key = routing_key.clone();
+                async move { bus.start_live(&routing_key).await }
+            })
+            .await;
+        });
+        Ok(Subscription { receiver, stop })
+    }
+
+    /// An exclusive, server-named queue bound to `routing_key`; it goes away with
+    /// its channel's connection, or when the subscription is dropped.
+    async fn start_live(self: &Arc<Self>, routing_key: &str) -> Result<(Channel, lapin::Consumer), BusError> {
+        let connection = self.connection_with_retry().await?;
+        let channel = connection.create_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                self.topology.exchange().as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .basic_qos(256, BasicQosOptions { global: false })
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    /// Forwards deliveries until `stop`; on a broken consumer, starts a new one with
+    /// `restart` (retrying until it works) and tells the subscriber.
+    async fn pump<F, Fut>(
+        self: Arc<Self>,
+        first: (Channel, lapin::Consumer),
+        sender: mpsc::Sender<SubscriptionEvent>,
+        stop: CancellationToken,
+        restart: F,
+    ) where
+        F: Fn(Arc<Self>) -> Fut,
+        Fut: std::future::Future<Output = Result<(Channel, lapin::Consumer), BusError>>,
+    {
+        let (mut channel, mut consumer) = first;
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.shutdown.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let event = SubscriptionEvent::Message(Delivery {
+                        envelope: envelope_of(&delivery),
+                        redelivered: delivery.redelivered,
+                        acker: Acker::Rabbit(delivery.acker),
+                    });
+                    if sender.send(event).await.is_err() {
+                        break;
+                    }
+                }
+                failure => {
+                    if let Some(Err(error)) = failure {
+                        tracing::warn!(%error, "consumer lost its channel; resubscribing");
+                    }
+                    // Back off a little so a flapping broker isn't hammered.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    loop {
+                        if stop.is_cancelled() || self.shutdown.is_cancelled() {
+                            return;
+                        }
+                        match restart(self.clone()).await {
+                            Ok((new_channel, new_consumer)) => {
+                                channel = new_channel;
+                                consumer = new_consumer;
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "resubscribe failed");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                    }
+                    if sender.send(SubscriptionEvent::Reconnected).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Closing the channel returns unacked deliveries to the queue and, for a
+        // live subscription, deletes its exclusive queue.
+        let _ = channel.close(200, "subscription closed".into()).await;
+    }
+}

@@ -1,0 +1,164 @@
+//! The transport the services see: one type over RabbitMQ or the in-process bus.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::memory::{InProcessBus, MemoryAck};
+use crate::rabbit::RabbitBus;
+use crate::{BusError, Envelope, Topology};
+
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `amqp://…`; unset selects the in-process transport.
+    pub amqp_url: Option<String>,
+    /// Prefixed to every exchange and queue name (tests use one per test).
+    pub prefix: String,
+    pub ephemeral: bool,
+}
+
+#[derive(Clone)]
+pub enum Bus {
+    Rabbit(Arc<RabbitBus>),
+    InProcess(Arc<InProcessBus>),
+}
+
+impl Bus {
+    /// Connects (RabbitMQ) or creates (in-process) the transport and declares the
+    /// whole topology.
+    pub async fn start(config: &BusConfig, shutdown: CancellationToken) -> Result<Bus, BusError> {
+        let topology = Topology::new(&config.prefix, config.ephemeral);
+        let bus = match &config.amqp_url {
+            Some(url) => Bus::Rabbit(Arc::new(RabbitBus::new(url, topology, shutdown))),
+            None => Bus::InProcess(Arc::new(InProcessBus::new(topology))),
+        };
+        bus.declare_topology().await?;
+        Ok(bus)
+    }
+
+    pub fn topology(&self) -> &Topology {
+        match self {
+            Bus::Rabbit(bus) => bus.topology(),
+            Bus::InProcess(bus) => bus.topology(),
+        }
+    }
+
+    pub async fn declare_topology(&self) -> Result<(), BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.declare_topology().await,
+            Bus::InProcess(bus) => {
+                bus.declare_topology();
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes every message and returns only once the broker confirmed all of
+    /// them. Any error means some may not have arrived: publish them again.
+    pub async fn publish_confirmed(&self, batch: &[Envelope]) -> Result<(), BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.publish_confirmed(batch).await,
+            Bus::InProcess(bus) => bus.publish(batch),
+        }
+    }
+
+    /// Competing consumption of a service's durable queue.
+    pub async fn consume(&self, service: &str, prefetch: u16) -> Result<Subscription, BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.consume(service, prefetch).await,
+            Bus::InProcess(bus) => bus.consume(service, prefetch),
+        }
+    }
+
+    /// A private queue bound to `routing_key` for as long as the subscription lives.
+    /// Returns once the binding is in place, so nothing published after this call
+    /// is missed; after a reconnect the subscription yields
+    /// [`SubscriptionEvent::Reconnected`] because messages may have been missed.
+    pub async fn subscribe_live(&self, routing_key: &str) -> Result<Subscription, BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.subscribe_live(routing_key).await,
+            Bus::InProcess(bus) => bus.subscribe_live(routing_key),
+        }
+    }
+
+    /// Is the broker reachable now (for health checks)?
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Bus::Rabbit(bus) => bus.is_connected(),
+            Bus::InProcess(_) => true,
+        }
+    }
+}
+
+pub enum SubscriptionEvent {
+    Message(Delivery),
+    /// The subscription was re-established after a broker outage; messages
+    /// published meanwhile may be missing from a live subscription.
+    Reconnected,
+}
+
+/// Deliveries of one queue. Dropping it stops the consumer (and, for a live
+/// subscription, deletes its queue).
+pub struct Subscription {
+    pub(crate) receiver: mpsc::Receiver<SubscriptionEvent>,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Subscription {
+    pub async fn next(&mut self) -> Option<SubscriptionEvent> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub(crate) enum Acker {
+    Rabbit(lapin::Acker),
+    Memory(MemoryAck),
+}
+
+/// One message handed to a consumer; ack it after the work is committed.
+pub struct Delivery {
+    pub envelope: Envelope,
+    pub redelivered: bool,
+    pub(crate) acker: Acker,
+}
+
+impl Delivery {
+    pub async fn ack(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::Rabbit(acker) => {
+                acker.ack(lapin::options::BasicAckOptions::default()).await?;
+                Ok(())
+            }
+            Acker::Memory(ack) => {
+                ack.ack();
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives the message back: redelivered when `requeue`, else dead-lettered.
+    pub async fn nack(self, requeue: bool) -> Result<(), BusError> {
+        match self.acker {
+            Acker::Rabbit(acker) => {
+                acker
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue,
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(())
+            }
+            Acker::Memory(ack) => {
+                ack.nack(requeue);
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "clients")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub client_id: String,
+    pub full_name: String,
+    pub national_id: String,
+    pub phone: String,
+    pub home_branch_id: String,
+    /// `individual` or `corporate`.
+    pub kind: String,
+    /// JSON array of segment names.
+    #[sea_orm(column_type = "Text")]
+    pub segments: String,
+    pub do_not_contact: bool,
+    /// The tier's text (`mass`, `wealth`, `hnw`, `private`).
+    pub tier: String,
+    pub aum_minor_units: i64,
+    pub aum_currency: String,
+    pub primary_rm_id: Option<String>,
+    pub wealth_manager_id: Option<String>,
+    pub private_banker_id: Option<String>,
+    pub last_contact_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

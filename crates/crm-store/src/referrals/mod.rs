@@ -1,0 +1,9 @@
+//! Tables of the referrals service: referrals, RM work items, and the local
+//! projections of directory and coverage data that routing reads.
+
+pub mod migration;
+pub mod referral;
+pub mod routing_client;
+pub mod routing_pair;
+pub mod routing_staff;
+pub mod work_item;

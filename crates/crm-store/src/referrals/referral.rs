@@ -1,0 +1,41 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "referrals")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub referral_id: String,
+    /// Unique per referrer: the same key again returns this referral.
+    pub idempotency_key: String,
+    pub client_id: Option<String>,
+    pub prospect_name: Option<String>,
+    pub prospect_phone: Option<String>,
+    pub referrer_id: String,
+    pub branch_id: String,
+    pub need: String,
+    #[sea_orm(column_type = "Text")]
+    pub note: String,
+    pub amount_minor_units: Option<i64>,
+    pub amount_currency: Option<String>,
+    pub priority: String,
+    pub status: String,
+    pub assigned_rm_id: String,
+    pub routing_reason: String,
+    /// The stored routing decision, as JSON.
+    #[sea_orm(column_type = "Text")]
+    pub routing_decision: String,
+    pub sla_due_at: DateTimeUtc,
+    pub escalated: bool,
+    pub outcome: Option<String>,
+    pub outcome_product: Option<String>,
+    pub outcome_amount_minor_units: Option<i64>,
+    pub accepted_at: Option<DateTimeUtc>,
+    pub assigned_at: DateTimeUtc,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,31 @@
+use sea_orm::entity::prelude::*;
+
+/// One piece of work in one RM's queue.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "work_items")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub work_item_id: String,
+    pub rm_id: String,
+    pub kind: String,
+    pub client_id: Option<String>,
+    pub title: String,
+    #[sea_orm(column_type = "Text")]
+    pub detail: String,
+    pub priority: String,
+    pub due_at: Option<DateTimeUtc>,
+    pub state: String,
+    pub source_id: String,
+    pub acked_at: Option<DateTimeUtc>,
+    pub snoozed_until: Option<DateTimeUtc>,
+    pub outcome: Option<String>,
+    /// Bumped on every change; streams keep the highest seen per item.
+    pub version: i64,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

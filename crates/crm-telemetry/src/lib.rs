@@ -1,0 +1,125 @@
+//! Tracing for every process of the suite, and the W3C trace context that makes one
+//! trace of a teller's RPC, the outbox, RabbitMQ, the consumer and the RM's stream.
+//!
+//! A tracer provider is always installed so spans carry trace ids and the context
+//! propagates even when nothing is exported; OTLP export is added only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+mod propagation;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub use propagation::{
+    current_traceparent, grpc_request_span, inject_traceparent, set_parent_from_traceparent,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("could not build the OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// How a process logs.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub service_name: String,
+    /// One JSON object per line instead of human-readable text.
+    pub json: bool,
+    /// `RUST_LOG` when set, else this.
+    pub default_filter: String,
+    /// From `OTEL_EXPORTER_OTLP_ENDPOINT`; unset means spans are not exported.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    pub fn from_env(service_name: &str) -> Self {
+        Self {
+            service_name: service_name.to_owned(),
+            json: std::env::var("CRM_LOG_JSON").is_ok_and(|v| v == "1" || v == "true"),
+            default_filter: "info".to_owned(),
+            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .ok()
+                .filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// Keep it for the life of the process; dropping it flushes pending spans.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TelemetryGuard {
+    pub fn shutdown(self) {
+        // Nothing to do about an exporter that can't flush at exit but say so.
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("telemetry shutdown: {error}");
+        }
+    }
+}
+
+/// The env filter we always apply: sqlx would log statements with their (PII)
+/// parameters, and lapin/h2 are noisy at debug.
+fn env_filter(default_filter: &str) -> EnvFilter {
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.to_owned());
+    EnvFilter::new(format!("{base},sqlx=warn,sea_orm=warn,h2=warn,tower=warn,hyper=warn"))
+}
+
+fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = &config.otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// Installs the global subscriber and propagator. Call once, early in `main`.
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = tracer_provider(config)?;
+    let tracer = provider.tracer("crm");
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let filter = env_filter(&config.default_filter);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let installed = if config.json {
+        registry
+            .with(tracing_subscriber::fmt::layer().json().with_current_span(true))
+            .try_init()
+    } else {
+        registry.with(tracing_subscriber::fmt::layer().compact()).try_init()
+    };
+    installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// For tests: the same layers into a writer of the caller's choice, installed if no
+/// subscriber is yet (tests share a process, so a second call is a no-op).
+pub fn init_for_tests() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = SdkTracerProvider::builder().build();
+    let tracer = provider.tracer("crm-test");
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let _ = tracing_subscriber::registry()
+        .with(env_filter("warn"))
+        .with(otel)
+        .with(tracing_subscriber::fmt::layer().with_test_writer().compact())
+        .try_init();
+}
