@@ -5,6 +5,7 @@
 mod edge;
 mod jwt;
 mod principal;
+pub mod wire;
 
 pub use edge::{invalid_argument, principal_of, request_id_of};
 pub use jwt::{AuthError, Claims, JwtKeys};

@@ -3,6 +3,7 @@
 //! every rule can be unit-tested without a database or broker.
 
 pub mod ids;
+pub mod messages;
 pub mod money;
 pub mod pii;
 pub mod referral;

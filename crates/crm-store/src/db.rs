@@ -95,3 +95,16 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
 pub fn is_unique_violation(error: &DbErr) -> bool {
     matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }
+
+/// True when the database could not be reached (answer `UNAVAILABLE`, retry later),
+/// as opposed to a statement that failed.
+pub fn is_unavailable(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(inner) | DbErr::Query(inner) => {
+            let text = inner.to_string().to_ascii_lowercase();
+            text.contains("connection") || text.contains("io error") || text.contains("pool timed out")
+        }
+        _ => false,
+    }
+}

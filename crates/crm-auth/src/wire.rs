@@ -1,0 +1,52 @@
+//! Small conversions every service does at the wire: timestamps and page sizes.
+
+use chrono::{DateTime, Utc};
+
+pub fn timestamp(value: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: value.timestamp(),
+        nanos: i32::try_from(value.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn optional_timestamp(value: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+    value.map(timestamp)
+}
+
+/// A wire timestamp as UTC, or why not.
+pub fn datetime(value: &prost_types::Timestamp) -> Result<DateTime<Utc>, &'static str> {
+    let nanos = u32::try_from(value.nanos).map_err(|_| "nanos must not be negative")?;
+    DateTime::from_timestamp(value.seconds, nanos).ok_or("is not a valid time")
+}
+
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+pub const MAX_PAGE_SIZE: i32 = 500;
+
+/// API.md: `page_size` defaults to 50, at most 500.
+pub fn page_size(requested: i32) -> Result<u64, String> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        size if (1..=MAX_PAGE_SIZE).contains(&size) => Ok(u64::try_from(size).unwrap_or(DEFAULT_PAGE_SIZE)),
+        _ => Err(format!("must be between 1 and {MAX_PAGE_SIZE}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        let now = Utc::now();
+        assert_eq!(datetime(&timestamp(now)), Ok(now));
+        assert!(datetime(&prost_types::Timestamp { seconds: 0, nanos: -1 }).is_err());
+    }
+
+    #[test]
+    fn page_sizes_default_and_are_bounded() {
+        assert_eq!(page_size(0), Ok(50));
+        assert_eq!(page_size(500), Ok(500));
+        assert!(page_size(501).is_err());
+        assert!(page_size(-1).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! The messages services send each other over the bus: their type names (also the
+//! routing keys) and payloads. A payload change that breaks readers bumps the
+//! envelope's schema version.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const STAFF_CHANGED: &str = "directory.staff_changed";
+pub const PAIR_CHANGED: &str = "directory.pair_changed";
+pub const COVERAGE_CHANGED: &str = "client.coverage_changed";
+pub const REFERRAL_ASSIGNED: &str = "referral.assigned";
+pub const REFERRAL_ACCEPTED: &str = "referral.accepted";
+/// Routed to `rm.<staff_id>`: a work item was created or changed.
+pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffChanged {
+    pub staff_id: String,
+    pub role: String,
+    pub branch_id: String,
+    pub active: bool,
+    pub capacity: i32,
+    pub out_of_office_until: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairChanged {
+    pub teller_id: String,
+    pub rm_id: String,
+    pub valid_from: NaiveDate,
+    pub valid_until: Option<NaiveDate>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageChanged {
+    pub client_id: String,
+    pub home_branch_id: String,
+    pub primary_rm_id: Option<String>,
+    pub wealth_manager_id: Option<String>,
+    pub private_banker_id: Option<String>,
+    pub do_not_contact: bool,
+    pub reason: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralEvent {
+    pub referral_id: String,
+    pub client_id: Option<String>,
+    pub referrer_id: String,
+    pub branch_id: String,
+    pub assigned_rm_id: String,
+    pub need: String,
+    pub priority: String,
+    pub status: String,
+    pub escalated: bool,
+    pub routing_reason: String,
+    pub occurred_at: DateTime<Utc>,
+}

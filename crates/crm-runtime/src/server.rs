@@ -1,0 +1,136 @@
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection service: {0}")]
+    Reflection(String),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A gRPC server bound to its port (0 picks a free one: tests read it back).
+pub struct Server {
+    listener: TcpListener,
+    routes: RoutesBuilder,
+    health: tonic_health::server::HealthReporter,
+    service_names: Vec<&'static str>,
+}
+
+impl Server {
+    /// Binds now, with health and reflection (v1 and v1alpha) already mounted.
+    pub async fn bind(addr: SocketAddr) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        Ok(Server {
+            listener,
+            routes,
+            health,
+            service_names: Vec::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Mounts a service; `name` is its full gRPC name, reported by health.
+    pub fn add_service<S>(&mut self, name: &'static str, service: S) -> &mut Self
+    where
+        S: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.service_names.push(name);
+        self
+    }
+
+    /// Serves until `shutdown`, then stops accepting and lets calls in flight finish.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        for name in &self.service_names {
+            self.health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        self.health.set_service_status("", ServingStatus::Serving).await;
+        let health = self.health.clone();
+        let names = self.service_names.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            // Tell load balancers first, so no new calls arrive while draining.
+            for name in names {
+                health.set_service_status(name, ServingStatus::NotServing).await;
+            }
+            health.set_service_status("", ServingStatus::NotServing).await;
+        });
+        tonic::transport::Server::builder()
+            .trace_fn(crm_telemetry::grpc_request_span)
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                shutdown.cancelled_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or ctrl-c.
+pub fn shutdown_on_signals(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("ctrl-c: shutting down"),
+            _ = terminate => tracing::info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+    });
+}

@@ -1,0 +1,428 @@
+//! DirectoryService: branches, staff and teller↔RM pairs.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
+use crm_auth::{Principal, principal_of, wire};
+use crm_bus::Envelope;
+use crm_domain::messages::{PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged};
+use crm_domain::validation::check_text;
+use crm_domain::{BranchId, Role, StaffId, Violations};
+use crm_proto::v1::{self as pb, directory_service_server::DirectoryService};
+use crm_store::clients::{branch, staff, teller_pair};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::{ClientsError, Result};
+use crate::{ClientsState, SERVICE};
+
+pub struct Directory {
+    state: Arc<ClientsState>,
+}
+
+impl Directory {
+    pub fn new(state: Arc<ClientsState>) -> Self {
+        Self { state }
+    }
+}
+
+pub(crate) fn role_from_proto(role: i32) -> Option<Role> {
+    match pb::StaffRole::try_from(role).ok()? {
+        pb::StaffRole::Unspecified => None,
+        pb::StaffRole::Teller => Some(Role::Teller),
+        pb::StaffRole::Rm => Some(Role::Rm),
+        pb::StaffRole::BranchManager => Some(Role::BranchManager),
+        pb::StaffRole::CampaignAdmin => Some(Role::CampaignAdmin),
+        pb::StaffRole::System => Some(Role::System),
+    }
+}
+
+pub(crate) fn role_to_proto(role: Role) -> pb::StaffRole {
+    match role {
+        Role::Teller => pb::StaffRole::Teller,
+        Role::Rm => pb::StaffRole::Rm,
+        Role::BranchManager => pb::StaffRole::BranchManager,
+        Role::CampaignAdmin => pb::StaffRole::CampaignAdmin,
+        Role::System => pb::StaffRole::System,
+    }
+}
+
+fn branch_to_proto(model: branch::Model) -> pb::Branch {
+    pb::Branch {
+        branch_id: model.branch_id,
+        name: model.name,
+        city: model.city,
+        time_zone: model.time_zone,
+    }
+}
+
+fn staff_to_proto(model: staff::Model) -> pb::Staff {
+    let role = Role::from_str(&model.role).map(role_to_proto).unwrap_or(pb::StaffRole::Unspecified);
+    pb::Staff {
+        staff_id: model.staff_id,
+        name: model.name,
+        role: role as i32,
+        branch_id: model.branch_id,
+        active: model.active,
+        capacity: model.capacity,
+        out_of_office_until: wire::optional_timestamp(model.out_of_office_until),
+    }
+}
+
+fn date_to_proto(date: NaiveDate) -> pb::Date {
+    use chrono::Datelike;
+    pb::Date {
+        year: date.year(),
+        month: i32::try_from(date.month()).unwrap_or(0),
+        day: i32::try_from(date.day()).unwrap_or(0),
+    }
+}
+
+fn date_from_proto(date: &pb::Date) -> std::result::Result<NaiveDate, &'static str> {
+    let month = u32::try_from(date.month).map_err(|_| "month out of range")?;
+    let day = u32::try_from(date.day).map_err(|_| "day out of range")?;
+    NaiveDate::from_ymd_opt(date.year, month, day).ok_or("is not a calendar date")
+}
+
+fn today_in_shanghai() -> NaiveDate {
+    Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive()
+}
+
+/// Directory writes: the system role, or a branch manager for their own branch.
+fn require_directory_writer(principal: &Principal, branch: &BranchId) -> Result<()> {
+    match principal.role {
+        Role::System => Ok(()),
+        Role::BranchManager if &principal.branch_id == branch => Ok(()),
+        _ => Err(ClientsError::PermissionDenied(format!(
+            "role {} may not change the directory of branch {branch}",
+            principal.role
+        ))),
+    }
+}
+
+async fn find_staff(db: &impl ConnectionTrait, staff_id: &StaffId) -> Result<staff::Model> {
+    staff::Entity::find_by_id(staff_id.as_str())
+        .one(db)
+        .await?
+        .ok_or_else(|| ClientsError::NotFound(format!("staff {staff_id}")))
+}
+
+#[tonic::async_trait]
+impl DirectoryService for Directory {
+    #[tracing::instrument(skip_all, fields(branch_id))]
+    async fn upsert_branch(
+        &self,
+        request: Request<pb::UpsertBranchRequest>,
+    ) -> Result<Response<pb::UpsertBranchResponse>, Status> {
+        let principal = principal_of(&request)?;
+        principal.require_any(&[Role::System], "upsert branches")?;
+        let input = request.into_inner().branch.unwrap_or_default();
+        let mut violations = Violations::new();
+        let branch_id = violations.check("branch.branch_id", BranchId::parse(&input.branch_id));
+        check_text(&mut violations, "branch.name", &input.name, true, 100);
+        check_text(&mut violations, "branch.city", &input.city, true, 100);
+        let time_zone = if input.time_zone.is_empty() {
+            "Asia/Shanghai".to_owned()
+        } else {
+            if chrono_tz::Tz::from_str(&input.time_zone).is_err() {
+                violations.add("branch.time_zone", "must be an IANA time zone such as Asia/Shanghai");
+            }
+            input.time_zone.clone()
+        };
+        let branch_id = violations.finish(|| branch_id).map_err(ClientsError::from)?;
+        tracing::Span::current().record("branch_id", branch_id.as_str());
+        let now = Utc::now();
+        let row = branch::ActiveModel {
+            branch_id: Set(branch_id.to_string()),
+            name: Set(input.name.trim().to_owned()),
+            city: Set(input.city.trim().to_owned()),
+            time_zone: Set(time_zone),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        branch::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(branch::Column::BranchId)
+                    .update_columns([
+                        branch::Column::Name,
+                        branch::Column::City,
+                        branch::Column::TimeZone,
+                        branch::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.state.db)
+            .await
+            .map_err(ClientsError::from)?;
+        let stored = branch::Entity::find_by_id(branch_id.as_str())
+            .one(&self.state.db)
+            .await
+            .map_err(ClientsError::from)?
+            .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
+        Ok(Response::new(pb::UpsertBranchResponse {
+            branch: Some(branch_to_proto(stored)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(staff_id))]
+    async fn upsert_staff(
+        &self,
+        request: Request<pb::UpsertStaffRequest>,
+    ) -> Result<Response<pb::UpsertStaffResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner().staff.unwrap_or_default();
+        let mut violations = Violations::new();
+        let staff_id = violations.check("staff.staff_id", StaffId::parse(&input.staff_id));
+        check_text(&mut violations, "staff.name", &input.name, true, 100);
+        let role = role_from_proto(input.role);
+        if role.is_none() {
+            violations.add("staff.role", "must be a known role, not UNSPECIFIED");
+        }
+        let branch_id = violations.check("staff.branch_id", BranchId::parse(&input.branch_id));
+        if !(0..=1000).contains(&input.capacity) {
+            violations.add("staff.capacity", "must be between 0 and 1000");
+        }
+        let out_of_office_until = match &input.out_of_office_until {
+            Some(ts) => violations.check("staff.out_of_office_until", wire::datetime(ts)),
+            None => None,
+        };
+        let (staff_id, role, branch_id) = violations
+            .finish(|| Some((staff_id?, role?, branch_id?)))
+            .map_err(ClientsError::from)?;
+        tracing::Span::current().record("staff_id", staff_id.as_str());
+        require_directory_writer(&principal, &branch_id)?;
+        if role == Role::System && principal.role != Role::System {
+            return Err(ClientsError::PermissionDenied("only the system role may create system accounts".into()).into());
+        }
+        let db = &self.state.db;
+        if branch::Entity::find_by_id(branch_id.as_str()).one(db).await.map_err(ClientsError::from)?.is_none() {
+            return Err(ClientsError::NotFound(format!("branch {branch_id}")).into());
+        }
+        let now = Utc::now();
+        let transaction = db.begin().await.map_err(ClientsError::from)?;
+        let row = staff::ActiveModel {
+            staff_id: Set(staff_id.to_string()),
+            name: Set(input.name.trim().to_owned()),
+            role: Set(role.to_string()),
+            branch_id: Set(branch_id.to_string()),
+            active: Set(input.active),
+            capacity: Set(input.capacity),
+            out_of_office_until: Set(out_of_office_until),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        staff::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(staff::Column::StaffId)
+                    .update_columns([
+                        staff::Column::Name,
+                        staff::Column::Role,
+                        staff::Column::BranchId,
+                        staff::Column::Active,
+                        staff::Column::Capacity,
+                        staff::Column::OutOfOfficeUntil,
+                        staff::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&transaction)
+            .await
+            .map_err(ClientsError::from)?;
+        let message = StaffChanged {
+            staff_id: staff_id.to_string(),
+            role: role.to_string(),
+            branch_id: branch_id.to_string(),
+            active: input.active,
+            capacity: input.capacity,
+            out_of_office_until,
+            updated_at: now,
+        };
+        let envelope = Envelope::new(STAFF_CHANGED, STAFF_CHANGED, &message).map_err(ClientsError::from)?;
+        crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
+            .await
+            .map_err(ClientsError::from)?;
+        let stored = find_staff(&transaction, &staff_id).await?;
+        transaction.commit().await.map_err(ClientsError::from)?;
+        self.state.outbox.wake();
+        Ok(Response::new(pb::UpsertStaffResponse {
+            staff: Some(staff_to_proto(stored)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(teller_id, rm_id))]
+    async fn pair_teller(
+        &self,
+        request: Request<pb::PairTellerRequest>,
+    ) -> Result<Response<pb::PairTellerResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        let teller_id = violations.check("teller_id", StaffId::parse(&input.teller_id));
+        let rm_id = violations.check("rm_id", StaffId::parse(&input.rm_id));
+        let valid_from = match &input.valid_from {
+            Some(date) => violations.check("valid_from", date_from_proto(date)),
+            None => Some(today_in_shanghai()),
+        };
+        let valid_until = match &input.valid_until {
+            Some(date) => violations.check("valid_until", date_from_proto(date)),
+            None => None,
+        };
+        if let (Some(from), Some(until)) = (valid_from, valid_until)
+            && until < from
+        {
+            violations.add("valid_until", "must not be before valid_from");
+        }
+        let (teller_id, rm_id, valid_from) = violations
+            .finish(|| Some((teller_id?, rm_id?, valid_from?)))
+            .map_err(ClientsError::from)?;
+        let span = tracing::Span::current();
+        span.record("teller_id", teller_id.as_str());
+        span.record("rm_id", rm_id.as_str());
+        let db = &self.state.db;
+        let teller = find_staff(db, &teller_id).await?;
+        let rm = find_staff(db, &rm_id).await?;
+        let teller_branch = BranchId::parse(&teller.branch_id).map_err(|_| ClientsError::NotFound(format!("branch of {teller_id}")))?;
+        require_directory_writer(&principal, &teller_branch)?;
+        if teller.role != Role::Teller.as_str() {
+            return Err(ClientsError::FailedPrecondition(format!("{teller_id} is not a teller")).into());
+        }
+        if rm.role != Role::Rm.as_str() {
+            return Err(ClientsError::FailedPrecondition(format!("{rm_id} is not an RM")).into());
+        }
+        let now = Utc::now();
+        let transaction = db.begin().await.map_err(ClientsError::from)?;
+        // A teller has at most one active pair: the new one replaces the old.
+        teller_pair::Entity::update_many()
+            .col_expr(teller_pair::Column::Active, false.into())
+            .filter(teller_pair::Column::TellerId.eq(teller_id.as_str()))
+            .filter(teller_pair::Column::Active.eq(true))
+            .exec(&transaction)
+            .await
+            .map_err(ClientsError::from)?;
+        let row = teller_pair::ActiveModel {
+            pair_id: Set(uuid::Uuid::now_v7().to_string()),
+            teller_id: Set(teller_id.to_string()),
+            rm_id: Set(rm_id.to_string()),
+            valid_from: Set(valid_from),
+            valid_until: Set(valid_until),
+            active: Set(true),
+            created_at: Set(now),
+        };
+        teller_pair::Entity::insert(row)
+            .exec_without_returning(&transaction)
+            .await
+            .map_err(ClientsError::from)?;
+        let message = PairChanged {
+            teller_id: teller_id.to_string(),
+            rm_id: rm_id.to_string(),
+            valid_from,
+            valid_until,
+            updated_at: now,
+        };
+        let envelope = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &message).map_err(ClientsError::from)?;
+        crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
+            .await
+            .map_err(ClientsError::from)?;
+        transaction.commit().await.map_err(ClientsError::from)?;
+        self.state.outbox.wake();
+        Ok(Response::new(pb::PairTellerResponse {
+            pair: Some(pb::TellerPair {
+                teller_id: teller_id.to_string(),
+                rm_id: rm_id.to_string(),
+                valid_from: Some(date_to_proto(valid_from)),
+                valid_until: valid_until.map(date_to_proto),
+            }),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_staff(
+        &self,
+        request: Request<pb::ListStaffRequest>,
+    ) -> Result<Response<pb::ListStaffResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        let branch_id = violations.check("branch_id", BranchId::parse(&input.branch_id));
+        let role = if input.role == 0 {
+            None
+        } else {
+            let role = role_from_proto(input.role);
+            if role.is_none() {
+                violations.add("role", "is not a known role");
+            }
+            role
+        };
+        let page_size = violations.check("page_size", wire::page_size(input.page_size));
+        let after = violations.check("page_token", StaffId::parse_optional(&input.page_token));
+        let (branch_id, page_size, after) = violations
+            .finish(|| Some((branch_id?, page_size?, after?)))
+            .map_err(ClientsError::from)?;
+        let any_branch = matches!(principal.role, Role::System | Role::CampaignAdmin);
+        if !any_branch && principal.branch_id != branch_id {
+            return Err(ClientsError::PermissionDenied(format!("may list staff of branch {} only", principal.branch_id)).into());
+        }
+        let mut query = staff::Entity::find()
+            .filter(staff::Column::BranchId.eq(branch_id.as_str()))
+            .order_by_asc(staff::Column::StaffId)
+            .limit(page_size + 1);
+        if let Some(role) = role {
+            query = query.filter(staff::Column::Role.eq(role.as_str()));
+        }
+        if let Some(after) = &after {
+            query = query.filter(staff::Column::StaffId.gt(after.as_str()));
+        }
+        let mut rows = query.all(&self.state.db).await.map_err(ClientsError::from)?;
+        let next_page_token = if rows.len() as u64 > page_size {
+            rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
+            rows.last().map(|row| row.staff_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListStaffResponse {
+            staff: rows.into_iter().map(staff_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_branch(
+        &self,
+        request: Request<pb::GetBranchRequest>,
+    ) -> Result<Response<pb::GetBranchResponse>, Status> {
+        principal_of(&request)?;
+        let mut violations = Violations::new();
+        let branch_id = violations.check("branch_id", BranchId::parse(&request.get_ref().branch_id));
+        let branch_id = violations.finish(|| branch_id).map_err(ClientsError::from)?;
+        let stored = branch::Entity::find_by_id(branch_id.as_str())
+            .one(&self.state.db)
+            .await
+            .map_err(ClientsError::from)?
+            .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
+        Ok(Response::new(pb::GetBranchResponse {
+            branch: Some(branch_to_proto(stored)),
+        }))
+    }
+
+    async fn get_staff(
+        &self,
+        request: Request<pb::GetStaffRequest>,
+    ) -> Result<Response<pb::GetStaffResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let mut violations = Violations::new();
+        let staff_id = violations.check("staff_id", StaffId::parse(&request.get_ref().staff_id));
+        let staff_id = violations.finish(|| staff_id).map_err(ClientsError::from)?;
+        let stored = find_staff(&self.state.db, &staff_id).await?;
+        let any_branch = matches!(principal.role, Role::System | Role::CampaignAdmin);
+        if !any_branch && stored.branch_id != principal.branch_id.as_str() {
+            return Err(ClientsError::PermissionDenied("staff of another branch".into()).into());
+        }
+        Ok(Response::new(pb::GetStaffResponse {
+            staff: Some(staff_to_proto(stored)),
+        }))
+    }
+}
