@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::is_live_key;
+use crate::topology::must_be_routed;
 use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
 use crate::{BusError, Envelope, SERVICE_QUEUES, Topology, topic};
 
@@ -163,7 +163,7 @@ impl InProcessBus {
                 .filter(|b| topic::matches(&b.pattern, &envelope.routing_key))
                 .filter_map(|b| state.queues.get(&b.queue).cloned())
                 .collect();
-            if queues.is_empty() && !is_live_key(&envelope.routing_key) {
+            if queues.is_empty() && must_be_routed(&envelope.routing_key) {
                 return Err(BusError::Unroutable(envelope.routing_key.clone()));
             }
             routes.push(queues);

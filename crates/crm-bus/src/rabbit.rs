@@ -22,7 +22,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::is_live_key;
+use crate::topology::must_be_routed;
 use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
 use crate::{BusError, Envelope, SERVICE_QUEUES, Topology};
 
@@ -292,10 +292,10 @@ impl RabbitBus {
         let exchange = self.topology.exchange();
         let mut confirms = Vec::with_capacity(batch.len());
         for envelope in batch {
-            // Events must reach a queue: an unroutable one comes back and is an
-            // error. Live feeds (rm.*) may have nobody listening, which is fine:
-            // the database holds the work item.
-            let mandatory = !is_live_key(&envelope.routing_key);
+            // A consumed event must reach its queue: unroutable, it comes back and
+            // is an error. Live feeds may have nobody listening, which is fine: the
+            // database holds the work item.
+            let mandatory = must_be_routed(&envelope.routing_key);
             let confirm = channel
                 .basic_publish(
                     exchange.as_str().into(),

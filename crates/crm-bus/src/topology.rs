@@ -23,9 +23,15 @@ pub fn rm_routing_key(staff_id: &str) -> String {
     format!("rm.{staff_id}")
 }
 
-/// True for keys that go only to live streams (nobody may be listening).
-pub(crate) fn is_live_key(routing_key: &str) -> bool {
-    routing_key.starts_with("rm.")
+/// True when some service consumes messages with this routing key: publishing such
+/// a message must reach a queue (mandatory), or it is an error. Live feeds (`rm.*`)
+/// may have nobody listening, and event types nobody consumes yet are published for
+/// whoever binds later; neither is an error.
+pub(crate) fn must_be_routed(routing_key: &str) -> bool {
+    SERVICE_QUEUES
+        .iter()
+        .flat_map(|queue| queue.bindings.iter())
+        .any(|pattern| crate::topic::matches(pattern, routing_key))
 }
 
 #[derive(Debug, Clone)]

@@ -2,9 +2,11 @@
 //! database and the bus, the gRPC server (health, reflection, auth, a span per RPC),
 //! and one shutdown token that drains everything on SIGTERM or ctrl-c.
 
+mod app;
 mod server;
 mod settings;
 
+pub use app::{App, AppError, Infra, ServiceModule};
 pub use server::{Server, ServerError, shutdown_on_signals};
 pub use settings::{Settings, SettingsError};
 

@@ -64,15 +64,13 @@ impl Server {
     /// Mounts a service; `name` is its full gRPC name, reported by health.
     pub fn add_service<S>(&mut self, name: &'static str, service: S) -> &mut Self
     where
-        S: tower_service::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
+        S: tower_service::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
             + Clone
             + Send
             + Sync
             + 'static,
+        S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
         self.routes.add_service(service);

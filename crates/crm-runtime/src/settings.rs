@@ -23,6 +23,9 @@ pub struct Settings {
     /// Prefixed to every exchange and queue name.
     #[arg(long, env = "CRM_QUEUE_PREFIX", default_value = "")]
     pub queue_prefix: String,
+    /// Queues expire when unused and exchanges auto-delete (tests and demos).
+    #[arg(long, env = "CRM_EPHEMERAL_QUEUES", default_value_t = false)]
+    pub ephemeral_queues: bool,
     /// HS256 secret for tokens (at least 16 bytes).
     #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

@@ -44,3 +44,25 @@ impl MigratorTrait for AllMigrator {
         ]
     }
 }
+
+/// Which tables a process owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Every service in one database: the embedded default and `crm serve`.
+    All,
+    Clients,
+    Referrals,
+    /// A service with only its outbox and inbox so far.
+    MessagingOnly,
+}
+
+/// Brings the schema up to date; safe to run on every start and from many
+/// replicas at once on PostgreSQL (migrations run in a transaction).
+pub async fn migrate(db: &crate::Db, schema: Schema) -> Result<(), DbErr> {
+    match schema {
+        Schema::All => AllMigrator::up(db, None).await,
+        Schema::Clients => ClientsMigrator::up(db, None).await,
+        Schema::Referrals => ReferralsMigrator::up(db, None).await,
+        Schema::MessagingOnly => MessagingOnlyMigrator::up(db, None).await,
+    }
+}

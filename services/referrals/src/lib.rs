@@ -1,1 +1,100 @@
-//! crm-referrals
+//! The referrals service: teller referrals, their routing to an RM, and the RM work
+//! queues with their live push to the RM mobile backend.
+//!
+//! CreateReferral routes (crm_domain::routing) over local projections of the
+//! directory and client coverage, then writes the referral, the RM's work item and
+//! the outbox messages in one transaction. The relay publishes them; a
+//! WatchWorkItems stream bound to `rm.<staff_id>` receives them.
+
+mod create;
+mod error;
+mod projections;
+mod referral_wire;
+mod routing_inputs;
+mod service;
+mod watch;
+mod work_items;
+
+use std::sync::Arc;
+
+use crm_auth::AuthInterceptor;
+use crm_bus::Bus;
+use crm_bus::outbox::OutboxWaker;
+use crm_domain::sla::{BusinessCalendar, SlaPolicy};
+use crm_proto::v1::referral_service_server::ReferralServiceServer;
+use crm_store::Db;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+
+pub use error::ReferralsError;
+pub use projections::Projections;
+pub use service::Referrals;
+pub use work_items::WorkItemMessage;
+
+/// The outbox source, queue and consumer name of this service.
+pub const SERVICE: &str = "referrals";
+
+#[derive(Clone)]
+pub struct ReferralsState {
+    pub db: Db,
+    pub bus: Bus,
+    pub outbox: OutboxWaker,
+    pub sla: SlaPolicy,
+    pub calendar: BusinessCalendar,
+    /// Ends live streams when the process shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl ReferralsState {
+    pub fn new(db: Db, bus: Bus, shutdown: CancellationToken) -> Self {
+        Self {
+            db,
+            bus,
+            outbox: OutboxWaker::default(),
+            sla: SlaPolicy::default(),
+            calendar: BusinessCalendar::default(),
+            shutdown,
+        }
+    }
+}
+
+pub fn referral_service(
+    state: Arc<ReferralsState>,
+    auth: AuthInterceptor,
+) -> InterceptedService<ReferralServiceServer<Referrals>, AuthInterceptor> {
+    ReferralServiceServer::with_interceptor(Referrals::new(state), auth)
+}
+
+/// The referrals service as a process mounts it: the gRPC service, the outbox
+/// relay and the consumer that keeps routing's projections current.
+pub struct Module;
+
+impl crm_runtime::ServiceModule for Module {
+    fn name(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
+        let state = Arc::new(ReferralsState::new(infra.db.clone(), infra.bus.clone(), infra.shutdown.clone()));
+        server.add_service("crm.v1.ReferralService", referral_service(state.clone(), infra.auth.clone()));
+        let relay = crm_bus::outbox::Relay::new(infra.db.clone(), infra.bus.clone(), SERVICE, state.outbox.clone());
+        infra.tasks.spawn(relay.run(infra.shutdown.clone()));
+        let consumer = crm_bus::run_consumer(
+            infra.bus.clone(),
+            infra.db.clone(),
+            SERVICE,
+            Arc::new(Projections),
+            32,
+            infra.shutdown.clone(),
+        );
+        let shutdown = infra.shutdown.clone();
+        infra.tasks.spawn(async move {
+            if let Err(error) = consumer.await {
+                // Without its consumer the service routes on stale data: stop the
+                // process so the orchestrator restarts it, rather than limp on.
+                tracing::error!(%error, "referrals consumer failed; shutting down");
+                shutdown.cancel();
+            }
+        });
+    }
+}

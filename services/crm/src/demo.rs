@@ -1,0 +1,242 @@
+//! `crm demo`: a small bank on the embedded default, and a teller's referral
+//! followed to the RM's phone, printed so a person can follow it.
+
+use std::time::{Duration, Instant};
+
+use crm_domain::{BranchId, Role, StaffId};
+use crm_proto::v1::{self as pb, client_service_client::ClientServiceClient,
+    directory_service_client::DirectoryServiceClient, referral_service_client::ReferralServiceClient};
+use crm_store::migrator::Schema;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+struct Caller {
+    channel: Channel,
+    token: String,
+}
+
+impl Caller {
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Ok(value) = format!("Bearer {}", self.token).parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+}
+
+fn settings(database_url: String, secret: &str) -> crm_runtime::Settings {
+    crm_runtime::Settings {
+        listen_addr: ([127, 0, 0, 1], 0).into(),
+        database_url: Some(database_url),
+        database_schema: None,
+        amqp_url: None,
+        queue_prefix: String::new(),
+        ephemeral_queues: true,
+        jwt_secret: Some(secret.to_owned()),
+        jwt_public_key: None,
+    }
+}
+
+pub async fn run(client_count: u32) -> anyhow::Result<()> {
+    let folder = std::env::temp_dir().join(format!("crm-demo-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&folder)?;
+    let database_url = format!("sqlite://{}?mode=rwc", folder.join("demo.db").display());
+    let secret: String = {
+        let mut rng = rand::rng();
+        (0..32).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect()
+    };
+    println!("== RM CRM demo: embedded default (SQLite + in-process transport)");
+    let shutdown = CancellationToken::new();
+    let modules: [&dyn crm_runtime::ServiceModule; 4] =
+        [&crm_clients::Module, &crm_referrals::Module, &crm_events::Module, &crm_campaigns::Module];
+    let app = crm_runtime::App::build(&settings(database_url, &secret), Schema::All, &modules, shutdown.clone()).await?;
+    let addr = app.local_addr()?;
+    let server = tokio::spawn(app.run());
+    println!("   server on {addr}, database under {}", folder.display());
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let keys = crm_auth::JwtKeys::hs256(&secretstring(&secret))?;
+    let caller = |sub: &str, role: Role, branch: &str| -> anyhow::Result<Caller> {
+        let token = keys.mint(
+            &StaffId::parse(sub).map_err(|e| anyhow::anyhow!("{e}"))?,
+            role,
+            &BranchId::parse(branch).map_err(|e| anyhow::anyhow!("{e}"))?,
+            chrono::Duration::minutes(30),
+        )?;
+        Ok(Caller { channel: channel.clone(), token })
+    };
+    let system = caller("SYS-CORE", Role::System, "B-001")?;
+    let mut directory = DirectoryServiceClient::new(system.channel.clone());
+    let mut clients = ClientServiceClient::new(system.channel.clone());
+
+    println!("\n== 1. Seeding the directory: 2 branches, RMs, tellers, managers");
+    for (branch, name) in [("B-001", "Shanghai Lujiazui"), ("B-002", "Shanghai Xujiahui")] {
+        directory
+            .upsert_branch(system.request(pb::UpsertBranchRequest {
+                branch: Some(pb::Branch { branch_id: branch.into(), name: name.into(), city: "Shanghai".into(), time_zone: String::new() }),
+            }))
+            .await?;
+        let staff: [(&str, &str, pb::StaffRole, i32); 5] = [
+            ("M", "Manager", pb::StaffRole::BranchManager, 50),
+            ("RM-1", "RM Wang", pb::StaffRole::Rm, 12),
+            ("RM-2", "RM Li", pb::StaffRole::Rm, 12),
+            ("RM-3", "RM Zhao", pb::StaffRole::Rm, 12),
+            ("T-1", "Teller Chen", pb::StaffRole::Teller, 0),
+        ];
+        for (suffix, person, role, capacity) in staff {
+            directory
+                .upsert_staff(system.request(pb::UpsertStaffRequest {
+                    staff: Some(pb::Staff {
+                        staff_id: format!("{branch}-{suffix}"),
+                        name: format!("{person} ({branch})"),
+                        role: role as i32,
+                        branch_id: branch.into(),
+                        active: true,
+                        capacity,
+                        out_of_office_until: None,
+                    }),
+                }))
+                .await?;
+        }
+        directory
+            .pair_teller(system.request(pb::PairTellerRequest {
+                teller_id: format!("{branch}-T-1"),
+                rm_id: format!("{branch}-RM-2"),
+                valid_from: None,
+                valid_until: None,
+            }))
+            .await?;
+        println!("   {branch} {name}: manager, RM-1..3, teller T-1 paired with RM-2");
+    }
+
+    println!("\n== 2. Seeding {client_count} clients from core banking, with coverage");
+    for n in 0..client_count {
+        let branch = if n % 2 == 0 { "B-001" } else { "B-002" };
+        let client_id = format!("C-{n:06}");
+        clients
+            .upsert_client(system.request(pb::UpsertClientRequest {
+                client: Some(pb::Client {
+                    client_id: client_id.clone(),
+                    full_name: format!("Client {n}"),
+                    national_id: format!("1101011980{n:08}"),
+                    phone: format!("138{n:08}"),
+                    home_branch_id: branch.into(),
+                    kind: pb::ClientKind::Individual as i32,
+                    aum_daily_avg: Some(pb::Money { minor_units: i64::from(n) * 3_000_000_00 / i64::from(client_count.max(1)), currency: "CNY".into() }),
+                    ..Default::default()
+                }),
+            }))
+            .await?;
+        if n % 3 == 0 {
+            clients
+                .assign_coverage(system.request(pb::AssignCoverageRequest {
+                    client_id,
+                    primary_rm_id: format!("{branch}-RM-1"),
+                    reason: "book of business".into(),
+                    ..Default::default()
+                }))
+                .await?;
+        }
+    }
+    println!("   every third client covered by its branch's RM-1");
+    // Routing reads projections fed by events: give the bus a moment to deliver.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    println!("\n== 3. RM Wang (B-001-RM-1) opens the mobile app: WatchWorkItems");
+    let rm = caller("B-001-RM-1", Role::Rm, "B-001")?;
+    let mut rm_client = ReferralServiceClient::new(rm.channel.clone());
+    let mut stream = rm_client.watch_work_items(rm.request(pb::WatchWorkItemsRequest {})).await?.into_inner();
+
+    println!("\n== 4. Teller Chen (B-001-T-1) refers client C-000000 (covered by RM-1)");
+    let teller = caller("B-001-T-1", Role::Teller, "B-001")?;
+    let mut teller_client = ReferralServiceClient::new(teller.channel.clone());
+    let started = Instant::now();
+    let created = teller_client
+        .create_referral(teller.request(pb::CreateReferralRequest {
+            idempotency_key: "demo-1".into(),
+            client_id: "C-000000".into(),
+            need: pb::Need::WealthManagement as i32,
+            priority: pb::Priority::High as i32,
+            note: "Client asked about a 3-year deposit for 2m CNY maturing next week".into(),
+            amount_hint: Some(pb::Money { minor_units: 2_000_000_00, currency: "CNY".into() }),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .referral
+        .unwrap_or_default();
+    println!("   referral {} → {} ({})", created.referral_id, created.assigned_rm_id, created.routing_reason);
+    if let Some(decision) = &created.routing_decision {
+        println!("   routing decision {}:", decision.rule_version);
+        for candidate in &decision.candidates {
+            println!("     - {} at {}: {} ({})", candidate.staff_id, candidate.step, if candidate.taken { "taken" } else { "passed over" }, candidate.reason);
+        }
+    }
+    let item = tokio::time::timeout(Duration::from_secs(5), stream.message()).await??;
+    if let Some(item) = item.and_then(|r| r.work_item) {
+        println!(
+            "   RM Wang's phone shows \"{}\" after {} ms",
+            item.title,
+            started.elapsed().as_millis()
+        );
+        rm_client.ack_work_item(rm.request(pb::AckWorkItemRequest { work_item_id: item.work_item_id })).await?;
+        println!("   the phone acknowledged it");
+    }
+    let accepted = rm_client
+        .accept_referral(rm.request(pb::AcceptReferralRequest { referral_id: created.referral_id.clone() }))
+        .await?
+        .into_inner()
+        .referral
+        .unwrap_or_default();
+    println!("   RM Wang accepted: status {:?}", pb::ReferralStatus::try_from(accepted.status).unwrap_or_default());
+
+    println!("\n== 5. The same teller refers a walk-in prospect (no client id)");
+    let walk_in = teller_client
+        .create_referral(teller.request(pb::CreateReferralRequest {
+            idempotency_key: "demo-2".into(),
+            prospect: Some(pb::Prospect { full_name: "Ms. Sun".into(), phone: "13900001111".into() }),
+            need: pb::Need::Loan as i32,
+            priority: pb::Priority::Normal as i32,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .referral
+        .unwrap_or_default();
+    println!("   referral → {} ({}); the teller sees the phone as {}", walk_in.assigned_rm_id, walk_in.routing_reason,
+        walk_in.prospect.map(|p| p.phone).unwrap_or_default());
+
+    println!("\n== 6. The teller retries the first call (same idempotency key)");
+    let again = teller_client
+        .create_referral(teller.request(pb::CreateReferralRequest {
+            idempotency_key: "demo-1".into(),
+            client_id: "C-000000".into(),
+            need: pb::Need::WealthManagement as i32,
+            priority: pb::Priority::High as i32,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .referral
+        .unwrap_or_default();
+    println!("   same referral back: {}", again.referral_id == created.referral_id);
+
+    println!("\n== 7. A bad request is refused field by field");
+    let refused = teller_client
+        .create_referral(teller.request(pb::CreateReferralRequest { client_id: "lower-case".into(), ..Default::default() }))
+        .await;
+    if let Err(status) = refused {
+        println!("   {:?}: {}", status.code(), status.message());
+    }
+
+    println!("\n== Done. Shutting down gracefully.");
+    shutdown.cancel();
+    server.await??;
+    let _ = std::fs::remove_dir_all(&folder);
+    Ok(())
+}
+
+fn secretstring(value: &str) -> secrecy::SecretString {
+    secrecy::SecretString::from(value.to_owned())
+}

@@ -1,0 +1,102 @@
+//! The referrals service's local copies of directory and coverage data, fed by the
+//! clients service's events. Routing reads only these: no service reads another's
+//! tables. Each copy keeps the source's `updated_at` and ignores older news, so
+//! out-of-order delivery can't roll a copy back.
+
+use crm_bus::{Envelope, HandlerError, MessageHandler};
+use crm_domain::messages::{
+    COVERAGE_CHANGED, CoverageChanged, PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged,
+};
+use crm_store::referrals::{routing_client, routing_pair, routing_staff};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait, IntoActiveModel};
+
+pub struct Projections;
+
+#[async_trait::async_trait]
+impl MessageHandler for Projections {
+    async fn handle(&self, transaction: &DatabaseTransaction, envelope: &Envelope) -> Result<(), HandlerError> {
+        match envelope.message_type.as_str() {
+            STAFF_CHANGED => apply_staff(transaction, envelope.decode()?).await,
+            PAIR_CHANGED => apply_pair(transaction, envelope.decode()?).await,
+            COVERAGE_CHANGED => apply_coverage(transaction, envelope.decode()?).await,
+            other => Err(HandlerError::Poison(format!("unexpected message type {other}"))),
+        }
+    }
+}
+
+async fn apply_staff(transaction: &DatabaseTransaction, message: StaffChanged) -> Result<(), HandlerError> {
+    let current = routing_staff::Entity::find_by_id(message.staff_id.as_str()).one(transaction).await?;
+    match current {
+        Some(current) if current.source_updated_at > message.updated_at => Ok(()),
+        Some(current) => {
+            let mut row = current.into_active_model();
+            row.role = Set(message.role);
+            row.branch_id = Set(message.branch_id);
+            row.active = Set(message.active);
+            row.capacity = Set(message.capacity);
+            row.out_of_office_until = Set(message.out_of_office_until);
+            row.source_updated_at = Set(message.updated_at);
+            row.update(transaction).await?;
+            Ok(())
+        }
+        None => {
+            routing_staff::ActiveModel {
+                staff_id: Set(message.staff_id),
+                role: Set(message.role),
+                branch_id: Set(message.branch_id),
+                active: Set(message.active),
+                capacity: Set(message.capacity),
+                out_of_office_until: Set(message.out_of_office_until),
+                last_assigned_at: Set(None),
+                source_updated_at: Set(message.updated_at),
+            }
+            .insert(transaction)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn apply_pair(transaction: &DatabaseTransaction, message: PairChanged) -> Result<(), HandlerError> {
+    let current = routing_pair::Entity::find_by_id(message.teller_id.as_str()).one(transaction).await?;
+    let row = routing_pair::ActiveModel {
+        teller_id: Set(message.teller_id),
+        rm_id: Set(message.rm_id),
+        valid_from: Set(message.valid_from),
+        valid_until: Set(message.valid_until),
+        source_updated_at: Set(message.updated_at),
+    };
+    match current {
+        Some(current) if current.source_updated_at > message.updated_at => {}
+        Some(_) => {
+            row.update(transaction).await?;
+        }
+        None => {
+            row.insert(transaction).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_coverage(transaction: &DatabaseTransaction, message: CoverageChanged) -> Result<(), HandlerError> {
+    let current = routing_client::Entity::find_by_id(message.client_id.as_str()).one(transaction).await?;
+    let row = routing_client::ActiveModel {
+        client_id: Set(message.client_id),
+        home_branch_id: Set(message.home_branch_id),
+        primary_rm_id: Set(message.primary_rm_id),
+        wealth_manager_id: Set(message.wealth_manager_id),
+        private_banker_id: Set(message.private_banker_id),
+        do_not_contact: Set(message.do_not_contact),
+        source_updated_at: Set(message.updated_at),
+    };
+    match current {
+        Some(current) if current.source_updated_at > message.updated_at => {}
+        Some(_) => {
+            row.update(transaction).await?;
+        }
+        None => {
+            row.insert(transaction).await?;
+        }
+    }
+    Ok(())
+}

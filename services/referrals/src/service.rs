@@ -1,0 +1,443 @@
+//! The ReferralService RPCs: scope checks and wiring; the work is in the modules.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use crm_auth::{Principal, principal_of, wire};
+use crm_bus::Envelope;
+use crm_domain::messages::{REFERRAL_ACCEPTED, ReferralEvent};
+use crm_domain::referral::{ReferralStatus, WorkItemState, accept};
+use crm_domain::validation::check_text;
+use crm_domain::{BranchId, Role, StaffId, Violations};
+use crm_proto::v1::{self as pb, referral_service_server::ReferralService};
+use crm_store::referrals::{referral, routing_staff, work_item};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::error::{ReferralsError, Result};
+use crate::referral_wire::{status_from_proto, to_proto};
+use crate::work_items::{announce, kind_from_proto, state_from_proto};
+use crate::{ReferralsState, SERVICE, create, watch};
+
+pub struct Referrals {
+    state: Arc<ReferralsState>,
+}
+
+impl Referrals {
+    pub fn new(state: Arc<ReferralsState>) -> Self {
+        Self { state }
+    }
+}
+
+fn parse_uuid(violations: &mut Violations, field: &str, value: &str) -> Option<String> {
+    violations
+        .check(field, crm_domain::ids::parse_uuid(value))
+        .map(|id| id.to_string())
+}
+
+/// API.md: a teller reads own referrals, an RM those assigned to them, a manager
+/// those of their branch, the system all.
+fn may_read_referral(principal: &Principal, model: &referral::Model) -> bool {
+    match principal.role {
+        Role::System => true,
+        Role::Teller => model.referrer_id == principal.staff_id.as_str(),
+        Role::Rm => model.assigned_rm_id == principal.staff_id.as_str(),
+        Role::BranchManager => model.branch_id == principal.branch_id.as_str(),
+        Role::CampaignAdmin => false,
+    }
+}
+
+async fn find_referral(db: &impl ConnectionTrait, referral_id: &str) -> Result<referral::Model> {
+    referral::Entity::find_by_id(referral_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ReferralsError::NotFound(format!("referral {referral_id}")))
+}
+
+/// Whose queue a caller may read: their own, or (a manager) an RM of their branch.
+async fn queue_owner(state: &ReferralsState, principal: &Principal, requested: &str) -> Result<StaffId> {
+    let mut violations = Violations::new();
+    let requested = violations.check("rm_id", StaffId::parse_optional(requested)).flatten();
+    if !violations.is_empty() {
+        return Err(violations.into());
+    }
+    let Some(requested) = requested.filter(|id| id != &principal.staff_id) else {
+        return match principal.role {
+            Role::Rm | Role::BranchManager => Ok(principal.staff_id.clone()),
+            role => Err(ReferralsError::PermissionDenied(format!("role {role} has no work queue"))),
+        };
+    };
+    match principal.role {
+        Role::System => Ok(requested),
+        Role::BranchManager => {
+            let member = routing_staff::Entity::find_by_id(requested.as_str()).one(&state.db).await?;
+            match member {
+                Some(member) if member.branch_id == principal.branch_id.as_str() => Ok(requested),
+                _ => Err(ReferralsError::PermissionDenied("RM of another branch".into())),
+            }
+        }
+        _ => Err(ReferralsError::PermissionDenied("may read own queue only".into())),
+    }
+}
+
+/// A work item the caller may change: their own (or, for a manager, their branch's).
+async fn own_work_item(state: &ReferralsState, principal: &Principal, work_item_id: &str) -> Result<work_item::Model> {
+    let mut violations = Violations::new();
+    let id = parse_uuid(&mut violations, "work_item_id", work_item_id);
+    let id = violations.finish(|| id)?;
+    let item = work_item::Entity::find_by_id(id.as_str())
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ReferralsError::NotFound(format!("work item {id}")))?;
+    if item.rm_id == principal.staff_id.as_str() {
+        return Ok(item);
+    }
+    queue_owner(state, principal, &item.rm_id).await?;
+    Ok(item)
+}
+
+/// Saves a changed work item with its version bumped and announces it.
+async fn save_work_item(state: &ReferralsState, item: work_item::Model, change: impl FnOnce(&mut work_item::ActiveModel)) -> Result<work_item::Model> {
+    let transaction = state.db.begin().await?;
+    let version = item.version;
+    let mut row = item.into_active_model();
+    change(&mut row);
+    row.version = Set(version + 1);
+    row.updated_at = Set(Utc::now());
+    let stored = row.update(&transaction).await?;
+    announce(&transaction, &stored).await?;
+    transaction.commit().await?;
+    state.outbox.wake();
+    Ok(stored)
+}
+
+#[tonic::async_trait]
+impl ReferralService for Referrals {
+    #[tracing::instrument(skip_all, fields(referrer_id))]
+    async fn create_referral(
+        &self,
+        request: Request<pb::CreateReferralRequest>,
+    ) -> Result<Response<pb::CreateReferralResponse>, Status> {
+        let principal = principal_of(&request)?;
+        tracing::Span::current().record("referrer_id", principal.staff_id.as_str());
+        let stored = create::create_referral(&self.state, &principal, request.get_ref()).await?;
+        Ok(Response::new(pb::CreateReferralResponse {
+            referral: Some(to_proto(stored, &principal)),
+            duplicate_held_by: String::new(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_referral(
+        &self,
+        request: Request<pb::GetReferralRequest>,
+    ) -> Result<Response<pb::GetReferralResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let mut violations = Violations::new();
+        let id = parse_uuid(&mut violations, "referral_id", &request.get_ref().referral_id);
+        let id = violations.finish(|| id).map_err(ReferralsError::from)?;
+        let stored = find_referral(&self.state.db, &id).await?;
+        if !may_read_referral(&principal, &stored) {
+            return Err(ReferralsError::PermissionDenied("referral is outside your scope".into()).into());
+        }
+        Ok(Response::new(pb::GetReferralResponse {
+            referral: Some(to_proto(stored, &principal)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_referrals(
+        &self,
+        request: Request<pb::ListReferralsRequest>,
+    ) -> Result<Response<pb::ListReferralsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        let referrer = violations.check("referrer_id", StaffId::parse_optional(&input.referrer_id)).flatten();
+        let assigned = violations.check("assigned_rm_id", StaffId::parse_optional(&input.assigned_rm_id)).flatten();
+        let branch = violations.check("branch_id", BranchId::parse_optional(&input.branch_id)).flatten();
+        let status = if input.status == 0 {
+            None
+        } else {
+            let status = status_from_proto(input.status);
+            if status.is_none() {
+                violations.add("status", "is not a known status");
+            }
+            status
+        };
+        let page_size = violations.check("page_size", wire::page_size(input.page_size));
+        let after = if input.page_token.is_empty() {
+            None
+        } else {
+            parse_uuid(&mut violations, "page_token", &input.page_token)
+        };
+        let page_size = violations.finish(|| page_size).map_err(ReferralsError::from)?;
+        let mut query = referral::Entity::find().order_by_desc(referral::Column::ReferralId).limit(page_size + 1);
+        // Scope first: the caller's role fixes the filter it may not widen.
+        match principal.role {
+            Role::System => {}
+            Role::Teller => query = query.filter(referral::Column::ReferrerId.eq(principal.staff_id.as_str())),
+            Role::Rm => query = query.filter(referral::Column::AssignedRmId.eq(principal.staff_id.as_str())),
+            Role::BranchManager => query = query.filter(referral::Column::BranchId.eq(principal.branch_id.as_str())),
+            Role::CampaignAdmin => {
+                return Err(ReferralsError::PermissionDenied("campaign admins read reports, not referrals".into()).into());
+            }
+        }
+        if let Some(referrer) = referrer {
+            query = query.filter(referral::Column::ReferrerId.eq(referrer.as_str()));
+        }
+        if let Some(assigned) = assigned {
+            query = query.filter(referral::Column::AssignedRmId.eq(assigned.as_str()));
+        }
+        if let Some(branch) = branch {
+            query = query.filter(referral::Column::BranchId.eq(branch.as_str()));
+        }
+        if let Some(status) = status {
+            query = query.filter(referral::Column::Status.eq(status.as_str()));
+        }
+        if let Some(after) = after {
+            query = query.filter(referral::Column::ReferralId.lt(after));
+        }
+        let mut rows = query.all(&self.state.db).await.map_err(ReferralsError::from)?;
+        let next_page_token = if rows.len() as u64 > page_size {
+            rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
+            rows.last().map(|row| row.referral_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListReferralsResponse {
+            referrals: rows.into_iter().map(|row| to_proto(row, &principal)).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(referral_id))]
+    async fn accept_referral(
+        &self,
+        request: Request<pb::AcceptReferralRequest>,
+    ) -> Result<Response<pb::AcceptReferralResponse>, Status> {
+        let principal = principal_of(&request)?;
+        principal.require_any(&[Role::Rm, Role::BranchManager], "accept referrals")?;
+        let mut violations = Violations::new();
+        let id = parse_uuid(&mut violations, "referral_id", &request.get_ref().referral_id);
+        let id = violations.finish(|| id).map_err(ReferralsError::from)?;
+        tracing::Span::current().record("referral_id", id.as_str());
+        let db = &self.state.db;
+        let transaction = db.begin().await.map_err(ReferralsError::from)?;
+        let current = find_referral(&transaction, &id).await?;
+        let holder = current.assigned_rm_id == principal.staff_id.as_str();
+        let manager = principal.role == Role::BranchManager && current.branch_id == principal.branch_id.as_str();
+        if !holder && !manager {
+            return Err(ReferralsError::PermissionDenied("referral is held by another RM".into()).into());
+        }
+        let status = ReferralStatus::parse(&current.status)
+            .ok_or_else(|| ReferralsError::Corrupt(format!("referral status {}", current.status)))?;
+        accept(status).map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
+        if status == ReferralStatus::Accepted {
+            transaction.commit().await.map_err(ReferralsError::from)?;
+            return Ok(Response::new(pb::AcceptReferralResponse {
+                referral: Some(to_proto(current, &principal)),
+            }));
+        }
+        let now = Utc::now();
+        let mut row = current.into_active_model();
+        row.status = Set(ReferralStatus::Accepted.as_str().to_owned());
+        row.accepted_at = Set(Some(now));
+        row.updated_at = Set(now);
+        let stored = row.update(&transaction).await.map_err(ReferralsError::from)?;
+        let event = ReferralEvent {
+            referral_id: stored.referral_id.clone(),
+            client_id: stored.client_id.clone(),
+            referrer_id: stored.referrer_id.clone(),
+            branch_id: stored.branch_id.clone(),
+            assigned_rm_id: stored.assigned_rm_id.clone(),
+            need: stored.need.clone(),
+            priority: stored.priority.clone(),
+            status: stored.status.clone(),
+            escalated: stored.escalated,
+            routing_reason: stored.routing_reason.clone(),
+            occurred_at: now,
+        };
+        let envelope = Envelope::new(REFERRAL_ACCEPTED, REFERRAL_ACCEPTED, &event).map_err(ReferralsError::from)?;
+        crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
+            .await
+            .map_err(ReferralsError::from)?;
+        transaction.commit().await.map_err(ReferralsError::from)?;
+        self.state.outbox.wake();
+        Ok(Response::new(pb::AcceptReferralResponse {
+            referral: Some(to_proto(stored, &principal)),
+        }))
+    }
+
+    async fn record_referral_outcome(
+        &self,
+        _request: Request<pb::RecordReferralOutcomeRequest>,
+    ) -> Result<Response<pb::RecordReferralOutcomeResponse>, Status> {
+        Err(Status::unimplemented("RecordReferralOutcome arrives with the referral lifecycle issue"))
+    }
+
+    async fn reassign_referral(
+        &self,
+        _request: Request<pb::ReassignReferralRequest>,
+    ) -> Result<Response<pb::ReassignReferralResponse>, Status> {
+        Err(Status::unimplemented("ReassignReferral arrives with the referral lifecycle issue"))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_work_items(
+        &self,
+        request: Request<pb::ListWorkItemsRequest>,
+    ) -> Result<Response<pb::ListWorkItemsResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let owner = queue_owner(&self.state, &principal, &input.rm_id).await?;
+        let mut violations = Violations::new();
+        let mut states = Vec::new();
+        for (index, value) in input.states.iter().enumerate() {
+            match state_from_proto(*value) {
+                Some(state) => states.push(state.as_str()),
+                None => violations.add(format!("states[{index}]"), "is not a known state"),
+            }
+        }
+        let mut kinds = Vec::new();
+        for (index, value) in input.kinds.iter().enumerate() {
+            match kind_from_proto(*value) {
+                Some(kind) => kinds.push(kind.as_str()),
+                None => violations.add(format!("kinds[{index}]"), "is not a known kind"),
+            }
+        }
+        let page_size = violations.check("page_size", wire::page_size(input.page_size));
+        let after = if input.page_token.is_empty() {
+            None
+        } else {
+            parse_uuid(&mut violations, "page_token", &input.page_token)
+        };
+        let page_size = violations.finish(|| page_size).map_err(ReferralsError::from)?;
+        let mut query = work_item::Entity::find()
+            .filter(work_item::Column::RmId.eq(owner.as_str()))
+            .order_by_asc(work_item::Column::WorkItemId)
+            .limit(page_size + 1);
+        if !states.is_empty() {
+            query = query.filter(work_item::Column::State.is_in(states));
+        }
+        if !kinds.is_empty() {
+            query = query.filter(work_item::Column::Kind.is_in(kinds));
+        }
+        if let Some(after) = after {
+            query = query.filter(work_item::Column::WorkItemId.gt(after));
+        }
+        let mut rows = query.all(&self.state.db).await.map_err(ReferralsError::from)?;
+        let next_page_token = if rows.len() as u64 > page_size {
+            rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
+            rows.last().map(|row| row.work_item_id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListWorkItemsResponse {
+            work_items: rows.iter().map(crate::work_items::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchWorkItemsStream = ReceiverStream<Result<pb::WatchWorkItemsResponse, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_work_items(
+        &self,
+        request: Request<pb::WatchWorkItemsRequest>,
+    ) -> Result<Response<Self::WatchWorkItemsStream>, Status> {
+        let principal = principal_of(&request)?;
+        let owner = queue_owner(&self.state, &principal, "").await?;
+        let receiver = watch::watch(self.state.clone(), owner).await?;
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn ack_work_item(
+        &self,
+        request: Request<pb::AckWorkItemRequest>,
+    ) -> Result<Response<pb::AckWorkItemResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let item = own_work_item(&self.state, &principal, &request.get_ref().work_item_id).await?;
+        if item.acked_at.is_some() {
+            return Ok(Response::new(pb::AckWorkItemResponse {
+                work_item: Some(crate::work_items::to_proto(&item)),
+            }));
+        }
+        let stored = save_work_item(&self.state, item, |row| row.acked_at = Set(Some(Utc::now()))).await?;
+        Ok(Response::new(pb::AckWorkItemResponse {
+            work_item: Some(crate::work_items::to_proto(&stored)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn complete_work_item(
+        &self,
+        request: Request<pb::CompleteWorkItemRequest>,
+    ) -> Result<Response<pb::CompleteWorkItemResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        check_text(&mut violations, "outcome", &input.outcome, false, 200);
+        check_text(&mut violations, "note", &input.note, false, 2000);
+        if !violations.is_empty() {
+            return Err(ReferralsError::from(violations).into());
+        }
+        let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
+        if item.state == WorkItemState::Done.as_str() {
+            return Ok(Response::new(pb::CompleteWorkItemResponse {
+                work_item: Some(crate::work_items::to_proto(&item)),
+            }));
+        }
+        let outcome = [input.outcome.trim(), input.note.trim()]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        let stored = save_work_item(&self.state, item, |row| {
+            row.state = Set(WorkItemState::Done.as_str().to_owned());
+            row.outcome = Set(Some(outcome));
+        })
+        .await?;
+        Ok(Response::new(pb::CompleteWorkItemResponse {
+            work_item: Some(crate::work_items::to_proto(&stored)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn snooze_work_item(
+        &self,
+        request: Request<pb::SnoozeWorkItemRequest>,
+    ) -> Result<Response<pb::SnoozeWorkItemResponse>, Status> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        let until = match &input.until {
+            Some(until) => violations.check("until", wire::datetime(until)),
+            None => {
+                violations.add("until", "is required");
+                None
+            }
+        };
+        if until.is_some_and(|until| until <= Utc::now()) {
+            violations.add("until", "must be in the future");
+        }
+        let until = violations.finish(|| until).map_err(ReferralsError::from)?;
+        let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
+        if item.state == WorkItemState::Done.as_str() {
+            return Err(ReferralsError::FailedPrecondition("work item is done; cannot snooze".into()).into());
+        }
+        let stored = save_work_item(&self.state, item, |row| {
+            row.state = Set(WorkItemState::Snoozed.as_str().to_owned());
+            row.snoozed_until = Set(Some(until));
+        })
+        .await?;
+        Ok(Response::new(pb::SnoozeWorkItemResponse {
+            work_item: Some(crate::work_items::to_proto(&stored)),
+        }))
+    }
+}

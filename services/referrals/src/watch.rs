@@ -1,0 +1,144 @@
+//! WatchWorkItems: the open items first, then each change live, with no gap.
+//!
+//! The live subscription is bound *before* the snapshot is read, so an item created
+//! while the snapshot is taken arrives on the subscription; the stream keeps the
+//! highest version it sent per item and drops what it already sent, so nothing is
+//! lost and nothing is sent twice. After a broker reconnect the snapshot is taken
+//! again, since live messages may have been missed meanwhile.
+
+use std::collections::HashMap;
+
+use crm_bus::{SubscriptionEvent, rm_routing_key};
+use crm_domain::StaffId;
+use crm_domain::referral::WorkItemState;
+use crm_proto::v1 as pb;
+use crm_store::referrals::work_item;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::Instrument;
+
+use crate::ReferralsState;
+use crate::error::Result;
+use crate::work_items::WorkItemMessage;
+
+type Sender = mpsc::Sender<Result<pb::WatchWorkItemsResponse, Status>>;
+
+/// What a stream has sent: item id → highest version.
+#[derive(Default)]
+struct Sent(HashMap<String, i64>);
+
+impl Sent {
+    /// True (and remembered) when `item` is newer than what was sent.
+    fn is_new(&mut self, item: &WorkItemMessage) -> bool {
+        let seen = self.0.entry(item.work_item_id.clone()).or_insert(0);
+        if item.version > *seen {
+            *seen = item.version;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn send(sender: &Sender, sent: &mut Sent, item: &WorkItemMessage) -> bool {
+    if !sent.is_new(item) {
+        return true;
+    }
+    let response = pb::WatchWorkItemsResponse {
+        work_item: Some(item.to_proto()),
+    };
+    sender.send(Ok(response)).await.is_ok()
+}
+
+const SNAPSHOT_PAGE: u64 = 500;
+
+/// Sends every open or snoozed item of `rm_id`; false when the client went away.
+async fn send_snapshot(state: &ReferralsState, rm_id: &StaffId, sender: &Sender, sent: &mut Sent) -> Result<bool> {
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = work_item::Entity::find()
+            .filter(work_item::Column::RmId.eq(rm_id.as_str()))
+            .filter(work_item::Column::State.is_in([WorkItemState::Open.as_str(), WorkItemState::Snoozed.as_str()]))
+            .order_by_asc(work_item::Column::WorkItemId)
+            .limit(SNAPSHOT_PAGE);
+        if let Some(after) = &after {
+            query = query.filter(work_item::Column::WorkItemId.gt(after.as_str()));
+        }
+        let rows = query.all(&state.db).await?;
+        for row in &rows {
+            if !send(sender, sent, &WorkItemMessage::from(row)).await {
+                return Ok(false);
+            }
+        }
+        if (rows.len() as u64) < SNAPSHOT_PAGE {
+            return Ok(true);
+        }
+        after = rows.last().map(|row| row.work_item_id.clone());
+    }
+}
+
+pub async fn watch(
+    state: std::sync::Arc<ReferralsState>,
+    rm_id: StaffId,
+) -> Result<mpsc::Receiver<Result<pb::WatchWorkItemsResponse, Status>>> {
+    let mut subscription = state.bus.subscribe_live(&rm_routing_key(rm_id.as_str())).await?;
+    let (sender, receiver) = mpsc::channel(256);
+    let span = tracing::info_span!("watch_work_items", rm_id = %rm_id);
+    tokio::spawn(
+        async move {
+            let mut sent = Sent::default();
+            let mut snapshot_needed = true;
+            loop {
+                if snapshot_needed {
+                    match send_snapshot(&state, &rm_id, &sender, &mut sent).await {
+                        Ok(true) => snapshot_needed = false,
+                        Ok(false) => break,
+                        Err(error) => {
+                            let _ = sender.send(Err(Status::from(error))).await;
+                            break;
+                        }
+                    }
+                }
+                let event = tokio::select! {
+                    _ = sender.closed() => break,
+                    _ = state.shutdown.cancelled() => {
+                        let _ = sender.send(Err(Status::unavailable("server shutting down; reconnect"))).await;
+                        break;
+                    }
+                    event = subscription.next() => event,
+                };
+                match event {
+                    Some(SubscriptionEvent::Message(delivery)) => {
+                        let item = delivery.envelope.decode::<WorkItemMessage>();
+                        // The database is the record; the live feed is a courtesy.
+                        // Ack at once: a lost message is recovered by the snapshot.
+                        if let Err(error) = delivery.ack().await {
+                            tracing::debug!(%error, "live ack failed");
+                        }
+                        match item {
+                            Ok(item) if item.rm_id == rm_id.as_str() => {
+                                if !send(&sender, &mut sent, &item).await {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "undecodable work item message"),
+                        }
+                    }
+                    Some(SubscriptionEvent::Reconnected) => snapshot_needed = true,
+                    None => {
+                        let _ = sender
+                            .send(Err(Status::unavailable("live feed closed; reconnect")))
+                            .await;
+                        break;
+                    }
+                }
+            }
+            tracing::debug!("work item stream closed");
+        }
+        .instrument(span),
+    );
+    Ok(receiver)
+}
+
