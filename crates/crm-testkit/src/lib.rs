@@ -1,1 +1,261 @@
-//! crm-testkit
+//! Test helpers: the whole suite on port 0 over a fresh PostgreSQL schema and a
+//! unique queue prefix on the real RabbitMQ (or over SQLite and the in-process
+//! transport), tokens for any role, and a small seeded bank.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support
+
+use std::time::Duration;
+
+use crm_auth::JwtKeys;
+use crm_domain::{BranchId, Role, StaffId};
+use crm_proto::v1::{self as pb, client_service_client::ClientServiceClient,
+    directory_service_client::DirectoryServiceClient, referral_service_client::ReferralServiceClient};
+use crm_store::Db;
+use crm_store::migrator::Schema;
+use sea_orm::{ConnectionTrait, Statement};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const TEST_JWT_SECRET: &str = "crm-test-secret-0123456789abcdef";
+
+/// Which storage and transport a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Real PostgreSQL and RabbitMQ on 127.0.0.1.
+    Distributed,
+    /// SQLite and the in-process transport.
+    Embedded,
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("CRM_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("CRM_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A unique lowercase name for a schema or queue prefix.
+pub fn unique_name(kind: &str) -> String {
+    format!("t_{kind}_{}", uuid::Uuid::now_v7().simple())
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub addr: std::net::SocketAddr,
+    pub channel: Channel,
+    pub db: Db,
+    pub queue_prefix: String,
+    keys: JwtKeys,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), crm_runtime::AppError>>,
+    schema: Option<String>,
+    sqlite_folder: Option<std::path::PathBuf>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    crm_telemetry::init_for_tests();
+    let (database_url, schema, sqlite_folder, amqp) = match backend {
+        Backend::Distributed => (postgres_url(), Some(unique_name("db")), None, Some(amqp_url())),
+        Backend::Embedded => {
+            let folder = std::env::temp_dir().join(unique_name("sqlite"));
+            std::fs::create_dir_all(&folder).unwrap();
+            let url = format!("sqlite://{}?mode=rwc", folder.join("crm.db").display());
+            (url, None, Some(folder), None)
+        }
+    };
+    let queue_prefix = format!("{}.", unique_name("q"));
+    let settings = crm_runtime::Settings {
+        listen_addr: ([127, 0, 0, 1], 0).into(),
+        database_url: Some(database_url),
+        database_schema: schema.clone(),
+        amqp_url: amqp,
+        queue_prefix: queue_prefix.clone(),
+        ephemeral_queues: true,
+        jwt_secret: Some(TEST_JWT_SECRET.to_owned()),
+        jwt_public_key: None,
+    };
+    let shutdown = CancellationToken::new();
+    let modules: [&dyn crm_runtime::ServiceModule; 4] =
+        [&crm_clients::Module, &crm_referrals::Module, &crm_events::Module, &crm_campaigns::Module];
+    let app = crm_runtime::App::build(&settings, Schema::All, &modules, shutdown.clone())
+        .await
+        .expect("the app starts (are PostgreSQL and RabbitMQ running? `make services`)");
+    let addr = app.local_addr().unwrap();
+    let db = app.infra().db.clone();
+    let server = tokio::spawn(app.run());
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    TestApp {
+        backend,
+        addr,
+        channel,
+        db,
+        queue_prefix,
+        keys: JwtKeys::hs256(&secrecy::SecretString::from(TEST_JWT_SECRET)).unwrap(),
+        shutdown,
+        server,
+        schema,
+        sqlite_folder,
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, sub: &str, role: Role, branch: &str) -> String {
+        self.keys
+            .mint(&StaffId::parse(sub).unwrap(), role, &BranchId::parse(branch).unwrap(), chrono::Duration::minutes(30))
+            .unwrap()
+    }
+
+    pub fn expired_token(&self, sub: &str, role: Role, branch: &str) -> String {
+        self.keys
+            .mint(&StaffId::parse(sub).unwrap(), role, &BranchId::parse(branch).unwrap(), chrono::Duration::minutes(-10))
+            .unwrap()
+    }
+
+    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
+        DirectoryServiceClient::new(self.channel.clone())
+    }
+
+    pub fn clients(&self) -> ClientServiceClient<Channel> {
+        ClientServiceClient::new(self.channel.clone())
+    }
+
+    pub fn referrals(&self) -> ReferralServiceClient<Channel> {
+        ReferralServiceClient::new(self.channel.clone())
+    }
+
+    /// Counts rows with a plain SQL query (tests check what was, or wasn't, written).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    /// Waits until `sql` counts at least `want` rows (projections fill asynchronously).
+    pub async fn wait_for_count(&self, sql: &str, want: i64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let have = self.count(sql).await;
+            if have >= want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "waited {timeout:?} for {want} rows of `{sql}`, have {have}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Seeds `branch`: manager `<branch>-M`, RMs `<branch>-RM-1..=rms`, teller
+    /// `<branch>-T-1` paired with RM-2, and waits until routing has seen them.
+    pub async fn seed_branch(&self, branch: &str, rms: u32) {
+        let system = self.token("SYS-TEST", Role::System, branch);
+        let mut directory = self.directory();
+        directory
+            .upsert_branch(with_token(&system, pb::UpsertBranchRequest {
+                branch: Some(pb::Branch { branch_id: branch.into(), name: format!("Branch {branch}"), city: "Shanghai".into(), time_zone: String::new() }),
+            }))
+            .await
+            .unwrap();
+        let mut staff = vec![(format!("{branch}-M"), pb::StaffRole::BranchManager), (format!("{branch}-T-1"), pb::StaffRole::Teller)];
+        staff.extend((1..=rms).map(|n| (format!("{branch}-RM-{n}"), pb::StaffRole::Rm)));
+        for (staff_id, role) in &staff {
+            directory
+                .upsert_staff(with_token(&system, pb::UpsertStaffRequest {
+                    staff: Some(pb::Staff {
+                        staff_id: staff_id.clone(),
+                        name: format!("Staff {staff_id}"),
+                        role: *role as i32,
+                        branch_id: branch.into(),
+                        active: true,
+                        capacity: 1000,
+                        out_of_office_until: None,
+                    }),
+                }))
+                .await
+                .unwrap();
+        }
+        if rms >= 2 {
+            directory
+                .pair_teller(with_token(&system, pb::PairTellerRequest {
+                    teller_id: format!("{branch}-T-1"),
+                    rm_id: format!("{branch}-RM-2"),
+                    valid_from: None,
+                    valid_until: None,
+                }))
+                .await
+                .unwrap();
+        }
+        let expected = i64::try_from(staff.len()).unwrap() - 1; // tellers aren't routed to
+        self.wait_for_count(
+            &format!("SELECT COUNT(*) FROM routing_staff WHERE branch_id = '{branch}' AND role IN ('rm','branch_manager')"),
+            expected,
+            Duration::from_secs(10),
+        )
+        .await;
+        if rms >= 2 {
+            self.wait_for_count(&format!("SELECT COUNT(*) FROM routing_pairs WHERE teller_id = '{branch}-T-1'"), 1, Duration::from_secs(10)).await;
+        }
+    }
+
+    /// A client of `branch` covered by `primary_rm`, known to routing on return.
+    pub async fn seed_client(&self, client_id: &str, branch: &str, primary_rm: Option<&str>) {
+        let system = self.token("SYS-TEST", Role::System, branch);
+        let mut clients = self.clients();
+        clients
+            .upsert_client(with_token(&system, pb::UpsertClientRequest {
+                client: Some(pb::Client {
+                    client_id: client_id.into(),
+                    full_name: format!("Client {client_id}"),
+                    national_id: "110101198001011234".into(),
+                    phone: "13812345678".into(),
+                    home_branch_id: branch.into(),
+                    kind: pb::ClientKind::Individual as i32,
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap();
+        if let Some(rm) = primary_rm {
+            clients
+                .assign_coverage(with_token(&system, pb::AssignCoverageRequest {
+                    client_id: client_id.into(),
+                    primary_rm_id: rm.into(),
+                    reason: "test".into(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+            self.wait_for_count(
+                &format!("SELECT COUNT(*) FROM routing_clients WHERE client_id = '{client_id}' AND primary_rm_id = '{rm}'"),
+                1,
+                Duration::from_secs(10),
+            )
+            .await;
+        }
+    }
+
+    /// Shuts the app down (draining relays and consumers) and drops its schema.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.server).await;
+        self.db.clone().close().await.ok();
+        if let Some(schema) = &self.schema {
+            crm_store::db::drop_schema(&postgres_url(), schema).await.ok();
+        }
+        if let Some(folder) = &self.sqlite_folder {
+            std::fs::remove_dir_all(folder).ok();
+        }
+    }
+}
+
+/// A request carrying `Bearer <token>`.
+pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
