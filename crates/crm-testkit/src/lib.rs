@@ -259,3 +259,9 @@ pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
+
+/// Test logging and the rustls provider, once per process.
+pub fn install_for_tests() {
+    crm_telemetry::init_for_tests();
+    crm_runtime::install_crypto_provider();
+}

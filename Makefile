@@ -1,0 +1,42 @@
+# The commands the README names. `make run` needs nothing installed but Rust;
+# `make test` starts PostgreSQL and RabbitMQ on 127.0.0.1 if they are not running.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export CRM_TEST_DATABASE_URL ?= $(PG_URL)
+export CRM_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
+
+.PHONY: run serve test test-fast services lint bench up build
+
+## run: the demo on the embedded default (SQLite + in-process transport)
+run:
+	$(CARGO) run --quiet -p crm -- demo
+
+## serve: every service on 127.0.0.1:50051 (SQLite under ./data unless CRM_DATABASE_URL)
+serve:
+	CRM_JWT_SECRET=$${CRM_JWT_SECRET:-dev-secret-change-me-0123456789} $(CARGO) run -p crm -- serve
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## services: make sure PostgreSQL and RabbitMQ answer on 127.0.0.1
+services:
+	@scripts/ensure-services.sh
+
+## test: the whole suite against real PostgreSQL and RabbitMQ. The broker fault
+## test stops and cuts the broker, so it runs alone, after the others.
+test: services
+	$(CARGO) test --workspace --all-targets --exclude crm-e2e
+	$(CARGO) test -p crm-e2e --test referral_flow --test bus_contract --test deploy_files
+	$(CARGO) test -p crm-e2e --test broker_faults -- --test-threads=1
+
+## lint: formatting, clippy with warnings as errors, and buf lint of the API
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd proto && npx --yes @bufbuild/buf@1.75.0 lint
+
+## up: the distributed mode in containers (needs a container engine)
+up:
+	docker compose -f deploy/compose.yaml up --build

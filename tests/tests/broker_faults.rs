@@ -1,0 +1,117 @@
+//! Fault test: RabbitMQ connections are cut and restored while tellers keep
+//! referring. Every referral must reach its RM's queue and live stream exactly once.
+//!
+//! `rabbitmqctl close_all_connections` hits every test on the broker, so this binary
+//! runs alone, after the others (see the Makefile).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_domain::Role;
+use crm_proto::v1 as pb;
+use crm_testkit::{Backend, spawn_app, with_token};
+use futures::StreamExt;
+use tokio::sync::Mutex;
+
+const REFERRALS: usize = 1000;
+
+fn cut_broker_connections() {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(["close_all_connections", "crm fault test"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(output.status.success(), "rabbitmqctl failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_referral_reaches_its_rm_exactly_once_while_the_broker_connections_are_cut() {
+    let app = spawn_app(Backend::Distributed).await;
+    app.seed_branch("B-001", 3).await;
+
+    // Every RM and the manager watch their streams; count what each item id got.
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut watchers = Vec::new();
+    for staff in ["B-001-RM-1", "B-001-RM-2", "B-001-RM-3", "B-001-M"] {
+        let role = if staff.ends_with("-M") { Role::BranchManager } else { Role::Rm };
+        let token = app.token(staff, role, "B-001");
+        let mut stream = app
+            .referrals()
+            .watch_work_items(with_token(&token, pb::WatchWorkItemsRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let seen = seen.clone();
+        watchers.push(tokio::spawn(async move {
+            while let Some(Ok(response)) = stream.next().await {
+                let item = response.work_item.unwrap();
+                *seen.lock().await.entry(item.work_item_id).or_default() += 1;
+            }
+        }));
+    }
+
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    let creator = {
+        let referrals = app.referrals();
+        tokio::spawn(async move {
+            futures::stream::iter(0..REFERRALS)
+                .for_each_concurrent(8, |n| {
+                    let mut referrals = referrals.clone();
+                    let teller = teller.clone();
+                    async move {
+                        let request = pb::CreateReferralRequest {
+                            idempotency_key: format!("fault-{n}"),
+                            client_id: format!("C-{n:06}"),
+                            need: pb::Need::LargeDeposit as i32,
+                            priority: pb::Priority::Normal as i32,
+                            ..Default::default()
+                        };
+                        // A referral is accepted once; a retry with its key is safe.
+                        for _ in 0..20 {
+                            if referrals.create_referral(with_token(&teller, request.clone())).await.is_ok() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        panic!("referral {n} was never accepted");
+                    }
+                })
+                .await;
+        })
+    };
+
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cut_broker_connections();
+    }
+    creator.await.unwrap();
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM referrals").await, REFERRALS as i64);
+    assert_eq!(app.count("SELECT COUNT(*) FROM work_items").await, REFERRALS as i64);
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM outbox WHERE source = 'referrals' AND sent_at IS NOT NULL",
+        2 * REFERRALS as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered = seen.lock().await.len();
+        if delivered >= REFERRALS {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {delivered} of {REFERRALS} items reached the streams");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = seen.lock().await;
+    assert_eq!(seen.len(), REFERRALS);
+    let twice: Vec<_> = seen.iter().filter(|(_, count)| **count != 1).collect();
+    assert!(twice.is_empty(), "items sent more than once: {twice:?}");
+    for watcher in watchers {
+        watcher.abort();
+    }
+    drop(seen);
+    app.stop().await;
+}
