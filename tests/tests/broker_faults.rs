@@ -23,7 +23,11 @@ fn cut_broker_connections() {
         .args(["close_all_connections", "crm fault test"])
         .output()
         .expect("rabbitmqctl runs");
-    assert!(output.status.success(), "rabbitmqctl failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +39,11 @@ async fn every_referral_reaches_its_rm_exactly_once_while_the_broker_connections
     let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut watchers = Vec::new();
     for staff in ["B-001-RM-1", "B-001-RM-2", "B-001-RM-3", "B-001-M"] {
-        let role = if staff.ends_with("-M") { Role::BranchManager } else { Role::Rm };
+        let role = if staff.ends_with("-M") {
+            Role::BranchManager
+        } else {
+            Role::Rm
+        };
         let token = app.token(staff, role, "B-001");
         let mut stream = app
             .referrals()
@@ -70,7 +78,11 @@ async fn every_referral_reaches_its_rm_exactly_once_while_the_broker_connections
                         };
                         // A referral is accepted once; a retry with its key is safe.
                         for _ in 0..20 {
-                            if referrals.create_referral(with_token(&teller, request.clone())).await.is_ok() {
+                            if referrals
+                                .create_referral(with_token(&teller, request.clone()))
+                                .await
+                                .is_ok()
+                            {
                                 return;
                             }
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -88,8 +100,14 @@ async fn every_referral_reaches_its_rm_exactly_once_while_the_broker_connections
     }
     creator.await.unwrap();
 
-    assert_eq!(app.count("SELECT COUNT(*) FROM referrals").await, REFERRALS as i64);
-    assert_eq!(app.count("SELECT COUNT(*) FROM work_items").await, REFERRALS as i64);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM referrals").await,
+        REFERRALS as i64
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM work_items").await,
+        REFERRALS as i64
+    );
     app.wait_for_count(
         "SELECT COUNT(*) FROM outbox WHERE source = 'referrals' AND sent_at IS NOT NULL",
         2 * REFERRALS as i64,
@@ -102,7 +120,10 @@ async fn every_referral_reaches_its_rm_exactly_once_while_the_broker_connections
         if delivered >= REFERRALS {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "only {delivered} of {REFERRALS} items reached the streams");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {delivered} of {REFERRALS} items reached the streams"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seen = seen.lock().await;

@@ -27,8 +27,11 @@ fn event(body: &str) -> Envelope {
 
 async fn next_message(subscription: &mut crm_bus::Subscription) -> crm_bus::Delivery {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), subscription.next()).await.expect("a delivery within 5 s") {
-            Some(SubscriptionEvent::Message(delivery)) => return delivery,
+        match tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("a delivery within 5 s")
+        {
+            Some(SubscriptionEvent::Message(delivery)) => return *delivery,
             Some(SubscriptionEvent::Reconnected) => continue,
             None => panic!("subscription closed"),
         }
@@ -39,7 +42,9 @@ async fn a_published_event_arrives_whole_and_once_acked(rabbit: bool) {
     let bus = bus(rabbit).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("hello");
-    bus.publish_confirmed(std::slice::from_ref(&sent)).await.unwrap();
+    bus.publish_confirmed(std::slice::from_ref(&sent))
+        .await
+        .unwrap();
     let delivery = next_message(&mut subscription).await;
     assert_eq!(delivery.envelope.message_id, sent.message_id);
     assert_eq!(delivery.envelope.message_type, sent.message_type);
@@ -48,15 +53,24 @@ async fn a_published_event_arrives_whole_and_once_acked(rabbit: bool) {
     assert!(!delivery.redelivered);
     delivery.ack().await.unwrap();
     let nothing_more = tokio::time::timeout(Duration::from_millis(300), subscription.next()).await;
-    assert!(nothing_more.is_err(), "an acked message is not delivered again");
+    assert!(
+        nothing_more.is_err(),
+        "an acked message is not delivered again"
+    );
 }
 
 async fn a_nacked_event_is_redelivered(rabbit: bool) {
     let bus = bus(rabbit).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("again");
-    bus.publish_confirmed(std::slice::from_ref(&sent)).await.unwrap();
-    next_message(&mut subscription).await.nack(true).await.unwrap();
+    bus.publish_confirmed(std::slice::from_ref(&sent))
+        .await
+        .unwrap();
+    next_message(&mut subscription)
+        .await
+        .nack(true)
+        .await
+        .unwrap();
     let again = next_message(&mut subscription).await;
     assert_eq!(again.envelope.message_id, sent.message_id);
     assert!(again.redelivered);
@@ -68,7 +82,9 @@ async fn an_unacked_event_goes_to_the_next_consumer(rabbit: bool) {
     let sent = event("unacked");
     {
         let mut first = bus.consume("referrals", 8).await.unwrap();
-        bus.publish_confirmed(std::slice::from_ref(&sent)).await.unwrap();
+        bus.publish_confirmed(std::slice::from_ref(&sent))
+            .await
+            .unwrap();
         let delivery = next_message(&mut first).await;
         drop(delivery);
         drop(first);

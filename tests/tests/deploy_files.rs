@@ -20,9 +20,11 @@ fn service_binaries() -> BTreeSet<String> {
                 .split("[[bin]]")
                 .skip(1)
                 .filter_map(|section| {
-                    section
-                        .lines()
-                        .find_map(|line| line.trim().strip_prefix("name = ").map(|n| n.trim_matches('"').to_owned()))
+                    section.lines().find_map(|line| {
+                        line.trim()
+                            .strip_prefix("name = ")
+                            .map(|n| n.trim_matches('"').to_owned())
+                    })
                 })
                 .collect::<Vec<_>>()
         })
@@ -31,31 +33,60 @@ fn service_binaries() -> BTreeSet<String> {
 
 #[test]
 fn compose_runs_every_service_binary_with_its_dependencies_and_health_checks() {
-    let mut compose: serde_yaml_ng::Value = serde_yaml_ng::from_str(&workspace_file("deploy/compose.yaml")).unwrap();
+    let mut compose: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&workspace_file("deploy/compose.yaml")).unwrap();
     // Services share settings through YAML anchors and merge keys, as compose does.
     compose.apply_merge().unwrap();
     let services = compose["services"].as_mapping().expect("services");
-    let names: BTreeSet<String> = services.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
+    let names: BTreeSet<String> = services
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
     for infrastructure in ["postgres", "rabbitmq", "otel-collector", "jaeger"] {
-        assert!(names.contains(infrastructure), "compose lacks {infrastructure}");
+        assert!(
+            names.contains(infrastructure),
+            "compose lacks {infrastructure}"
+        );
     }
     let binaries = service_binaries();
     assert_eq!(binaries.len(), 4, "one binary per service: {binaries:?}");
     for binary in &binaries {
         let service = &compose["services"][binary.as_str()];
-        assert!(!service.is_null(), "compose lacks a service for binary {binary}");
-        assert_eq!(service["command"][0].as_str(), Some(binary.as_str()), "{binary} runs its own binary");
-        assert!(!service["healthcheck"].is_null(), "{binary} has a health check");
+        assert!(
+            !service.is_null(),
+            "compose lacks a service for binary {binary}"
+        );
+        assert_eq!(
+            service["command"][0].as_str(),
+            Some(binary.as_str()),
+            "{binary} runs its own binary"
+        );
+        assert!(
+            !service["healthcheck"].is_null(),
+            "{binary} has a health check"
+        );
         let env = &service["environment"];
-        for key in ["CRM_DATABASE_URL", "CRM_AMQP_URL", "CRM_JWT_SECRET", "OTEL_EXPORTER_OTLP_ENDPOINT", "CRM_DATABASE_SCHEMA"] {
+        for key in [
+            "CRM_DATABASE_URL",
+            "CRM_AMQP_URL",
+            "CRM_JWT_SECRET",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "CRM_DATABASE_SCHEMA",
+        ] {
             assert!(!env[key].is_null(), "{binary} sets {key}");
         }
         let depends = service["depends_on"].as_mapping().expect("depends_on");
         for dependency in ["postgres", "rabbitmq"] {
-            assert!(depends.keys().any(|k| k.as_str() == Some(dependency)), "{binary} waits for {dependency}");
+            assert!(
+                depends.keys().any(|k| k.as_str() == Some(dependency)),
+                "{binary} waits for {dependency}"
+            );
         }
     }
     for infrastructure in ["postgres", "rabbitmq"] {
-        assert!(!compose["services"][infrastructure]["healthcheck"].is_null(), "{infrastructure} has a health check");
+        assert!(
+            !compose["services"][infrastructure]["healthcheck"].is_null(),
+            "{infrastructure} has a health check"
+        );
     }
 }

@@ -26,7 +26,8 @@ fn referral(key: &str, client_id: &str) -> pb::CreateReferralRequest {
 async fn a_tellers_referral_reaches_the_rms_stream_within_a_second(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 3).await;
-    app.seed_client("C-000001", "B-001", Some("B-001-RM-1")).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
     let rm_token = app.token("B-001-RM-1", Role::Rm, "B-001");
     let mut stream = app
         .referrals()
@@ -66,7 +67,12 @@ async fn a_tellers_referral_reaches_the_rms_stream_within_a_second(backend: Back
     // The RM works it: ack from the phone, then accept.
     let mut rm = app.referrals();
     let acked = rm
-        .ack_work_item(with_token(&rm_token, pb::AckWorkItemRequest { work_item_id: item.work_item_id.clone() }))
+        .ack_work_item(with_token(
+            &rm_token,
+            pb::AckWorkItemRequest {
+                work_item_id: item.work_item_id.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -74,7 +80,12 @@ async fn a_tellers_referral_reaches_the_rms_stream_within_a_second(backend: Back
         .unwrap();
     assert!(acked.acked_at.is_some());
     let accepted = rm
-        .accept_referral(with_token(&rm_token, pb::AcceptReferralRequest { referral_id: created.referral_id.clone() }))
+        .accept_referral(with_token(
+            &rm_token,
+            pb::AcceptReferralRequest {
+                referral_id: created.referral_id.clone(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -82,7 +93,13 @@ async fn a_tellers_referral_reaches_the_rms_stream_within_a_second(backend: Back
         .unwrap();
     assert_eq!(accepted.status, pb::ReferralStatus::Accepted as i32);
     let listed = rm
-        .list_work_items(with_token(&rm_token, pb::ListWorkItemsRequest { states: vec![pb::WorkItemState::Open as i32], ..Default::default() }))
+        .list_work_items(with_token(
+            &rm_token,
+            pb::ListWorkItemsRequest {
+                states: vec![pb::WorkItemState::Open as i32],
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -90,20 +107,28 @@ async fn a_tellers_referral_reaches_the_rms_stream_within_a_second(backend: Back
     app.stop().await;
 }
 
-async fn without_a_primary_rm_the_tellers_pair_then_the_pool_then_the_manager_get_it(backend: Backend) {
+async fn without_a_primary_rm_the_tellers_pair_then_the_pool_then_the_manager_get_it(
+    backend: Backend,
+) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 3).await;
     let teller = app.token("B-001-T-1", Role::Teller, "B-001");
     let mut referrals = app.referrals();
     // A walk-in: no client, so the teller's pair.
     let walk_in = referrals
-        .create_referral(with_token(&teller, pb::CreateReferralRequest {
-            idempotency_key: "walk-in".into(),
-            prospect: Some(pb::Prospect { full_name: "Ms. Sun".into(), phone: "13900001111".into() }),
-            need: pb::Need::Loan as i32,
-            priority: pb::Priority::Normal as i32,
-            ..Default::default()
-        }))
+        .create_referral(with_token(
+            &teller,
+            pb::CreateReferralRequest {
+                idempotency_key: "walk-in".into(),
+                prospect: Some(pb::Prospect {
+                    full_name: "Ms. Sun".into(),
+                    phone: "13900001111".into(),
+                }),
+                need: pb::Need::Loan as i32,
+                priority: pb::Priority::Normal as i32,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -111,19 +136,35 @@ async fn without_a_primary_rm_the_tellers_pair_then_the_pool_then_the_manager_ge
         .unwrap();
     assert_eq!(walk_in.assigned_rm_id, "B-001-RM-2");
     assert_eq!(walk_in.routing_reason, "paired RM of teller B-001-T-1");
-    assert_eq!(walk_in.prospect.unwrap().phone, "139****1111", "a teller sees the prospect's phone masked");
+    assert_eq!(
+        walk_in.prospect.unwrap().phone,
+        "139****1111",
+        "a teller sees the prospect's phone masked"
+    );
     app.stop().await;
 }
 
 async fn the_same_idempotency_key_twice_makes_one_referral(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
-    app.seed_client("C-000002", "B-001", Some("B-001-RM-1")).await;
+    app.seed_client("C-000002", "B-001", Some("B-001-RM-1"))
+        .await;
     let teller = app.token("B-001-T-1", Role::Teller, "B-001");
     let mut referrals = app.referrals();
-    let first = referrals.create_referral(with_token(&teller, referral("same-key", "C-000002"))).await.unwrap().into_inner();
-    let second = referrals.create_referral(with_token(&teller, referral("same-key", "C-000002"))).await.unwrap().into_inner();
-    assert_eq!(first.referral.unwrap().referral_id, second.referral.unwrap().referral_id);
+    let first = referrals
+        .create_referral(with_token(&teller, referral("same-key", "C-000002")))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = referrals
+        .create_referral(with_token(&teller, referral("same-key", "C-000002")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.referral.unwrap().referral_id,
+        second.referral.unwrap().referral_id
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM referrals").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM work_items").await, 1);
     app.stop().await;
@@ -135,53 +176,124 @@ async fn bad_input_names_every_bad_field_and_writes_nothing(backend: Backend) {
     let teller = app.token("B-001-T-1", Role::Teller, "B-001");
     let mut referrals = app.referrals();
     let cases: Vec<(pb::CreateReferralRequest, Vec<&str>)> = vec![
-        (pb::CreateReferralRequest { need: 0, ..referral("a", "C-1") }, vec!["need"]),
-        (referral("b", "c-lower case"), vec!["client_id"]),
-        (pb::CreateReferralRequest { client_id: String::new(), ..referral("c", "") }, vec!["client_id"]),
-        (pb::CreateReferralRequest { note: "x".repeat(10 * 1024), ..referral("d", "C-1") }, vec!["note"]),
-        (pb::CreateReferralRequest { priority: 0, need: 0, ..referral("e", "C-1") }, vec!["need", "priority"]),
         (
-            pb::CreateReferralRequest { client_id: "bad id".into(), need: 0, priority: 0, note: "x".repeat(10 * 1024), ..Default::default() },
+            pb::CreateReferralRequest {
+                need: 0,
+                ..referral("a", "C-1")
+            },
+            vec!["need"],
+        ),
+        (referral("b", "c-lower case"), vec!["client_id"]),
+        (
+            pb::CreateReferralRequest {
+                client_id: String::new(),
+                ..referral("c", "")
+            },
+            vec!["client_id"],
+        ),
+        (
+            pb::CreateReferralRequest {
+                note: "x".repeat(10 * 1024),
+                ..referral("d", "C-1")
+            },
+            vec!["note"],
+        ),
+        (
+            pb::CreateReferralRequest {
+                priority: 0,
+                need: 0,
+                ..referral("e", "C-1")
+            },
+            vec!["need", "priority"],
+        ),
+        (
+            pb::CreateReferralRequest {
+                client_id: "bad id".into(),
+                need: 0,
+                priority: 0,
+                note: "x".repeat(10 * 1024),
+                ..Default::default()
+            },
             vec!["client_id", "need", "priority", "note"],
         ),
     ];
     for (request, fields) in cases {
-        let status = referrals.create_referral(with_token(&teller, request)).await.unwrap_err();
+        let status = referrals
+            .create_referral(with_token(&teller, request))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let bad_request = status.get_details_bad_request().expect("google.rpc.BadRequest details");
-        let named: Vec<&str> = bad_request.field_violations.iter().map(|v| v.field.as_str()).collect();
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("google.rpc.BadRequest details");
+        let named: Vec<&str> = bad_request
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         assert_eq!(named, fields);
     }
     assert_eq!(app.count("SELECT COUNT(*) FROM referrals").await, 0);
     assert_eq!(app.count("SELECT COUNT(*) FROM work_items").await, 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE source = 'referrals'").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE source = 'referrals'")
+            .await,
+        0
+    );
     app.stop().await;
 }
 
-async fn the_wrong_role_is_denied_and_a_missing_or_expired_token_is_unauthenticated(backend: Backend) {
+async fn the_wrong_role_is_denied_and_a_missing_or_expired_token_is_unauthenticated(
+    backend: Backend,
+) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
     let mut referrals = app.referrals();
     let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
-    let status = referrals.create_referral(with_token(&rm, referral("x", "C-000001"))).await.unwrap_err();
+    let status = referrals
+        .create_referral(with_token(&rm, referral("x", "C-000001")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     let admin = app.token("ADM-1", Role::CampaignAdmin, "B-001");
-    let status = referrals.create_referral(with_token(&admin, referral("y", "C-000001"))).await.unwrap_err();
+    let status = referrals
+        .create_referral(with_token(&admin, referral("y", "C-000001")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     let teller = app.token("B-001-T-1", Role::Teller, "B-001");
     let status = app
         .directory()
-        .upsert_branch(with_token(&teller, pb::UpsertBranchRequest { branch: Some(pb::Branch { branch_id: "B-009".into(), name: "x".into(), city: "y".into(), time_zone: String::new() }) }))
+        .upsert_branch(with_token(
+            &teller,
+            pb::UpsertBranchRequest {
+                branch: Some(pb::Branch {
+                    branch_id: "B-009".into(),
+                    name: "x".into(),
+                    city: "y".into(),
+                    time_zone: String::new(),
+                }),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
-    let status = referrals.create_referral(tonic::Request::new(referral("z", "C-000001"))).await.unwrap_err();
+    let status = referrals
+        .create_referral(tonic::Request::new(referral("z", "C-000001")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     let expired = app.expired_token("B-001-T-1", Role::Teller, "B-001");
-    let status = referrals.create_referral(with_token(&expired, referral("z", "C-000001"))).await.unwrap_err();
+    let status = referrals
+        .create_referral(with_token(&expired, referral("z", "C-000001")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = referrals.create_referral(with_token("not-a-jwt", referral("z", "C-000001"))).await.unwrap_err();
+    let status = referrals
+        .create_referral(with_token("not-a-jwt", referral("z", "C-000001")))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(app.count("SELECT COUNT(*) FROM referrals").await, 0);
     app.stop().await;
@@ -190,17 +302,48 @@ async fn the_wrong_role_is_denied_and_a_missing_or_expired_token_is_unauthentica
 async fn an_rm_reads_clients_in_coverage_and_a_teller_sees_pii_masked(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
-    app.seed_client("C-000003", "B-001", Some("B-001-RM-1")).await;
+    app.seed_client("C-000003", "B-001", Some("B-001-RM-1"))
+        .await;
     let mut clients = app.clients();
     let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
-    let full = clients.get_client(with_token(&rm, pb::GetClientRequest { client_id: "C-000003".into() })).await.unwrap().into_inner().client.unwrap();
+    let full = clients
+        .get_client(with_token(
+            &rm,
+            pb::GetClientRequest {
+                client_id: "C-000003".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
     assert_eq!(full.phone, "13812345678");
     let teller = app.token("B-001-T-1", Role::Teller, "B-001");
-    let masked = clients.get_client(with_token(&teller, pb::GetClientRequest { client_id: "C-000003".into() })).await.unwrap().into_inner().client.unwrap();
+    let masked = clients
+        .get_client(with_token(
+            &teller,
+            pb::GetClientRequest {
+                client_id: "C-000003".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
     assert_eq!(masked.phone, "138****5678");
     assert_eq!(masked.national_id, "1101**********1234");
     let other_rm = app.token("B-001-RM-2", Role::Rm, "B-001");
-    let status = clients.get_client(with_token(&other_rm, pb::GetClientRequest { client_id: "C-000003".into() })).await.unwrap_err();
+    let status = clients
+        .get_client(with_token(
+            &other_rm,
+            pb::GetClientRequest {
+                client_id: "C-000003".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     app.stop().await;
 }

@@ -32,5 +32,9 @@ pub fn invalid_argument(violations: &Violations) -> tonic::Status {
     for violation in violations.iter() {
         details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
     }
-    tonic::Status::with_error_details(tonic::Code::InvalidArgument, violations.to_string(), details)
+    tonic::Status::with_error_details(
+        tonic::Code::InvalidArgument,
+        violations.to_string(),
+        details,
+    )
 }

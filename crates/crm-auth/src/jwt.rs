@@ -41,7 +41,9 @@ impl JwtKeys {
     pub fn hs256(secret: &SecretString) -> Result<Self, AuthError> {
         let bytes = secret.expose_secret().as_bytes();
         if bytes.len() < 16 {
-            return Err(AuthError::Key("CRM_JWT_SECRET must be at least 16 bytes".to_owned()));
+            return Err(AuthError::Key(
+                "CRM_JWT_SECRET must be at least 16 bytes".to_owned(),
+            ));
         }
         Ok(Self {
             decoding: DecodingKey::from_secret(bytes),
@@ -67,7 +69,8 @@ impl JwtKeys {
             })?;
         let claims = data.claims;
         Ok(Principal {
-            staff_id: StaffId::parse(&claims.sub).map_err(|e| AuthError::BadClaims(format!("sub {e}")))?,
+            staff_id: StaffId::parse(&claims.sub)
+                .map_err(|e| AuthError::BadClaims(format!("sub {e}")))?,
             role: Role::from_str(&claims.role).map_err(|e| AuthError::BadClaims(e.to_string()))?,
             branch_id: BranchId::parse(&claims.branch)
                 .map_err(|e| AuthError::BadClaims(format!("branch {e}")))?,
@@ -114,7 +117,9 @@ mod tests {
         let keys = keys();
         let sub = StaffId::parse("T-0001").unwrap();
         let branch = BranchId::parse("B-001").unwrap();
-        let token = keys.mint(&sub, Role::Teller, &branch, chrono::Duration::minutes(5)).unwrap();
+        let token = keys
+            .mint(&sub, Role::Teller, &branch, chrono::Duration::minutes(5))
+            .unwrap();
         let principal = keys.verify(&token).unwrap();
         assert_eq!(principal.staff_id, sub);
         assert_eq!(principal.role, Role::Teller);
@@ -147,7 +152,10 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(keys().verify(&token), Err(AuthError::Invalid)));
-        assert!(matches!(keys().verify("not.a.token"), Err(AuthError::Invalid)));
+        assert!(matches!(
+            keys().verify("not.a.token"),
+            Err(AuthError::Invalid)
+        ));
     }
 
     #[test]

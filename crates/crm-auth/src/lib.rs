@@ -24,7 +24,10 @@ impl AuthInterceptor {
 }
 
 impl tonic::service::Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -33,7 +36,9 @@ impl tonic::service::Interceptor for AuthInterceptor {
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| tonic::Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
+            .ok_or_else(|| {
+                tonic::Status::unauthenticated("authorization must be 'Bearer <token>'")
+            })?;
         let principal = self.keys.verify(token).map_err(|error| {
             tracing::info!(%error, "rejected token");
             tonic::Status::unauthenticated(error.to_string())

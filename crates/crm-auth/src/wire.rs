@@ -26,7 +26,9 @@ pub const MAX_PAGE_SIZE: i32 = 500;
 pub fn page_size(requested: i32) -> Result<u64, String> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        size if (1..=MAX_PAGE_SIZE).contains(&size) => Ok(u64::try_from(size).unwrap_or(DEFAULT_PAGE_SIZE)),
+        size if (1..=MAX_PAGE_SIZE).contains(&size) => {
+            Ok(u64::try_from(size).unwrap_or(DEFAULT_PAGE_SIZE))
+        }
         _ => Err(format!("must be between 1 and {MAX_PAGE_SIZE}")),
     }
 }
@@ -39,7 +41,13 @@ mod tests {
     fn timestamps_round_trip() {
         let now = Utc::now();
         assert_eq!(datetime(&timestamp(now)), Ok(now));
-        assert!(datetime(&prost_types::Timestamp { seconds: 0, nanos: -1 }).is_err());
+        assert!(
+            datetime(&prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use crm_store::bus::inbox;
 use crm_store::db::is_unique_violation;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait, TransactionTrait,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -41,7 +43,11 @@ impl From<BusError> for HandlerError {
 #[async_trait::async_trait]
 pub trait MessageHandler: Send + Sync + 'static {
     /// Applies the message inside `transaction` (the inbox row is in it too).
-    async fn handle(&self, transaction: &DatabaseTransaction, envelope: &Envelope) -> Result<(), HandlerError>;
+    async fn handle(
+        &self,
+        transaction: &DatabaseTransaction,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError>;
 }
 
 enum Outcome {
@@ -61,7 +67,10 @@ async fn process(
         message_id: Set(envelope.message_id.clone()),
         processed_at: Set(Utc::now()),
     };
-    if let Err(error) = inbox::Entity::insert(seen).exec_without_returning(&transaction).await {
+    if let Err(error) = inbox::Entity::insert(seen)
+        .exec_without_returning(&transaction)
+        .await
+    {
         transaction.rollback().await?;
         return if is_unique_violation(&error) {
             Ok(Outcome::Duplicate)
@@ -119,7 +128,7 @@ pub async fn run_consumer(
             event = subscription.next() => event,
         };
         let delivery = match event {
-            Some(SubscriptionEvent::Message(delivery)) => delivery,
+            Some(SubscriptionEvent::Message(delivery)) => *delivery,
             Some(SubscriptionEvent::Reconnected) => continue,
             None => break,
         };

@@ -32,7 +32,9 @@ impl MemoryQueue {
 
     fn items(&self) -> MutexGuard<'_, VecDeque<Pending>> {
         // A panic while holding this lock cannot leave the deque half-changed.
-        self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn push_back(&self, pending: Pending) {
@@ -126,7 +128,9 @@ impl InProcessBus {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn declare_topology(&self) {
@@ -135,7 +139,10 @@ impl InProcessBus {
         state.queues.entry(dead).or_insert_with(MemoryQueue::new);
         for service_queue in SERVICE_QUEUES {
             let name = self.topology.service_queue(service_queue.service);
-            state.queues.entry(name.clone()).or_insert_with(MemoryQueue::new);
+            state
+                .queues
+                .entry(name.clone())
+                .or_insert_with(MemoryQueue::new);
             for pattern in service_queue.bindings {
                 let exists = state
                     .bindings
@@ -185,12 +192,18 @@ impl InProcessBus {
         let (queue, dead) = {
             let state = self.state();
             let queue = state.queues.get(&name).cloned().ok_or(BusError::Closed)?;
-            (queue, state.queues.get(&self.topology.dead_queue()).cloned())
+            (
+                queue,
+                state.queues.get(&self.topology.dead_queue()).cloned(),
+            )
         };
         Ok(self.pump(queue, dead, prefetch, None))
     }
 
-    pub(crate) fn subscribe_live(self: &Arc<Self>, routing_key: &str) -> Result<Subscription, BusError> {
+    pub(crate) fn subscribe_live(
+        self: &Arc<Self>,
+        routing_key: &str,
+    ) -> Result<Subscription, BusError> {
         let queue = MemoryQueue::new();
         let name = {
             let mut state = self.state();
@@ -242,7 +255,11 @@ impl InProcessBus {
                     }),
                 };
                 // A closed receiver drops the delivery, whose ack guard requeues it.
-                if sender.send(SubscriptionEvent::Message(delivery)).await.is_err() {
+                if sender
+                    .send(SubscriptionEvent::Message(Box::new(delivery)))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -35,7 +35,9 @@ pub async fn enqueue(
         attempts: Set(0),
         last_error: Set(None),
     };
-    outbox::Entity::insert(row).exec_without_returning(connection).await?;
+    outbox::Entity::insert(row)
+        .exec_without_returning(connection)
+        .await?;
     Ok(())
 }
 

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
+use lapin::Confirmation;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, mpsc};
@@ -46,7 +46,9 @@ fn long_string(value: &str) -> AMQPValue {
 
 fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
     match headers.inner().get(&ShortString::from(key)) {
-        Some(AMQPValue::LongString(value)) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        Some(AMQPValue::LongString(value)) => {
+            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+        }
         Some(AMQPValue::ShortString(value)) => Some(value.as_str().to_owned()),
         _ => None,
     }
@@ -191,11 +193,17 @@ impl RabbitBus {
                 long_string(&self.topology.dead_exchange()),
             );
             // At-least-once dead-lettering (RabbitMQ ≥ 3.10) needs reject-publish.
-            arguments.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                long_string("at-least-once"),
+            );
             arguments.insert("x-overflow".into(), long_string("reject-publish"));
         }
         if self.topology.ephemeral {
-            arguments.insert("x-expires".into(), AMQPValue::LongLongInt(EPHEMERAL_QUEUE_TTL_MS));
+            arguments.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(EPHEMERAL_QUEUE_TTL_MS),
+            );
         }
         arguments
     }
@@ -228,7 +236,11 @@ impl RabbitBus {
         };
         let dead_queue = self.topology.dead_queue();
         channel
-            .queue_declare(dead_queue.as_str().into(), durable, self.queue_arguments(false))
+            .queue_declare(
+                dead_queue.as_str().into(),
+                durable,
+                self.queue_arguments(false),
+            )
             .await?;
         channel
             .queue_bind(
@@ -273,7 +285,9 @@ impl RabbitBus {
         }
         let connection = self.connection().await?;
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         *publisher = Some(channel.clone());
         Ok(channel)
     }
@@ -368,7 +382,10 @@ impl RabbitBus {
         Ok((channel, consumer))
     }
 
-    pub(crate) async fn subscribe_live(self: &Arc<Self>, routing_key: &str) -> Result<Subscription, BusError> {
+    pub(crate) async fn subscribe_live(
+        self: &Arc<Self>,
+        routing_key: &str,
+    ) -> Result<Subscription, BusError> {
         let (sender, receiver) = mpsc::channel(256);
         let stop = CancellationToken::new();
         let first = self.start_live(routing_key).await?;
@@ -387,7 +404,10 @@ impl RabbitBus {
 
     /// An exclusive, server-named queue bound to `routing_key`; it goes away with
     /// its channel's connection, or when the subscription is dropped.
-    async fn start_live(self: &Arc<Self>, routing_key: &str) -> Result<(Channel, lapin::Consumer), BusError> {
+    async fn start_live(
+        self: &Arc<Self>,
+        routing_key: &str,
+    ) -> Result<(Channel, lapin::Consumer), BusError> {
         let connection = self.connection_with_retry().await?;
         let channel = connection.create_channel().await?;
         let queue = channel
@@ -445,11 +465,11 @@ impl RabbitBus {
             };
             match next {
                 Some(Ok(delivery)) => {
-                    let event = SubscriptionEvent::Message(Delivery {
+                    let event = SubscriptionEvent::Message(Box::new(Delivery {
                         envelope: envelope_of(&delivery),
                         redelivered: delivery.redelivered,
                         acker: Acker::Rabbit(delivery.acker),
-                    });
+                    }));
                     if sender.send(event).await.is_err() {
                         break;
                     }

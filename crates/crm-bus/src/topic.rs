@@ -12,7 +12,9 @@ fn matches_words(pattern: &[&str], key: &[&str]) -> bool {
         None => key.is_empty(),
         Some((&"#", rest)) => (0..=key.len()).any(|skip| matches_words(rest, &key[skip..])),
         Some((word, rest)) => match key.split_first() {
-            Some((first, key_rest)) => (*word == "*" || word == first) && matches_words(rest, key_rest),
+            Some((first, key_rest)) => {
+                (*word == "*" || word == first) && matches_words(rest, key_rest)
+            }
             None => false,
         },
     }

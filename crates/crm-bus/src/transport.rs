@@ -92,7 +92,7 @@ impl Bus {
 }
 
 pub enum SubscriptionEvent {
-    Message(Delivery),
+    Message(Box<Delivery>),
     /// The subscription was re-established after a broker outage; messages
     /// published meanwhile may be missing from a live subscription.
     Reconnected,
@@ -133,7 +133,9 @@ impl Delivery {
     pub async fn ack(self) -> Result<(), BusError> {
         match self.acker {
             Acker::Rabbit(acker) => {
-                acker.ack(lapin::options::BasicAckOptions::default()).await?;
+                acker
+                    .ack(lapin::options::BasicAckOptions::default())
+                    .await?;
                 Ok(())
             }
             Acker::Memory(ack) => {

@@ -68,7 +68,10 @@ mod tests {
         assert!(Money::parse(1, "CNY").is_ok());
         assert_eq!(Money::parse(1, "cny"), Err(MoneyError::BadCurrency));
         assert_eq!(Money::parse(1, ""), Err(MoneyError::BadCurrency));
-        assert_eq!(Money::parse_non_negative(-1, "CNY"), Err(MoneyError::Negative));
+        assert_eq!(
+            Money::parse_non_negative(-1, "CNY"),
+            Err(MoneyError::Negative)
+        );
     }
 
     #[test]

@@ -127,8 +127,14 @@ mod tests {
 
     #[test]
     fn only_an_assigned_referral_can_be_accepted() {
-        assert_eq!(accept(ReferralStatus::Assigned), Ok(ReferralStatus::Accepted));
-        assert_eq!(accept(ReferralStatus::Accepted), Ok(ReferralStatus::Accepted));
+        assert_eq!(
+            accept(ReferralStatus::Assigned),
+            Ok(ReferralStatus::Accepted)
+        );
+        assert_eq!(
+            accept(ReferralStatus::Accepted),
+            Ok(ReferralStatus::Accepted)
+        );
         for status in [
             ReferralStatus::New,
             ReferralStatus::Contacted,

@@ -91,7 +91,10 @@ fn unavailable_because(candidate: &Candidate, now: DateTime<Utc>) -> Option<Stri
     if !candidate.active {
         return Some("inactive".to_owned());
     }
-    if candidate.out_of_office_until.is_some_and(|until| until > now) {
+    if candidate
+        .out_of_office_until
+        .is_some_and(|until| until > now)
+    {
         return Some("out of office".to_owned());
     }
     if candidate.open_referrals >= i64::from(candidate.capacity) {
@@ -115,7 +118,11 @@ pub fn route(request: &RoutingRequest<'_>) -> Result<RoutingDecision, RoutingErr
     };
 
     let named_steps = [
-        (Step::PrimaryRm, request.primary_rm, "primary RM of client".to_owned()),
+        (
+            Step::PrimaryRm,
+            request.primary_rm,
+            "primary RM of client".to_owned(),
+        ),
         (
             Step::PairedRm,
             request.paired_rm,
@@ -166,9 +173,7 @@ pub fn route(request: &RoutingRequest<'_>) -> Result<RoutingDecision, RoutingErr
     let manager = request
         .branch_staff
         .iter()
-        .filter(|c| {
-            c.role == Role::BranchManager && c.active && &c.branch_id == request.branch_id
-        })
+        .filter(|c| c.role == Role::BranchManager && c.active && &c.branch_id == request.branch_id)
         .min_by(|a, b| a.staff_id.cmp(&b.staff_id));
     match manager {
         Some(manager) => {
@@ -255,7 +260,8 @@ mod tests {
     fn the_primary_rm_of_the_client_comes_first() {
         let primary = rm("RM-1", 3);
         let paired = rm("RM-2", 0);
-        let decision = route_with(Some(&primary), Some(&paired), &[manager()]).unwrap_or_else(|e| unreachable!("{e}"));
+        let decision = route_with(Some(&primary), Some(&paired), &[manager()])
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.chosen_rm_id, "RM-1");
         assert_eq!(decision.reason, "primary RM of client");
         assert_eq!(decision.candidates.len(), 1);
@@ -265,9 +271,13 @@ mod tests {
 
     #[test]
     fn an_inactive_primary_rm_passes_to_the_tellers_pair() {
-        let primary = Candidate { active: false, ..rm("RM-1", 0) };
+        let primary = Candidate {
+            active: false,
+            ..rm("RM-1", 0)
+        };
         let paired = rm("RM-2", 0);
-        let decision = route_with(Some(&primary), Some(&paired), &[]).unwrap_or_else(|e| unreachable!("{e}"));
+        let decision =
+            route_with(Some(&primary), Some(&paired), &[]).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.chosen_rm_id, "RM-2");
         assert_eq!(decision.reason, "paired RM of teller T-0001");
         assert_eq!(decision.candidates[0].reason, "inactive");
@@ -281,7 +291,8 @@ mod tests {
             out_of_office_until: Some(now() + Duration::hours(1)),
             ..rm("RM-1", 0)
         };
-        let decision = route_with(Some(&away), None, &[rm("RM-3", 0)]).unwrap_or_else(|e| unreachable!("{e}"));
+        let decision =
+            route_with(Some(&away), None, &[rm("RM-3", 0)]).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.candidates[0].reason, "out of office");
         assert_eq!(decision.chosen_rm_id, "RM-3");
 
@@ -295,8 +306,12 @@ mod tests {
 
     #[test]
     fn an_rm_at_capacity_is_passed_over_with_the_count() {
-        let full = Candidate { capacity: 12, ..rm("RM-2", 12) };
-        let decision = route_with(None, Some(&full), &[rm("RM-3", 5)]).unwrap_or_else(|e| unreachable!("{e}"));
+        let full = Candidate {
+            capacity: 12,
+            ..rm("RM-2", 12)
+        };
+        let decision =
+            route_with(None, Some(&full), &[rm("RM-3", 5)]).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.candidates[0].reason, "at capacity 12/12");
         assert_eq!(decision.chosen_rm_id, "RM-3");
         assert_eq!(decision.reason, "least-loaded RM in branch B-001");
@@ -311,17 +326,22 @@ mod tests {
 
     #[test]
     fn pool_ties_go_to_who_was_assigned_least_recently_then_by_id() {
-        let recent = Candidate { last_assigned_at: Some(now()), ..rm("RM-1", 1) };
+        let recent = Candidate {
+            last_assigned_at: Some(now()),
+            ..rm("RM-1", 1)
+        };
         let earlier = Candidate {
             last_assigned_at: Some(now() - Duration::minutes(5)),
             ..rm("RM-2", 1)
         };
-        let decision = route_with(None, None, &[recent.clone(), earlier]).unwrap_or_else(|e| unreachable!("{e}"));
+        let decision = route_with(None, None, &[recent.clone(), earlier])
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.chosen_rm_id, "RM-2");
 
         let never_a = rm("RM-9", 1);
         let never_b = rm("RM-8", 1);
-        let decision = route_with(None, None, &[recent, never_a, never_b]).unwrap_or_else(|e| unreachable!("{e}"));
+        let decision = route_with(None, None, &[recent, never_a, never_b])
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.chosen_rm_id, "RM-8");
     }
 
@@ -331,25 +351,55 @@ mod tests {
             branch_id: BranchId::parse("B-002").unwrap_or_else(|_| unreachable!()),
             ..rm("RM-7", 0)
         };
-        let teller = Candidate { role: Role::Teller, ..rm("T-0001", 0) };
-        let decision = route_with(None, None, &[elsewhere, teller, manager()]).unwrap_or_else(|e| unreachable!("{e}"));
+        let teller = Candidate {
+            role: Role::Teller,
+            ..rm("T-0001", 0)
+        };
+        let decision = route_with(None, None, &[elsewhere, teller, manager()])
+            .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.chosen_rm_id, "M-001");
     }
 
     #[test]
     fn with_no_rm_available_the_branch_manager_gets_it_escalated() {
-        let staff = [Candidate { capacity: 1, ..rm("RM-1", 1) }, manager()];
+        let staff = [
+            Candidate {
+                capacity: 1,
+                ..rm("RM-1", 1)
+            },
+            manager(),
+        ];
         let decision = route_with(None, None, &staff).unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(decision.chosen_rm_id, "M-001");
         assert!(decision.escalated);
-        assert_eq!(decision.reason, "escalated to branch manager: no RM available");
-        let reasons: Vec<_> = decision.candidates.iter().map(|c| c.reason.as_str()).collect();
-        assert_eq!(reasons, vec!["at capacity 1/1", "escalated to branch manager: no RM available"]);
+        assert_eq!(
+            decision.reason,
+            "escalated to branch manager: no RM available"
+        );
+        let reasons: Vec<_> = decision
+            .candidates
+            .iter()
+            .map(|c| c.reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "at capacity 1/1",
+                "escalated to branch manager: no RM available"
+            ]
+        );
     }
 
     #[test]
     fn a_branch_without_a_manager_cannot_route() {
-        let result = route_with(None, None, &[Candidate { active: false, ..rm("RM-1", 0) }]);
+        let result = route_with(
+            None,
+            None,
+            &[Candidate {
+                active: false,
+                ..rm("RM-1", 0)
+            }],
+        );
         assert_eq!(result, Err(RoutingError::NoBranchManager(branch())));
     }
 }

@@ -66,7 +66,11 @@ impl BusinessCalendar {
     }
 
     /// The instant `business_minutes` of open time after `start`.
-    pub fn add_business_minutes(&self, start: DateTime<Utc>, business_minutes: i64) -> DateTime<Utc> {
+    pub fn add_business_minutes(
+        &self,
+        start: DateTime<Utc>,
+        business_minutes: i64,
+    ) -> DateTime<Utc> {
         let mut remaining = business_minutes.max(0);
         let mut cursor = start.with_timezone(&self.time_zone);
         // A deadline is at most a few business days away: bound the walk anyway.
@@ -86,7 +90,10 @@ impl BusinessCalendar {
                     remaining -= available;
                 }
             }
-            let Some(next) = date.succ_opt().and_then(|d| self.local(d.and_time(NaiveTime::MIN))) else {
+            let Some(next) = date
+                .succ_opt()
+                .and_then(|d| self.local(d.and_time(NaiveTime::MIN)))
+            else {
                 break;
             };
             cursor = next;

@@ -45,9 +45,9 @@ impl Default for TierThresholds {
     /// The bank's tiering rule: 1, 5 and 10 million CNY.
     fn default() -> Self {
         Self {
-            wealth: 1_000_000_00,
-            hnw: 5_000_000_00,
-            private: 10_000_000_00,
+            wealth: 100_000_000,
+            hnw: 500_000_000,
+            private: 1_000_000_000,
         }
     }
 }
@@ -74,9 +74,9 @@ mod tests {
     fn boundaries_belong_to_the_upper_tier() {
         let thresholds = TierThresholds::default();
         assert_eq!(thresholds.classify(0), Tier::Mass);
-        assert_eq!(thresholds.classify(1_000_000_00 - 1), Tier::Mass);
-        assert_eq!(thresholds.classify(1_000_000_00), Tier::Wealth);
-        assert_eq!(thresholds.classify(5_000_000_00), Tier::Hnw);
-        assert_eq!(thresholds.classify(10_000_000_00), Tier::Private);
+        assert_eq!(thresholds.classify(100_000_000 - 1), Tier::Mass);
+        assert_eq!(thresholds.classify(100_000_000), Tier::Wealth);
+        assert_eq!(thresholds.classify(500_000_000), Tier::Hnw);
+        assert_eq!(thresholds.classify(1_000_000_000), Tier::Private);
     }
 }

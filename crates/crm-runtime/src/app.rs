@@ -107,4 +107,3 @@ impl App {
         served.map_err(AppError::from)
     }
 }
-

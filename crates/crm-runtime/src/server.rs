@@ -64,8 +64,10 @@ impl Server {
     /// Mounts a service; `name` is its full gRPC name, reported by health.
     pub fn add_service<S>(&mut self, name: &'static str, service: S) -> &mut Self
     where
-        S: tower_service::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
-            + tonic::server::NamedService
+        S: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
             + Clone
             + Send
             + Sync
@@ -81,9 +83,13 @@ impl Server {
     /// Serves until `shutdown`, then stops accepting and lets calls in flight finish.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         for name in &self.service_names {
-            self.health.set_service_status(*name, ServingStatus::Serving).await;
+            self.health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
-        self.health.set_service_status("", ServingStatus::Serving).await;
+        self.health
+            .set_service_status("", ServingStatus::Serving)
+            .await;
         let health = self.health.clone();
         let names = self.service_names.clone();
         let stop = shutdown.clone();
@@ -91,9 +97,13 @@ impl Server {
             stop.cancelled().await;
             // Tell load balancers first, so no new calls arrive while draining.
             for name in names {
-                health.set_service_status(name, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
         });
         tonic::transport::Server::builder()
             .trace_fn(crm_telemetry::grpc_request_span)

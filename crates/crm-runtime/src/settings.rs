@@ -38,7 +38,10 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("listen_addr", &self.listen_addr)
-            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
             .field("database_schema", &self.database_schema)
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
             .field("queue_prefix", &self.queue_prefix)
@@ -106,7 +109,13 @@ mod tests {
 
     #[test]
     fn passwords_in_urls_are_redacted() {
-        assert_eq!(redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
-        assert_eq!(redact_url("postgres://127.0.0.1/crm"), "postgres://127.0.0.1/crm");
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/crm"),
+            "postgres://127.0.0.1/crm"
+        );
     }
 }

@@ -42,10 +42,20 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<Db, StoreError> 
         ));
     }
     if let (false, Some(schema)) = (is_sqlite, schema) {
-        if !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-            return Err(StoreError::BadUrl(format!("schema name {schema:?} must be [a-z0-9_]")));
+        if !schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(StoreError::BadUrl(format!(
+                "schema name {schema:?} must be [a-z0-9_]"
+            )));
         }
-        let admin = Database::connect(quiet(ConnectOptions::new(url)).max_connections(1).to_owned()).await?;
+        let admin = Database::connect(
+            quiet(ConnectOptions::new(url))
+                .max_connections(1)
+                .to_owned(),
+        )
+        .await?;
         admin
             .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
             .await?;
@@ -69,8 +79,10 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<Db, StoreError> 
     }
     let db = Database::connect(options).await?;
     if is_sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
-            .await?;
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        )
+        .await?;
     }
     Ok(db)
 }
@@ -83,7 +95,12 @@ fn quiet(mut options: ConnectOptions) -> ConnectOptions {
 
 /// Drops a schema made by [`connect`] for a test.
 pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
-    let admin = Database::connect(quiet(ConnectOptions::new(url)).max_connections(1).to_owned()).await?;
+    let admin = Database::connect(
+        quiet(ConnectOptions::new(url))
+            .max_connections(1)
+            .to_owned(),
+    )
+    .await?;
     admin
         .execute_unprepared(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await?;
@@ -93,7 +110,10 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
 
 /// True when `error` is a unique-key violation (a concurrent insert won the race).
 pub fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }
 
 /// True when the database could not be reached (answer `UNAVAILABLE`, retry later),
@@ -103,7 +123,9 @@ pub fn is_unavailable(error: &DbErr) -> bool {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(inner) | DbErr::Query(inner) => {
             let text = inner.to_string().to_ascii_lowercase();
-            text.contains("connection") || text.contains("io error") || text.contains("pool timed out")
+            text.contains("connection")
+                || text.contains("io error")
+                || text.contains("pool timed out")
         }
         _ => false,
     }

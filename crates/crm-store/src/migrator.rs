@@ -10,7 +10,10 @@ pub struct ClientsMigrator;
 
 impl MigratorTrait for ClientsMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(bus::migration::Migration), Box::new(clients::migration::Migration)]
+        vec![
+            Box::new(bus::migration::Migration),
+            Box::new(clients::migration::Migration),
+        ]
     }
 }
 
@@ -19,7 +22,10 @@ pub struct ReferralsMigrator;
 
 impl MigratorTrait for ReferralsMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(bus::migration::Migration), Box::new(referrals::migration::Migration)]
+        vec![
+            Box::new(bus::migration::Migration),
+            Box::new(referrals::migration::Migration),
+        ]
     }
 }
 

@@ -70,7 +70,9 @@ impl TelemetryGuard {
 /// parameters, and lapin/h2 are noisy at debug.
 fn env_filter(default_filter: &str) -> EnvFilter {
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.to_owned());
-    EnvFilter::new(format!("{base},sqlx=warn,sea_orm=warn,h2=warn,tower=warn,hyper=warn"))
+    EnvFilter::new(format!(
+        "{base},sqlx=warn,sea_orm=warn,h2=warn,tower=warn,hyper=warn"
+    ))
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
@@ -101,10 +103,16 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = if config.json {
         registry
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true),
+            )
             .try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer().compact()).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().compact())
+            .try_init()
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
@@ -120,6 +128,10 @@ pub fn init_for_tests() {
     let _ = tracing_subscriber::registry()
         .with(env_filter("warn"))
         .with(otel)
-        .with(tracing_subscriber::fmt::layer().with_test_writer().compact())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .compact(),
+        )
         .try_init();
 }

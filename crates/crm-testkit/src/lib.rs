@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use crm_auth::JwtKeys;
 use crm_domain::{BranchId, Role, StaffId};
-use crm_proto::v1::{self as pb, client_service_client::ClientServiceClient,
-    directory_service_client::DirectoryServiceClient, referral_service_client::ReferralServiceClient};
+use crm_proto::v1::{
+    self as pb, client_service_client::ClientServiceClient,
+    directory_service_client::DirectoryServiceClient,
+    referral_service_client::ReferralServiceClient,
+};
 use crm_store::Db;
 use crm_store::migrator::Schema;
 use sea_orm::{ConnectionTrait, Statement};
@@ -28,11 +31,13 @@ pub enum Backend {
 }
 
 pub fn postgres_url() -> String {
-    std::env::var("CRM_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("CRM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("CRM_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("CRM_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// A unique lowercase name for a schema or queue prefix.
@@ -56,7 +61,12 @@ pub struct TestApp {
 pub async fn spawn_app(backend: Backend) -> TestApp {
     crm_telemetry::init_for_tests();
     let (database_url, schema, sqlite_folder, amqp) = match backend {
-        Backend::Distributed => (postgres_url(), Some(unique_name("db")), None, Some(amqp_url())),
+        Backend::Distributed => (
+            postgres_url(),
+            Some(unique_name("db")),
+            None,
+            Some(amqp_url()),
+        ),
         Backend::Embedded => {
             let folder = std::env::temp_dir().join(unique_name("sqlite"));
             std::fs::create_dir_all(&folder).unwrap();
@@ -76,15 +86,23 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         jwt_public_key: None,
     };
     let shutdown = CancellationToken::new();
-    let modules: [&dyn crm_runtime::ServiceModule; 4] =
-        [&crm_clients::Module, &crm_referrals::Module, &crm_events::Module, &crm_campaigns::Module];
+    let modules: [&dyn crm_runtime::ServiceModule; 4] = [
+        &crm_clients::Module,
+        &crm_referrals::Module,
+        &crm_events::Module,
+        &crm_campaigns::Module,
+    ];
     let app = crm_runtime::App::build(&settings, Schema::All, &modules, shutdown.clone())
         .await
         .expect("the app starts (are PostgreSQL and RabbitMQ running? `make services`)");
     let addr = app.local_addr().unwrap();
     let db = app.infra().db.clone();
     let server = tokio::spawn(app.run());
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     TestApp {
         backend,
         addr,
@@ -102,13 +120,23 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 impl TestApp {
     pub fn token(&self, sub: &str, role: Role, branch: &str) -> String {
         self.keys
-            .mint(&StaffId::parse(sub).unwrap(), role, &BranchId::parse(branch).unwrap(), chrono::Duration::minutes(30))
+            .mint(
+                &StaffId::parse(sub).unwrap(),
+                role,
+                &BranchId::parse(branch).unwrap(),
+                chrono::Duration::minutes(30),
+            )
             .unwrap()
     }
 
     pub fn expired_token(&self, sub: &str, role: Role, branch: &str) -> String {
         self.keys
-            .mint(&StaffId::parse(sub).unwrap(), role, &BranchId::parse(branch).unwrap(), chrono::Duration::minutes(-10))
+            .mint(
+                &StaffId::parse(sub).unwrap(),
+                role,
+                &BranchId::parse(branch).unwrap(),
+                chrono::Duration::minutes(-10),
+            )
             .unwrap()
     }
 
@@ -128,7 +156,10 @@ impl TestApp {
     pub async fn count(&self, sql: &str) -> i64 {
         let row = self
             .db
-            .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql.to_owned()))
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                sql.to_owned(),
+            ))
             .await
             .unwrap()
             .unwrap();
@@ -143,7 +174,10 @@ impl TestApp {
             if have >= want {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "waited {timeout:?} for {want} rows of `{sql}`, have {have}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited {timeout:?} for {want} rows of `{sql}`, have {have}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -154,37 +188,54 @@ impl TestApp {
         let system = self.token("SYS-TEST", Role::System, branch);
         let mut directory = self.directory();
         directory
-            .upsert_branch(with_token(&system, pb::UpsertBranchRequest {
-                branch: Some(pb::Branch { branch_id: branch.into(), name: format!("Branch {branch}"), city: "Shanghai".into(), time_zone: String::new() }),
-            }))
+            .upsert_branch(with_token(
+                &system,
+                pb::UpsertBranchRequest {
+                    branch: Some(pb::Branch {
+                        branch_id: branch.into(),
+                        name: format!("Branch {branch}"),
+                        city: "Shanghai".into(),
+                        time_zone: String::new(),
+                    }),
+                },
+            ))
             .await
             .unwrap();
-        let mut staff = vec![(format!("{branch}-M"), pb::StaffRole::BranchManager), (format!("{branch}-T-1"), pb::StaffRole::Teller)];
+        let mut staff = vec![
+            (format!("{branch}-M"), pb::StaffRole::BranchManager),
+            (format!("{branch}-T-1"), pb::StaffRole::Teller),
+        ];
         staff.extend((1..=rms).map(|n| (format!("{branch}-RM-{n}"), pb::StaffRole::Rm)));
         for (staff_id, role) in &staff {
             directory
-                .upsert_staff(with_token(&system, pb::UpsertStaffRequest {
-                    staff: Some(pb::Staff {
-                        staff_id: staff_id.clone(),
-                        name: format!("Staff {staff_id}"),
-                        role: *role as i32,
-                        branch_id: branch.into(),
-                        active: true,
-                        capacity: 1000,
-                        out_of_office_until: None,
-                    }),
-                }))
+                .upsert_staff(with_token(
+                    &system,
+                    pb::UpsertStaffRequest {
+                        staff: Some(pb::Staff {
+                            staff_id: staff_id.clone(),
+                            name: format!("Staff {staff_id}"),
+                            role: *role as i32,
+                            branch_id: branch.into(),
+                            active: true,
+                            capacity: 1000,
+                            out_of_office_until: None,
+                        }),
+                    },
+                ))
                 .await
                 .unwrap();
         }
         if rms >= 2 {
             directory
-                .pair_teller(with_token(&system, pb::PairTellerRequest {
-                    teller_id: format!("{branch}-T-1"),
-                    rm_id: format!("{branch}-RM-2"),
-                    valid_from: None,
-                    valid_until: None,
-                }))
+                .pair_teller(with_token(
+                    &system,
+                    pb::PairTellerRequest {
+                        teller_id: format!("{branch}-T-1"),
+                        rm_id: format!("{branch}-RM-2"),
+                        valid_from: None,
+                        valid_until: None,
+                    },
+                ))
                 .await
                 .unwrap();
         }
@@ -196,7 +247,12 @@ impl TestApp {
         )
         .await;
         if rms >= 2 {
-            self.wait_for_count(&format!("SELECT COUNT(*) FROM routing_pairs WHERE teller_id = '{branch}-T-1'"), 1, Duration::from_secs(10)).await;
+            self.wait_for_count(
+                &format!("SELECT COUNT(*) FROM routing_pairs WHERE teller_id = '{branch}-T-1'"),
+                1,
+                Duration::from_secs(10),
+            )
+            .await;
         }
     }
 
@@ -205,27 +261,33 @@ impl TestApp {
         let system = self.token("SYS-TEST", Role::System, branch);
         let mut clients = self.clients();
         clients
-            .upsert_client(with_token(&system, pb::UpsertClientRequest {
-                client: Some(pb::Client {
-                    client_id: client_id.into(),
-                    full_name: format!("Client {client_id}"),
-                    national_id: "110101198001011234".into(),
-                    phone: "13812345678".into(),
-                    home_branch_id: branch.into(),
-                    kind: pb::ClientKind::Individual as i32,
-                    ..Default::default()
-                }),
-            }))
+            .upsert_client(with_token(
+                &system,
+                pb::UpsertClientRequest {
+                    client: Some(pb::Client {
+                        client_id: client_id.into(),
+                        full_name: format!("Client {client_id}"),
+                        national_id: "110101198001011234".into(),
+                        phone: "13812345678".into(),
+                        home_branch_id: branch.into(),
+                        kind: pb::ClientKind::Individual as i32,
+                        ..Default::default()
+                    }),
+                },
+            ))
             .await
             .unwrap();
         if let Some(rm) = primary_rm {
             clients
-                .assign_coverage(with_token(&system, pb::AssignCoverageRequest {
-                    client_id: client_id.into(),
-                    primary_rm_id: rm.into(),
-                    reason: "test".into(),
-                    ..Default::default()
-                }))
+                .assign_coverage(with_token(
+                    &system,
+                    pb::AssignCoverageRequest {
+                        client_id: client_id.into(),
+                        primary_rm_id: rm.into(),
+                        reason: "test".into(),
+                        ..Default::default()
+                    },
+                ))
                 .await
                 .unwrap();
             self.wait_for_count(
@@ -243,7 +305,9 @@ impl TestApp {
         let _ = tokio::time::timeout(Duration::from_secs(15), self.server).await;
         self.db.clone().close().await.ok();
         if let Some(schema) = &self.schema {
-            crm_store::db::drop_schema(&postgres_url(), schema).await.ok();
+            crm_store::db::drop_schema(&postgres_url(), schema)
+                .await
+                .ok();
         }
         if let Some(folder) = &self.sqlite_folder {
             std::fs::remove_dir_all(folder).ok();

@@ -4,7 +4,10 @@ use clap::Parser;
 use crm_store::migrator::Schema;
 
 #[derive(Parser)]
-#[command(name = "crm-campaigns", about = "The campaigns service of the RM CRM suite")]
+#[command(
+    name = "crm-campaigns",
+    about = "The campaigns service of the RM CRM suite"
+)]
 struct Cli {
     #[command(flatten)]
     settings: crm_runtime::Settings,
@@ -13,10 +16,17 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env("crm-campaigns"))?;
+    let telemetry =
+        crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env("crm-campaigns"))?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     crm_runtime::shutdown_on_signals(shutdown.clone());
-    let app = crm_runtime::App::build(&cli.settings, Schema::MessagingOnly, &[&crm_campaigns::Module], shutdown).await?;
+    let app = crm_runtime::App::build(
+        &cli.settings,
+        Schema::MessagingOnly,
+        &[&crm_campaigns::Module],
+        shutdown,
+    )
+    .await?;
     tracing::info!(addr = %app.local_addr()?, "crm-campaigns listening");
     let result = app.run().await;
     telemetry.shutdown();

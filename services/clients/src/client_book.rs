@@ -13,7 +13,10 @@ use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, client_service_server::ClientService};
 use crm_store::clients::{client, staff};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait, IntoActiveModel, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait, IntoActiveModel,
+    TransactionTrait,
+};
 use tonic::{Request, Response, Status};
 
 use crate::error::{ClientsError, Result};
@@ -41,9 +44,13 @@ enum View {
 }
 
 fn covers(model: &client::Model, staff_id: &StaffId) -> bool {
-    [&model.primary_rm_id, &model.wealth_manager_id, &model.private_banker_id]
-        .into_iter()
-        .any(|id| id.as_deref() == Some(staff_id.as_str()))
+    [
+        &model.primary_rm_id,
+        &model.wealth_manager_id,
+        &model.private_banker_id,
+    ]
+    .into_iter()
+    .any(|id| id.as_deref() == Some(staff_id.as_str()))
 }
 
 /// API.md's role table for reading one client.
@@ -89,7 +96,10 @@ fn client_to_proto(model: client::Model, view: View) -> pb::Client {
     }
     let (national_id, phone) = match view {
         View::Full => (model.national_id, model.phone),
-        _ => (mask_national_id(&model.national_id), mask_phone(&model.phone)),
+        _ => (
+            mask_national_id(&model.national_id),
+            mask_phone(&model.phone),
+        ),
     };
     pb::Client {
         client_id: model.client_id,
@@ -132,14 +142,27 @@ struct ClientInput {
 fn parse_client(input: &pb::Client) -> std::result::Result<ClientInput, Violations> {
     let mut violations = Violations::new();
     let client_id = violations.check("client.client_id", ClientId::parse(&input.client_id));
-    check_text(&mut violations, "client.full_name", &input.full_name, true, 200);
-    if input.national_id.len() > 32 || !input.national_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        violations.add("client.national_id", "must be at most 32 letters and digits");
+    check_text(
+        &mut violations,
+        "client.full_name",
+        &input.full_name,
+        true,
+        200,
+    );
+    if input.national_id.len() > 32 || !input.national_id.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        violations.add(
+            "client.national_id",
+            "must be at most 32 letters and digits",
+        );
     }
     if input.phone.len() > 20 || !input.phone.chars().all(|c| c.is_ascii_digit() || c == '+') {
         violations.add("client.phone", "must be at most 20 digits");
     }
-    let home_branch_id = violations.check("client.home_branch_id", BranchId::parse(&input.home_branch_id));
+    let home_branch_id = violations.check(
+        "client.home_branch_id",
+        BranchId::parse(&input.home_branch_id),
+    );
     let kind = match pb::ClientKind::try_from(input.kind) {
         Ok(pb::ClientKind::Individual) => Some("individual"),
         Ok(pb::ClientKind::Corporate) => Some("corporate"),
@@ -151,9 +174,14 @@ fn parse_client(input: &pb::Client) -> std::result::Result<ClientInput, Violatio
     for (index, segment) in input.segments.iter().enumerate() {
         let well_formed = !segment.is_empty()
             && segment.len() <= 40
-            && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !well_formed {
-            violations.add(format!("client.segments[{index}]"), "must be 1 to 40 of a-z, 0-9, '_'");
+            violations.add(
+                format!("client.segments[{index}]"),
+                "must be 1 to 40 of a-z, 0-9, '_'",
+            );
         }
     }
     let aum = match &input.aum_daily_avg {
@@ -206,7 +234,10 @@ async fn check_coverage_staff(
     field: &str,
     value: &str,
 ) -> Result<Option<String>> {
-    let Some(staff_id) = violations.check(field, StaffId::parse_optional(value)).flatten() else {
+    let Some(staff_id) = violations
+        .check(field, StaffId::parse_optional(value))
+        .flatten()
+    else {
         return Ok(None);
     };
     match staff::Entity::find_by_id(staff_id.as_str()).one(db).await? {
@@ -230,8 +261,12 @@ impl ClientService for ClientBook {
         request: Request<pb::UpsertClientRequest>,
     ) -> Result<Response<pb::UpsertClientResponse>, Status> {
         let principal = principal_of(&request)?;
-        principal.require_any(&[Role::System, Role::Rm, Role::BranchManager], "upsert clients")?;
-        let input = parse_client(&request.into_inner().client.unwrap_or_default()).map_err(ClientsError::from)?;
+        principal.require_any(
+            &[Role::System, Role::Rm, Role::BranchManager],
+            "upsert clients",
+        )?;
+        let input = parse_client(&request.into_inner().client.unwrap_or_default())
+            .map_err(ClientsError::from)?;
         tracing::Span::current().record("client_id", input.client_id.as_str());
         let db = &self.state.db;
         let now = Utc::now();
@@ -245,7 +280,10 @@ impl ClientService for ClientBook {
         let (stored, announce) = match existing {
             None => {
                 if principal.role != Role::System {
-                    return Err(ClientsError::PermissionDenied("only core banking (system) creates clients".into()).into());
+                    return Err(ClientsError::PermissionDenied(
+                        "only core banking (system) creates clients".into(),
+                    )
+                    .into());
                 }
                 let row = client::ActiveModel {
                     client_id: Set(input.client_id.to_string()),
@@ -266,11 +304,17 @@ impl ClientService for ClientBook {
                     created_at: Set(now),
                     updated_at: Set(now),
                 };
-                (row.insert(&transaction).await.map_err(ClientsError::from)?, true)
+                (
+                    row.insert(&transaction).await.map_err(ClientsError::from)?,
+                    true,
+                )
             }
             Some(current) => {
                 if view_for(&principal, &current) != Some(View::Full) {
-                    return Err(ClientsError::PermissionDenied("client is outside your coverage".into()).into());
+                    return Err(ClientsError::PermissionDenied(
+                        "client is outside your coverage".into(),
+                    )
+                    .into());
                 }
                 let routing_relevant = current.home_branch_id != input.home_branch_id.as_str()
                     || current.do_not_contact != input.do_not_contact;
@@ -286,7 +330,10 @@ impl ClientService for ClientBook {
                 row.aum_minor_units = Set(input.aum.minor_units());
                 row.aum_currency = Set(input.aum.currency().to_owned());
                 row.updated_at = Set(now);
-                (row.update(&transaction).await.map_err(ClientsError::from)?, routing_relevant)
+                (
+                    row.update(&transaction).await.map_err(ClientsError::from)?,
+                    routing_relevant,
+                )
             }
         };
         if announce {
@@ -309,8 +356,11 @@ impl ClientService for ClientBook {
     ) -> Result<Response<pb::GetClientResponse>, Status> {
         let principal = principal_of(&request)?;
         let mut violations = Violations::new();
-        let client_id = violations.check("client_id", ClientId::parse(&request.get_ref().client_id));
-        let client_id = violations.finish(|| client_id).map_err(ClientsError::from)?;
+        let client_id =
+            violations.check("client_id", ClientId::parse(&request.get_ref().client_id));
+        let client_id = violations
+            .finish(|| client_id)
+            .map_err(ClientsError::from)?;
         tracing::Span::current().record("client_id", client_id.as_str());
         let stored = find_client(&self.state.db, &client_id).await?;
         let view = view_for(&principal, &stored)
@@ -324,7 +374,9 @@ impl ClientService for ClientBook {
         &self,
         _request: Request<pb::SearchClientsRequest>,
     ) -> Result<Response<pb::SearchClientsResponse>, Status> {
-        Err(Status::unimplemented("SearchClients arrives with the client-book issue"))
+        Err(Status::unimplemented(
+            "SearchClients arrives with the client-book issue",
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(client_id))]
@@ -339,14 +391,32 @@ impl ClientService for ClientBook {
         let mut violations = Violations::new();
         let client_id = violations.check("client_id", ClientId::parse(&input.client_id));
         check_text(&mut violations, "reason", &input.reason, false, 500);
-        let primary = check_coverage_staff(db, &mut violations, "primary_rm_id", &input.primary_rm_id).await?;
-        let wealth = check_coverage_staff(db, &mut violations, "wealth_manager_id", &input.wealth_manager_id).await?;
-        let private = check_coverage_staff(db, &mut violations, "private_banker_id", &input.private_banker_id).await?;
-        let client_id = violations.finish(|| client_id).map_err(ClientsError::from)?;
+        let primary =
+            check_coverage_staff(db, &mut violations, "primary_rm_id", &input.primary_rm_id)
+                .await?;
+        let wealth = check_coverage_staff(
+            db,
+            &mut violations,
+            "wealth_manager_id",
+            &input.wealth_manager_id,
+        )
+        .await?;
+        let private = check_coverage_staff(
+            db,
+            &mut violations,
+            "private_banker_id",
+            &input.private_banker_id,
+        )
+        .await?;
+        let client_id = violations
+            .finish(|| client_id)
+            .map_err(ClientsError::from)?;
         tracing::Span::current().record("client_id", client_id.as_str());
         let transaction = db.begin().await.map_err(ClientsError::from)?;
         let current = find_client(&transaction, &client_id).await?;
-        if principal.role == Role::BranchManager && current.home_branch_id != principal.branch_id.as_str() {
+        if principal.role == Role::BranchManager
+            && current.home_branch_id != principal.branch_id.as_str()
+        {
             return Err(ClientsError::PermissionDenied("client of another branch".into()).into());
         }
         let mut row = current.into_active_model();
@@ -355,7 +425,11 @@ impl ClientService for ClientBook {
         row.private_banker_id = Set(private);
         row.updated_at = Set(Utc::now());
         let stored = row.update(&transaction).await.map_err(ClientsError::from)?;
-        let reason = if input.reason.trim().is_empty() { "coverage assigned" } else { input.reason.trim() };
+        let reason = if input.reason.trim().is_empty() {
+            "coverage assigned"
+        } else {
+            input.reason.trim()
+        };
         let envelope = coverage_changed(&stored, reason)?;
         crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
             .await
@@ -371,20 +445,26 @@ impl ClientService for ClientBook {
         &self,
         _request: Request<pb::LogInteractionRequest>,
     ) -> Result<Response<pb::LogInteractionResponse>, Status> {
-        Err(Status::unimplemented("LogInteraction arrives with the client-book issue"))
+        Err(Status::unimplemented(
+            "LogInteraction arrives with the client-book issue",
+        ))
     }
 
     async fn list_interactions(
         &self,
         _request: Request<pb::ListInteractionsRequest>,
     ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
-        Err(Status::unimplemented("ListInteractions arrives with the client-book issue"))
+        Err(Status::unimplemented(
+            "ListInteractions arrives with the client-book issue",
+        ))
     }
 
     async fn list_audit_events(
         &self,
         _request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        Err(Status::unimplemented("ListAuditEvents arrives with the client-book issue"))
+        Err(Status::unimplemented(
+            "ListAuditEvents arrives with the client-book issue",
+        ))
     }
 }

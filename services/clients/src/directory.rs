@@ -62,7 +62,9 @@ fn branch_to_proto(model: branch::Model) -> pb::Branch {
 }
 
 fn staff_to_proto(model: staff::Model) -> pb::Staff {
-    let role = Role::from_str(&model.role).map(role_to_proto).unwrap_or(pb::StaffRole::Unspecified);
+    let role = Role::from_str(&model.role)
+        .map(role_to_proto)
+        .unwrap_or(pb::StaffRole::Unspecified);
     pb::Staff {
         staff_id: model.staff_id,
         name: model.name,
@@ -90,7 +92,9 @@ fn date_from_proto(date: &pb::Date) -> std::result::Result<NaiveDate, &'static s
 }
 
 fn today_in_shanghai() -> NaiveDate {
-    Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive()
+    Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive()
 }
 
 /// Directory writes: the system role, or a branch manager for their own branch.
@@ -130,11 +134,16 @@ impl DirectoryService for Directory {
             "Asia/Shanghai".to_owned()
         } else {
             if chrono_tz::Tz::from_str(&input.time_zone).is_err() {
-                violations.add("branch.time_zone", "must be an IANA time zone such as Asia/Shanghai");
+                violations.add(
+                    "branch.time_zone",
+                    "must be an IANA time zone such as Asia/Shanghai",
+                );
             }
             input.time_zone.clone()
         };
-        let branch_id = violations.finish(|| branch_id).map_err(ClientsError::from)?;
+        let branch_id = violations
+            .finish(|| branch_id)
+            .map_err(ClientsError::from)?;
         tracing::Span::current().record("branch_id", branch_id.as_str());
         let now = Utc::now();
         let row = branch::ActiveModel {
@@ -197,10 +206,18 @@ impl DirectoryService for Directory {
         tracing::Span::current().record("staff_id", staff_id.as_str());
         require_directory_writer(&principal, &branch_id)?;
         if role == Role::System && principal.role != Role::System {
-            return Err(ClientsError::PermissionDenied("only the system role may create system accounts".into()).into());
+            return Err(ClientsError::PermissionDenied(
+                "only the system role may create system accounts".into(),
+            )
+            .into());
         }
         let db = &self.state.db;
-        if branch::Entity::find_by_id(branch_id.as_str()).one(db).await.map_err(ClientsError::from)?.is_none() {
+        if branch::Entity::find_by_id(branch_id.as_str())
+            .one(db)
+            .await
+            .map_err(ClientsError::from)?
+            .is_none()
+        {
             return Err(ClientsError::NotFound(format!("branch {branch_id}")).into());
         }
         let now = Utc::now();
@@ -242,7 +259,8 @@ impl DirectoryService for Directory {
             out_of_office_until,
             updated_at: now,
         };
-        let envelope = Envelope::new(STAFF_CHANGED, STAFF_CHANGED, &message).map_err(ClientsError::from)?;
+        let envelope =
+            Envelope::new(STAFF_CHANGED, STAFF_CHANGED, &message).map_err(ClientsError::from)?;
         crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
             .await
             .map_err(ClientsError::from)?;
@@ -286,10 +304,13 @@ impl DirectoryService for Directory {
         let db = &self.state.db;
         let teller = find_staff(db, &teller_id).await?;
         let rm = find_staff(db, &rm_id).await?;
-        let teller_branch = BranchId::parse(&teller.branch_id).map_err(|_| ClientsError::NotFound(format!("branch of {teller_id}")))?;
+        let teller_branch = BranchId::parse(&teller.branch_id)
+            .map_err(|_| ClientsError::NotFound(format!("branch of {teller_id}")))?;
         require_directory_writer(&principal, &teller_branch)?;
         if teller.role != Role::Teller.as_str() {
-            return Err(ClientsError::FailedPrecondition(format!("{teller_id} is not a teller")).into());
+            return Err(
+                ClientsError::FailedPrecondition(format!("{teller_id} is not a teller")).into(),
+            );
         }
         if rm.role != Role::Rm.as_str() {
             return Err(ClientsError::FailedPrecondition(format!("{rm_id} is not an RM")).into());
@@ -324,7 +345,8 @@ impl DirectoryService for Directory {
             valid_until,
             updated_at: now,
         };
-        let envelope = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &message).map_err(ClientsError::from)?;
+        let envelope =
+            Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &message).map_err(ClientsError::from)?;
         crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
             .await
             .map_err(ClientsError::from)?;
@@ -365,7 +387,11 @@ impl DirectoryService for Directory {
             .map_err(ClientsError::from)?;
         let any_branch = matches!(principal.role, Role::System | Role::CampaignAdmin);
         if !any_branch && principal.branch_id != branch_id {
-            return Err(ClientsError::PermissionDenied(format!("may list staff of branch {} only", principal.branch_id)).into());
+            return Err(ClientsError::PermissionDenied(format!(
+                "may list staff of branch {} only",
+                principal.branch_id
+            ))
+            .into());
         }
         let mut query = staff::Entity::find()
             .filter(staff::Column::BranchId.eq(branch_id.as_str()))
@@ -377,10 +403,15 @@ impl DirectoryService for Directory {
         if let Some(after) = &after {
             query = query.filter(staff::Column::StaffId.gt(after.as_str()));
         }
-        let mut rows = query.all(&self.state.db).await.map_err(ClientsError::from)?;
+        let mut rows = query
+            .all(&self.state.db)
+            .await
+            .map_err(ClientsError::from)?;
         let next_page_token = if rows.len() as u64 > page_size {
             rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
-            rows.last().map(|row| row.staff_id.clone()).unwrap_or_default()
+            rows.last()
+                .map(|row| row.staff_id.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -396,8 +427,11 @@ impl DirectoryService for Directory {
     ) -> Result<Response<pb::GetBranchResponse>, Status> {
         principal_of(&request)?;
         let mut violations = Violations::new();
-        let branch_id = violations.check("branch_id", BranchId::parse(&request.get_ref().branch_id));
-        let branch_id = violations.finish(|| branch_id).map_err(ClientsError::from)?;
+        let branch_id =
+            violations.check("branch_id", BranchId::parse(&request.get_ref().branch_id));
+        let branch_id = violations
+            .finish(|| branch_id)
+            .map_err(ClientsError::from)?;
         let stored = branch::Entity::find_by_id(branch_id.as_str())
             .one(&self.state.db)
             .await

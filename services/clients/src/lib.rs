@@ -64,9 +64,20 @@ impl crm_runtime::ServiceModule for Module {
 
     fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
         let state = Arc::new(ClientsState::new(infra.db.clone()));
-        server.add_service("crm.v1.DirectoryService", directory_service(state.clone(), infra.auth.clone()));
-        server.add_service("crm.v1.ClientService", client_service(state.clone(), infra.auth.clone()));
-        let relay = crm_bus::outbox::Relay::new(infra.db.clone(), infra.bus.clone(), SERVICE, state.outbox.clone());
+        server.add_service(
+            "crm.v1.DirectoryService",
+            directory_service(state.clone(), infra.auth.clone()),
+        );
+        server.add_service(
+            "crm.v1.ClientService",
+            client_service(state.clone(), infra.auth.clone()),
+        );
+        let relay = crm_bus::outbox::Relay::new(
+            infra.db.clone(),
+            infra.bus.clone(),
+            SERVICE,
+            state.outbox.clone(),
+        );
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
     }
 }

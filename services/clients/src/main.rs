@@ -4,7 +4,10 @@ use clap::Parser;
 use crm_store::migrator::Schema;
 
 #[derive(Parser)]
-#[command(name = "crm-clients", about = "The clients service of the RM CRM suite")]
+#[command(
+    name = "crm-clients",
+    about = "The clients service of the RM CRM suite"
+)]
 struct Cli {
     #[command(flatten)]
     settings: crm_runtime::Settings,
@@ -16,7 +19,13 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env("crm-clients"))?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     crm_runtime::shutdown_on_signals(shutdown.clone());
-    let app = crm_runtime::App::build(&cli.settings, Schema::Clients, &[&crm_clients::Module], shutdown).await?;
+    let app = crm_runtime::App::build(
+        &cli.settings,
+        Schema::Clients,
+        &[&crm_clients::Module],
+        shutdown,
+    )
+    .await?;
     tracing::info!(addr = %app.local_addr()?, "crm-clients listening");
     let result = app.run().await;
     telemetry.shutdown();

@@ -4,8 +4,11 @@
 use std::time::{Duration, Instant};
 
 use crm_domain::{BranchId, Role, StaffId};
-use crm_proto::v1::{self as pb, client_service_client::ClientServiceClient,
-    directory_service_client::DirectoryServiceClient, referral_service_client::ReferralServiceClient};
+use crm_proto::v1::{
+    self as pb, client_service_client::ClientServiceClient,
+    directory_service_client::DirectoryServiceClient,
+    referral_service_client::ReferralServiceClient,
+};
 use crm_store::migrator::Schema;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -45,17 +48,31 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
     let database_url = format!("sqlite://{}?mode=rwc", folder.join("demo.db").display());
     let secret: String = {
         let mut rng = rand::rng();
-        (0..32).map(|_| char::from(rng.random_range(b'a'..=b'z'))).collect()
+        (0..32)
+            .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+            .collect()
     };
     println!("== RM CRM demo: embedded default (SQLite + in-process transport)");
     let shutdown = CancellationToken::new();
-    let modules: [&dyn crm_runtime::ServiceModule; 4] =
-        [&crm_clients::Module, &crm_referrals::Module, &crm_events::Module, &crm_campaigns::Module];
-    let app = crm_runtime::App::build(&settings(database_url, &secret), Schema::All, &modules, shutdown.clone()).await?;
+    let modules: [&dyn crm_runtime::ServiceModule; 4] = [
+        &crm_clients::Module,
+        &crm_referrals::Module,
+        &crm_events::Module,
+        &crm_campaigns::Module,
+    ];
+    let app = crm_runtime::App::build(
+        &settings(database_url, &secret),
+        Schema::All,
+        &modules,
+        shutdown.clone(),
+    )
+    .await?;
     let addr = app.local_addr()?;
     let server = tokio::spawn(app.run());
     println!("   server on {addr}, database under {}", folder.display());
-    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
     let keys = crm_auth::JwtKeys::hs256(&secretstring(&secret))?;
     let caller = |sub: &str, role: Role, branch: &str| -> anyhow::Result<Caller> {
         let token = keys.mint(
@@ -64,17 +81,28 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
             &BranchId::parse(branch).map_err(|e| anyhow::anyhow!("{e}"))?,
             chrono::Duration::minutes(30),
         )?;
-        Ok(Caller { channel: channel.clone(), token })
+        Ok(Caller {
+            channel: channel.clone(),
+            token,
+        })
     };
     let system = caller("SYS-CORE", Role::System, "B-001")?;
     let mut directory = DirectoryServiceClient::new(system.channel.clone());
     let mut clients = ClientServiceClient::new(system.channel.clone());
 
     println!("\n== 1. Seeding the directory: 2 branches, RMs, tellers, managers");
-    for (branch, name) in [("B-001", "Shanghai Lujiazui"), ("B-002", "Shanghai Xujiahui")] {
+    for (branch, name) in [
+        ("B-001", "Shanghai Lujiazui"),
+        ("B-002", "Shanghai Xujiahui"),
+    ] {
         directory
             .upsert_branch(system.request(pb::UpsertBranchRequest {
-                branch: Some(pb::Branch { branch_id: branch.into(), name: name.into(), city: "Shanghai".into(), time_zone: String::new() }),
+                branch: Some(pb::Branch {
+                    branch_id: branch.into(),
+                    name: name.into(),
+                    city: "Shanghai".into(),
+                    time_zone: String::new(),
+                }),
             }))
             .await?;
         let staff: [(&str, &str, pb::StaffRole, i32); 5] = [
@@ -123,7 +151,10 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
                     phone: format!("138{n:08}"),
                     home_branch_id: branch.into(),
                     kind: pb::ClientKind::Individual as i32,
-                    aum_daily_avg: Some(pb::Money { minor_units: i64::from(n) * 3_000_000_00 / i64::from(client_count.max(1)), currency: "CNY".into() }),
+                    aum_daily_avg: Some(pb::Money {
+                        minor_units: i64::from(n) * 300_000_000 / i64::from(client_count.max(1)),
+                        currency: "CNY".into(),
+                    }),
                     ..Default::default()
                 }),
             }))
@@ -146,7 +177,10 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
     println!("\n== 3. RM Wang (B-001-RM-1) opens the mobile app: WatchWorkItems");
     let rm = caller("B-001-RM-1", Role::Rm, "B-001")?;
     let mut rm_client = ReferralServiceClient::new(rm.channel.clone());
-    let mut stream = rm_client.watch_work_items(rm.request(pb::WatchWorkItemsRequest {})).await?.into_inner();
+    let mut stream = rm_client
+        .watch_work_items(rm.request(pb::WatchWorkItemsRequest {}))
+        .await?
+        .into_inner();
 
     println!("\n== 4. Teller Chen (B-001-T-1) refers client C-000000 (covered by RM-1)");
     let teller = caller("B-001-T-1", Role::Teller, "B-001")?;
@@ -159,18 +193,34 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
             need: pb::Need::WealthManagement as i32,
             priority: pb::Priority::High as i32,
             note: "Client asked about a 3-year deposit for 2m CNY maturing next week".into(),
-            amount_hint: Some(pb::Money { minor_units: 2_000_000_00, currency: "CNY".into() }),
+            amount_hint: Some(pb::Money {
+                minor_units: 200_000_000,
+                currency: "CNY".into(),
+            }),
             ..Default::default()
         }))
         .await?
         .into_inner()
         .referral
         .unwrap_or_default();
-    println!("   referral {} → {} ({})", created.referral_id, created.assigned_rm_id, created.routing_reason);
+    println!(
+        "   referral {} → {} ({})",
+        created.referral_id, created.assigned_rm_id, created.routing_reason
+    );
     if let Some(decision) = &created.routing_decision {
         println!("   routing decision {}:", decision.rule_version);
         for candidate in &decision.candidates {
-            println!("     - {} at {}: {} ({})", candidate.staff_id, candidate.step, if candidate.taken { "taken" } else { "passed over" }, candidate.reason);
+            println!(
+                "     - {} at {}: {} ({})",
+                candidate.staff_id,
+                candidate.step,
+                if candidate.taken {
+                    "taken"
+                } else {
+                    "passed over"
+                },
+                candidate.reason
+            );
         }
     }
     let item = tokio::time::timeout(Duration::from_secs(5), stream.message()).await??;
@@ -180,22 +230,34 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
             item.title,
             started.elapsed().as_millis()
         );
-        rm_client.ack_work_item(rm.request(pb::AckWorkItemRequest { work_item_id: item.work_item_id })).await?;
+        rm_client
+            .ack_work_item(rm.request(pb::AckWorkItemRequest {
+                work_item_id: item.work_item_id,
+            }))
+            .await?;
         println!("   the phone acknowledged it");
     }
     let accepted = rm_client
-        .accept_referral(rm.request(pb::AcceptReferralRequest { referral_id: created.referral_id.clone() }))
+        .accept_referral(rm.request(pb::AcceptReferralRequest {
+            referral_id: created.referral_id.clone(),
+        }))
         .await?
         .into_inner()
         .referral
         .unwrap_or_default();
-    println!("   RM Wang accepted: status {:?}", pb::ReferralStatus::try_from(accepted.status).unwrap_or_default());
+    println!(
+        "   RM Wang accepted: status {:?}",
+        pb::ReferralStatus::try_from(accepted.status).unwrap_or_default()
+    );
 
     println!("\n== 5. The same teller refers a walk-in prospect (no client id)");
     let walk_in = teller_client
         .create_referral(teller.request(pb::CreateReferralRequest {
             idempotency_key: "demo-2".into(),
-            prospect: Some(pb::Prospect { full_name: "Ms. Sun".into(), phone: "13900001111".into() }),
+            prospect: Some(pb::Prospect {
+                full_name: "Ms. Sun".into(),
+                phone: "13900001111".into(),
+            }),
             need: pb::Need::Loan as i32,
             priority: pb::Priority::Normal as i32,
             ..Default::default()
@@ -204,8 +266,12 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
         .into_inner()
         .referral
         .unwrap_or_default();
-    println!("   referral → {} ({}); the teller sees the phone as {}", walk_in.assigned_rm_id, walk_in.routing_reason,
-        walk_in.prospect.map(|p| p.phone).unwrap_or_default());
+    println!(
+        "   referral → {} ({}); the teller sees the phone as {}",
+        walk_in.assigned_rm_id,
+        walk_in.routing_reason,
+        walk_in.prospect.map(|p| p.phone).unwrap_or_default()
+    );
 
     println!("\n== 6. The teller retries the first call (same idempotency key)");
     let again = teller_client
@@ -220,11 +286,17 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
         .into_inner()
         .referral
         .unwrap_or_default();
-    println!("   same referral back: {}", again.referral_id == created.referral_id);
+    println!(
+        "   same referral back: {}",
+        again.referral_id == created.referral_id
+    );
 
     println!("\n== 7. A bad request is refused field by field");
     let refused = teller_client
-        .create_referral(teller.request(pb::CreateReferralRequest { client_id: "lower-case".into(), ..Default::default() }))
+        .create_referral(teller.request(pb::CreateReferralRequest {
+            client_id: "lower-case".into(),
+            ..Default::default()
+        }))
         .await;
     if let Err(status) = refused {
         println!("   {:?}: {}", status.code(), status.message());

@@ -13,7 +13,11 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "crm", version, about = "RM CRM suite: clients, referrals and events for relationship managers")]
+#[command(
+    name = "crm",
+    version,
+    about = "RM CRM suite: clients, referrals and events for relationship managers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,13 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { settings } => serve(settings).await,
         Command::Demo { clients } => demo::run(clients).await,
-        Command::Token { sub, role, branch, ttl_minutes, secret } => {
+        Command::Token {
+            sub,
+            role,
+            branch,
+            ttl_minutes,
+            secret,
+        } => {
             let keys = crm_auth::JwtKeys::hs256(&SecretString::from(secret))?;
             let token = keys.mint(
                 &StaffId::parse(&sub).map_err(|e| anyhow::anyhow!("--sub {e}"))?,
@@ -72,7 +82,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { settings } => {
             crm_runtime::install_crypto_provider();
-            let db = crm_store::connect(&settings.database_url()?, settings.database_schema.as_deref()).await?;
+            let db = crm_store::connect(
+                &settings.database_url()?,
+                settings.database_schema.as_deref(),
+            )
+            .await?;
             crm_store::migrator::migrate(&db, Schema::All).await?;
             println!("migrations applied");
             Ok(())
@@ -92,5 +106,10 @@ async fn serve(settings: crm_runtime::Settings) -> anyhow::Result<()> {
 }
 
 fn all_modules() -> [&'static dyn crm_runtime::ServiceModule; 4] {
-    [&crm_clients::Module, &crm_referrals::Module, &crm_events::Module, &crm_campaigns::Module]
+    [
+        &crm_clients::Module,
+        &crm_referrals::Module,
+        &crm_events::Module,
+        &crm_campaigns::Module,
+    ]
 }

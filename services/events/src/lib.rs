@@ -3,7 +3,10 @@
 //! The API is mounted so clients can discover it; the RPCs answer UNIMPLEMENTED
 //! until the events issue builds them.
 
-use crm_proto::v1::{self as pb, event_service_server::{EventService, EventServiceServer}};
+use crm_proto::v1::{
+    self as pb,
+    event_service_server::{EventService, EventServiceServer},
+};
 use tonic::{Request, Response, Status};
 
 pub const SERVICE: &str = "events";
@@ -12,22 +15,31 @@ pub struct Events;
 
 #[tonic::async_trait]
 impl EventService for Events {
-    async fn ingest_events(&self, _request: Request<pb::IngestEventsRequest>) -> Result<Response<pb::IngestEventsResponse>, Status> {
-        Err(Status::unimplemented("IngestEvents arrives with the events issue"))
+    async fn ingest_events(
+        &self,
+        _request: Request<pb::IngestEventsRequest>,
+    ) -> Result<Response<pb::IngestEventsResponse>, Status> {
+        Err(Status::unimplemented(
+            "IngestEvents arrives with the events issue",
+        ))
     }
 
     async fn notify_large_outflow(
         &self,
         _request: Request<pb::NotifyLargeOutflowRequest>,
     ) -> Result<Response<pb::NotifyLargeOutflowResponse>, Status> {
-        Err(Status::unimplemented("NotifyLargeOutflow arrives with the events issue"))
+        Err(Status::unimplemented(
+            "NotifyLargeOutflow arrives with the events issue",
+        ))
     }
 
     async fn get_client_timeline(
         &self,
         _request: Request<pb::GetClientTimelineRequest>,
     ) -> Result<Response<pb::GetClientTimelineResponse>, Status> {
-        Err(Status::unimplemented("GetClientTimeline arrives with the events issue"))
+        Err(Status::unimplemented(
+            "GetClientTimeline arrives with the events issue",
+        ))
     }
 }
 
@@ -39,6 +51,9 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
-        server.add_service("crm.v1.EventService", EventServiceServer::with_interceptor(Events, infra.auth.clone()));
+        server.add_service(
+            "crm.v1.EventService",
+            EventServiceServer::with_interceptor(Events, infra.auth.clone()),
+        );
     }
 }

@@ -16,7 +16,13 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env("crm-events"))?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     crm_runtime::shutdown_on_signals(shutdown.clone());
-    let app = crm_runtime::App::build(&cli.settings, Schema::MessagingOnly, &[&crm_events::Module], shutdown).await?;
+    let app = crm_runtime::App::build(
+        &cli.settings,
+        Schema::MessagingOnly,
+        &[&crm_events::Module],
+        shutdown,
+    )
+    .await?;
     tracing::info!(addr = %app.local_addr()?, "crm-events listening");
     let result = app.run().await;
     telemetry.shutdown();

@@ -51,11 +51,22 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
             violations.add("prospect", "give client_id or prospect, not both");
             None
         }
-        (false, None) => violations.check("client_id", ClientId::parse(&input.client_id)).map(Subject::Client),
+        (false, None) => violations
+            .check("client_id", ClientId::parse(&input.client_id))
+            .map(Subject::Client),
         (true, Some(prospect)) => {
-            check_text(&mut violations, "prospect.full_name", &prospect.full_name, true, 100);
+            check_text(
+                &mut violations,
+                "prospect.full_name",
+                &prospect.full_name,
+                true,
+                100,
+            );
             let phone_ok = (5..=20).contains(&prospect.phone.len())
-                && prospect.phone.chars().all(|c| c.is_ascii_digit() || c == '+');
+                && prospect
+                    .phone
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '+');
             if !phone_ok {
                 violations.add("prospect.phone", "must be 5 to 20 digits");
             }
@@ -80,7 +91,10 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
     check_text(&mut violations, "note", &input.note, false, MAX_NOTE_CHARS);
     let amount_hint = match &input.amount_hint {
         Some(money) => violations
-            .check("amount_hint", Money::parse_non_negative(money.minor_units, &money.currency))
+            .check(
+                "amount_hint",
+                Money::parse_non_negative(money.minor_units, &money.currency),
+            )
             .map(Some),
         None => Some(None),
     };
@@ -143,7 +157,11 @@ pub async fn create_referral(
     // A client routing has not heard of yet (a projection lagging, or a customer
     // not yet in the book) is still referred: the chain starts at the teller's pair.
     let coverage = match &client_id {
-        Some(id) => routing_client::Entity::find_by_id(id.as_str()).one(db).await?,
+        Some(id) => {
+            routing_client::Entity::find_by_id(id.as_str())
+                .one(db)
+                .await?
+        }
         None => None,
     };
     let candidates = routing_inputs::load(
@@ -179,7 +197,10 @@ pub async fn create_referral(
         referral_id: Set(referral_id.clone()),
         // Without a key from the caller, the referral's own id keeps the unique
         // index satisfied and the request is simply not retry-safe.
-        idempotency_key: Set(request.idempotency_key.clone().unwrap_or_else(|| referral_id.clone())),
+        idempotency_key: Set(request
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| referral_id.clone())),
         client_id: Set(client_id.clone()),
         prospect_name: Set(prospect_name),
         prospect_phone: Set(prospect_phone),
@@ -188,7 +209,10 @@ pub async fn create_referral(
         need: Set(request.need.as_str().to_owned()),
         note: Set(request.note.clone()),
         amount_minor_units: Set(request.amount_hint.as_ref().map(Money::minor_units)),
-        amount_currency: Set(request.amount_hint.as_ref().map(|m| m.currency().to_owned())),
+        amount_currency: Set(request
+            .amount_hint
+            .as_ref()
+            .map(|m| m.currency().to_owned())),
         priority: Set(request.priority.as_str().to_owned()),
         status: Set(ReferralStatus::Assigned.as_str().to_owned()),
         assigned_rm_id: Set(decision.chosen_rm_id.clone()),
@@ -290,7 +314,10 @@ mod tests {
             note: "x".repeat(10 * 1024),
             ..Default::default()
         };
-        assert_eq!(fields(&input), vec!["client_id", "need", "priority", "note"]);
+        assert_eq!(
+            fields(&input),
+            vec!["client_id", "need", "priority", "note"]
+        );
     }
 
     #[test]
@@ -306,7 +333,10 @@ mod tests {
     #[test]
     fn a_walk_in_prospect_needs_a_name_and_a_phone() {
         let input = pb::CreateReferralRequest {
-            prospect: Some(pb::Prospect { full_name: " ".into(), phone: "12".into() }),
+            prospect: Some(pb::Prospect {
+                full_name: " ".into(),
+                phone: "12".into(),
+            }),
             need: pb::Need::Loan as i32,
             priority: pb::Priority::Normal as i32,
             ..Default::default()

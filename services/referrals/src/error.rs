@@ -37,7 +37,9 @@ impl From<ReferralsError> for tonic::Status {
                 tracing::warn!(%error, "database unavailable");
                 tonic::Status::unavailable("database unavailable; retry")
             }
-            ReferralsError::Bus(crm_bus::BusError::Connect(reason) | crm_bus::BusError::Broker(reason)) => {
+            ReferralsError::Bus(
+                crm_bus::BusError::Connect(reason) | crm_bus::BusError::Broker(reason),
+            ) => {
                 tracing::warn!(%reason, "broker unavailable");
                 tonic::Status::unavailable("message broker unavailable; retry")
             }

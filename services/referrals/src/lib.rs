@@ -75,9 +75,21 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
-        let state = Arc::new(ReferralsState::new(infra.db.clone(), infra.bus.clone(), infra.shutdown.clone()));
-        server.add_service("crm.v1.ReferralService", referral_service(state.clone(), infra.auth.clone()));
-        let relay = crm_bus::outbox::Relay::new(infra.db.clone(), infra.bus.clone(), SERVICE, state.outbox.clone());
+        let state = Arc::new(ReferralsState::new(
+            infra.db.clone(),
+            infra.bus.clone(),
+            infra.shutdown.clone(),
+        ));
+        server.add_service(
+            "crm.v1.ReferralService",
+            referral_service(state.clone(), infra.auth.clone()),
+        );
+        let relay = crm_bus::outbox::Relay::new(
+            infra.db.clone(),
+            infra.bus.clone(),
+            SERVICE,
+            state.outbox.clone(),
+        );
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
         let consumer = crm_bus::run_consumer(
             infra.bus.clone(),

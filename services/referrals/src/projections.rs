@@ -8,24 +8,37 @@ use crm_domain::messages::{
     COVERAGE_CHANGED, CoverageChanged, PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged,
 };
 use crm_store::referrals::{routing_client, routing_pair, routing_staff};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait, IntoActiveModel};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait, IntoActiveModel,
+};
 
 pub struct Projections;
 
 #[async_trait::async_trait]
 impl MessageHandler for Projections {
-    async fn handle(&self, transaction: &DatabaseTransaction, envelope: &Envelope) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        transaction: &DatabaseTransaction,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
         match envelope.message_type.as_str() {
             STAFF_CHANGED => apply_staff(transaction, envelope.decode()?).await,
             PAIR_CHANGED => apply_pair(transaction, envelope.decode()?).await,
             COVERAGE_CHANGED => apply_coverage(transaction, envelope.decode()?).await,
-            other => Err(HandlerError::Poison(format!("unexpected message type {other}"))),
+            other => Err(HandlerError::Poison(format!(
+                "unexpected message type {other}"
+            ))),
         }
     }
 }
 
-async fn apply_staff(transaction: &DatabaseTransaction, message: StaffChanged) -> Result<(), HandlerError> {
-    let current = routing_staff::Entity::find_by_id(message.staff_id.as_str()).one(transaction).await?;
+async fn apply_staff(
+    transaction: &DatabaseTransaction,
+    message: StaffChanged,
+) -> Result<(), HandlerError> {
+    let current = routing_staff::Entity::find_by_id(message.staff_id.as_str())
+        .one(transaction)
+        .await?;
     match current {
         Some(current) if current.source_updated_at > message.updated_at => Ok(()),
         Some(current) => {
@@ -57,8 +70,13 @@ async fn apply_staff(transaction: &DatabaseTransaction, message: StaffChanged) -
     }
 }
 
-async fn apply_pair(transaction: &DatabaseTransaction, message: PairChanged) -> Result<(), HandlerError> {
-    let current = routing_pair::Entity::find_by_id(message.teller_id.as_str()).one(transaction).await?;
+async fn apply_pair(
+    transaction: &DatabaseTransaction,
+    message: PairChanged,
+) -> Result<(), HandlerError> {
+    let current = routing_pair::Entity::find_by_id(message.teller_id.as_str())
+        .one(transaction)
+        .await?;
     let row = routing_pair::ActiveModel {
         teller_id: Set(message.teller_id),
         rm_id: Set(message.rm_id),
@@ -78,8 +96,13 @@ async fn apply_pair(transaction: &DatabaseTransaction, message: PairChanged) -> 
     Ok(())
 }
 
-async fn apply_coverage(transaction: &DatabaseTransaction, message: CoverageChanged) -> Result<(), HandlerError> {
-    let current = routing_client::Entity::find_by_id(message.client_id.as_str()).one(transaction).await?;
+async fn apply_coverage(
+    transaction: &DatabaseTransaction,
+    message: CoverageChanged,
+) -> Result<(), HandlerError> {
+    let current = routing_client::Entity::find_by_id(message.client_id.as_str())
+        .one(transaction)
+        .await?;
     let row = routing_client::ActiveModel {
         client_id: Set(message.client_id),
         home_branch_id: Set(message.home_branch_id),

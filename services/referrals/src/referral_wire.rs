@@ -97,7 +97,11 @@ pub fn to_proto(model: referral::Model, principal: &Principal) -> pb::Referral {
         let phone = model.prospect_phone.clone().unwrap_or_default();
         pb::Prospect {
             full_name,
-            phone: if sees_prospect_phone(principal, &model) { phone } else { mask_phone(&phone) },
+            phone: if sees_prospect_phone(principal, &model) {
+                phone
+            } else {
+                mask_phone(&phone)
+            },
         }
     });
     let money = |minor: Option<i64>, currency: &Option<String>| {

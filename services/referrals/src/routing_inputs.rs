@@ -14,7 +14,10 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelec
 use crate::error::Result;
 
 /// Open referrals per RM, for the given RMs.
-async fn open_counts(db: &impl ConnectionTrait, staff_ids: Vec<String>) -> Result<HashMap<String, i64>> {
+async fn open_counts(
+    db: &impl ConnectionTrait,
+    staff_ids: Vec<String>,
+) -> Result<HashMap<String, i64>> {
     if staff_ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -62,7 +65,9 @@ pub async fn load(
     teller_id: &StaffId,
     primary_rm_id: Option<&str>,
 ) -> Result<Candidates> {
-    let today = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive();
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
     let paired_rm_id = routing_pair::Entity::find_by_id(teller_id.as_str())
         .one(db)
         .await?
@@ -70,11 +75,16 @@ pub async fn load(
         .map(|pair| pair.rm_id);
     let branch_rows = routing_staff::Entity::find()
         .filter(routing_staff::Column::BranchId.eq(branch_id.as_str()))
-        .filter(routing_staff::Column::Role.is_in([Role::Rm.as_str(), Role::BranchManager.as_str()]))
+        .filter(
+            routing_staff::Column::Role.is_in([Role::Rm.as_str(), Role::BranchManager.as_str()]),
+        )
         .all(db)
         .await?;
     let mut named_rows = Vec::new();
-    for id in [primary_rm_id, paired_rm_id.as_deref()].into_iter().flatten() {
+    for id in [primary_rm_id, paired_rm_id.as_deref()]
+        .into_iter()
+        .flatten()
+    {
         match branch_rows.iter().find(|row| row.staff_id == id) {
             Some(row) => named_rows.push(row.clone()),
             None => {
@@ -96,6 +106,9 @@ pub async fn load(
     Ok(Candidates {
         primary_rm: find_named(primary_rm_id),
         paired_rm: find_named(paired_rm_id.as_deref()),
-        branch_staff: branch_rows.iter().filter_map(|row| candidate(row, &open)).collect(),
+        branch_staff: branch_rows
+            .iter()
+            .filter_map(|row| candidate(row, &open))
+            .collect(),
     })
 }

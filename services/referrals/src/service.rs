@@ -59,33 +59,51 @@ async fn find_referral(db: &impl ConnectionTrait, referral_id: &str) -> Result<r
 }
 
 /// Whose queue a caller may read: their own, or (a manager) an RM of their branch.
-async fn queue_owner(state: &ReferralsState, principal: &Principal, requested: &str) -> Result<StaffId> {
+async fn queue_owner(
+    state: &ReferralsState,
+    principal: &Principal,
+    requested: &str,
+) -> Result<StaffId> {
     let mut violations = Violations::new();
-    let requested = violations.check("rm_id", StaffId::parse_optional(requested)).flatten();
+    let requested = violations
+        .check("rm_id", StaffId::parse_optional(requested))
+        .flatten();
     if !violations.is_empty() {
         return Err(violations.into());
     }
     let Some(requested) = requested.filter(|id| id != &principal.staff_id) else {
         return match principal.role {
             Role::Rm | Role::BranchManager => Ok(principal.staff_id.clone()),
-            role => Err(ReferralsError::PermissionDenied(format!("role {role} has no work queue"))),
+            role => Err(ReferralsError::PermissionDenied(format!(
+                "role {role} has no work queue"
+            ))),
         };
     };
     match principal.role {
         Role::System => Ok(requested),
         Role::BranchManager => {
-            let member = routing_staff::Entity::find_by_id(requested.as_str()).one(&state.db).await?;
+            let member = routing_staff::Entity::find_by_id(requested.as_str())
+                .one(&state.db)
+                .await?;
             match member {
                 Some(member) if member.branch_id == principal.branch_id.as_str() => Ok(requested),
-                _ => Err(ReferralsError::PermissionDenied("RM of another branch".into())),
+                _ => Err(ReferralsError::PermissionDenied(
+                    "RM of another branch".into(),
+                )),
             }
         }
-        _ => Err(ReferralsError::PermissionDenied("may read own queue only".into())),
+        _ => Err(ReferralsError::PermissionDenied(
+            "may read own queue only".into(),
+        )),
     }
 }
 
 /// A work item the caller may change: their own (or, for a manager, their branch's).
-async fn own_work_item(state: &ReferralsState, principal: &Principal, work_item_id: &str) -> Result<work_item::Model> {
+async fn own_work_item(
+    state: &ReferralsState,
+    principal: &Principal,
+    work_item_id: &str,
+) -> Result<work_item::Model> {
     let mut violations = Violations::new();
     let id = parse_uuid(&mut violations, "work_item_id", work_item_id);
     let id = violations.finish(|| id)?;
@@ -101,7 +119,11 @@ async fn own_work_item(state: &ReferralsState, principal: &Principal, work_item_
 }
 
 /// Saves a changed work item with its version bumped and announces it.
-async fn save_work_item(state: &ReferralsState, item: work_item::Model, change: impl FnOnce(&mut work_item::ActiveModel)) -> Result<work_item::Model> {
+async fn save_work_item(
+    state: &ReferralsState,
+    item: work_item::Model,
+    change: impl FnOnce(&mut work_item::ActiveModel),
+) -> Result<work_item::Model> {
     let transaction = state.db.begin().await?;
     let version = item.version;
     let mut row = item.into_active_model();
@@ -138,11 +160,17 @@ impl ReferralService for Referrals {
     ) -> Result<Response<pb::GetReferralResponse>, Status> {
         let principal = principal_of(&request)?;
         let mut violations = Violations::new();
-        let id = parse_uuid(&mut violations, "referral_id", &request.get_ref().referral_id);
+        let id = parse_uuid(
+            &mut violations,
+            "referral_id",
+            &request.get_ref().referral_id,
+        );
         let id = violations.finish(|| id).map_err(ReferralsError::from)?;
         let stored = find_referral(&self.state.db, &id).await?;
         if !may_read_referral(&principal, &stored) {
-            return Err(ReferralsError::PermissionDenied("referral is outside your scope".into()).into());
+            return Err(
+                ReferralsError::PermissionDenied("referral is outside your scope".into()).into(),
+            );
         }
         Ok(Response::new(pb::GetReferralResponse {
             referral: Some(to_proto(stored, &principal)),
@@ -157,9 +185,18 @@ impl ReferralService for Referrals {
         let principal = principal_of(&request)?;
         let input = request.into_inner();
         let mut violations = Violations::new();
-        let referrer = violations.check("referrer_id", StaffId::parse_optional(&input.referrer_id)).flatten();
-        let assigned = violations.check("assigned_rm_id", StaffId::parse_optional(&input.assigned_rm_id)).flatten();
-        let branch = violations.check("branch_id", BranchId::parse_optional(&input.branch_id)).flatten();
+        let referrer = violations
+            .check("referrer_id", StaffId::parse_optional(&input.referrer_id))
+            .flatten();
+        let assigned = violations
+            .check(
+                "assigned_rm_id",
+                StaffId::parse_optional(&input.assigned_rm_id),
+            )
+            .flatten();
+        let branch = violations
+            .check("branch_id", BranchId::parse_optional(&input.branch_id))
+            .flatten();
         let status = if input.status == 0 {
             None
         } else {
@@ -175,16 +212,29 @@ impl ReferralService for Referrals {
         } else {
             parse_uuid(&mut violations, "page_token", &input.page_token)
         };
-        let page_size = violations.finish(|| page_size).map_err(ReferralsError::from)?;
-        let mut query = referral::Entity::find().order_by_desc(referral::Column::ReferralId).limit(page_size + 1);
+        let page_size = violations
+            .finish(|| page_size)
+            .map_err(ReferralsError::from)?;
+        let mut query = referral::Entity::find()
+            .order_by_desc(referral::Column::ReferralId)
+            .limit(page_size + 1);
         // Scope first: the caller's role fixes the filter it may not widen.
         match principal.role {
             Role::System => {}
-            Role::Teller => query = query.filter(referral::Column::ReferrerId.eq(principal.staff_id.as_str())),
-            Role::Rm => query = query.filter(referral::Column::AssignedRmId.eq(principal.staff_id.as_str())),
-            Role::BranchManager => query = query.filter(referral::Column::BranchId.eq(principal.branch_id.as_str())),
+            Role::Teller => {
+                query = query.filter(referral::Column::ReferrerId.eq(principal.staff_id.as_str()))
+            }
+            Role::Rm => {
+                query = query.filter(referral::Column::AssignedRmId.eq(principal.staff_id.as_str()))
+            }
+            Role::BranchManager => {
+                query = query.filter(referral::Column::BranchId.eq(principal.branch_id.as_str()))
+            }
             Role::CampaignAdmin => {
-                return Err(ReferralsError::PermissionDenied("campaign admins read reports, not referrals".into()).into());
+                return Err(ReferralsError::PermissionDenied(
+                    "campaign admins read reports, not referrals".into(),
+                )
+                .into());
             }
         }
         if let Some(referrer) = referrer {
@@ -202,15 +252,23 @@ impl ReferralService for Referrals {
         if let Some(after) = after {
             query = query.filter(referral::Column::ReferralId.lt(after));
         }
-        let mut rows = query.all(&self.state.db).await.map_err(ReferralsError::from)?;
+        let mut rows = query
+            .all(&self.state.db)
+            .await
+            .map_err(ReferralsError::from)?;
         let next_page_token = if rows.len() as u64 > page_size {
             rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
-            rows.last().map(|row| row.referral_id.clone()).unwrap_or_default()
+            rows.last()
+                .map(|row| row.referral_id.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListReferralsResponse {
-            referrals: rows.into_iter().map(|row| to_proto(row, &principal)).collect(),
+            referrals: rows
+                .into_iter()
+                .map(|row| to_proto(row, &principal))
+                .collect(),
             next_page_token,
         }))
     }
@@ -223,19 +281,27 @@ impl ReferralService for Referrals {
         let principal = principal_of(&request)?;
         principal.require_any(&[Role::Rm, Role::BranchManager], "accept referrals")?;
         let mut violations = Violations::new();
-        let id = parse_uuid(&mut violations, "referral_id", &request.get_ref().referral_id);
+        let id = parse_uuid(
+            &mut violations,
+            "referral_id",
+            &request.get_ref().referral_id,
+        );
         let id = violations.finish(|| id).map_err(ReferralsError::from)?;
         tracing::Span::current().record("referral_id", id.as_str());
         let db = &self.state.db;
         let transaction = db.begin().await.map_err(ReferralsError::from)?;
         let current = find_referral(&transaction, &id).await?;
         let holder = current.assigned_rm_id == principal.staff_id.as_str();
-        let manager = principal.role == Role::BranchManager && current.branch_id == principal.branch_id.as_str();
+        let manager = principal.role == Role::BranchManager
+            && current.branch_id == principal.branch_id.as_str();
         if !holder && !manager {
-            return Err(ReferralsError::PermissionDenied("referral is held by another RM".into()).into());
+            return Err(
+                ReferralsError::PermissionDenied("referral is held by another RM".into()).into(),
+            );
         }
-        let status = ReferralStatus::parse(&current.status)
-            .ok_or_else(|| ReferralsError::Corrupt(format!("referral status {}", current.status)))?;
+        let status = ReferralStatus::parse(&current.status).ok_or_else(|| {
+            ReferralsError::Corrupt(format!("referral status {}", current.status))
+        })?;
         accept(status).map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
         if status == ReferralStatus::Accepted {
             transaction.commit().await.map_err(ReferralsError::from)?;
@@ -248,7 +314,10 @@ impl ReferralService for Referrals {
         row.status = Set(ReferralStatus::Accepted.as_str().to_owned());
         row.accepted_at = Set(Some(now));
         row.updated_at = Set(now);
-        let stored = row.update(&transaction).await.map_err(ReferralsError::from)?;
+        let stored = row
+            .update(&transaction)
+            .await
+            .map_err(ReferralsError::from)?;
         let event = ReferralEvent {
             referral_id: stored.referral_id.clone(),
             client_id: stored.client_id.clone(),
@@ -262,7 +331,8 @@ impl ReferralService for Referrals {
             routing_reason: stored.routing_reason.clone(),
             occurred_at: now,
         };
-        let envelope = Envelope::new(REFERRAL_ACCEPTED, REFERRAL_ACCEPTED, &event).map_err(ReferralsError::from)?;
+        let envelope = Envelope::new(REFERRAL_ACCEPTED, REFERRAL_ACCEPTED, &event)
+            .map_err(ReferralsError::from)?;
         crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
             .await
             .map_err(ReferralsError::from)?;
@@ -277,14 +347,18 @@ impl ReferralService for Referrals {
         &self,
         _request: Request<pb::RecordReferralOutcomeRequest>,
     ) -> Result<Response<pb::RecordReferralOutcomeResponse>, Status> {
-        Err(Status::unimplemented("RecordReferralOutcome arrives with the referral lifecycle issue"))
+        Err(Status::unimplemented(
+            "RecordReferralOutcome arrives with the referral lifecycle issue",
+        ))
     }
 
     async fn reassign_referral(
         &self,
         _request: Request<pb::ReassignReferralRequest>,
     ) -> Result<Response<pb::ReassignReferralResponse>, Status> {
-        Err(Status::unimplemented("ReassignReferral arrives with the referral lifecycle issue"))
+        Err(Status::unimplemented(
+            "ReassignReferral arrives with the referral lifecycle issue",
+        ))
     }
 
     #[tracing::instrument(skip_all)]
@@ -316,7 +390,9 @@ impl ReferralService for Referrals {
         } else {
             parse_uuid(&mut violations, "page_token", &input.page_token)
         };
-        let page_size = violations.finish(|| page_size).map_err(ReferralsError::from)?;
+        let page_size = violations
+            .finish(|| page_size)
+            .map_err(ReferralsError::from)?;
         let mut query = work_item::Entity::find()
             .filter(work_item::Column::RmId.eq(owner.as_str()))
             .order_by_asc(work_item::Column::WorkItemId)
@@ -330,10 +406,15 @@ impl ReferralService for Referrals {
         if let Some(after) = after {
             query = query.filter(work_item::Column::WorkItemId.gt(after));
         }
-        let mut rows = query.all(&self.state.db).await.map_err(ReferralsError::from)?;
+        let mut rows = query
+            .all(&self.state.db)
+            .await
+            .map_err(ReferralsError::from)?;
         let next_page_token = if rows.len() as u64 > page_size {
             rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
-            rows.last().map(|row| row.work_item_id.clone()).unwrap_or_default()
+            rows.last()
+                .map(|row| row.work_item_id.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -368,7 +449,10 @@ impl ReferralService for Referrals {
                 work_item: Some(crate::work_items::to_proto(&item)),
             }));
         }
-        let stored = save_work_item(&self.state, item, |row| row.acked_at = Set(Some(Utc::now()))).await?;
+        let stored = save_work_item(&self.state, item, |row| {
+            row.acked_at = Set(Some(Utc::now()))
+        })
+        .await?;
         Ok(Response::new(pb::AckWorkItemResponse {
             work_item: Some(crate::work_items::to_proto(&stored)),
         }))
@@ -429,7 +513,10 @@ impl ReferralService for Referrals {
         let until = violations.finish(|| until).map_err(ReferralsError::from)?;
         let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
         if item.state == WorkItemState::Done.as_str() {
-            return Err(ReferralsError::FailedPrecondition("work item is done; cannot snooze".into()).into());
+            return Err(ReferralsError::FailedPrecondition(
+                "work item is done; cannot snooze".into(),
+            )
+            .into());
         }
         let stored = save_work_item(&self.state, item, |row| {
             row.state = Set(WorkItemState::Snoozed.as_str().to_owned());

@@ -54,12 +54,20 @@ async fn send(sender: &Sender, sent: &mut Sent, item: &WorkItemMessage) -> bool 
 const SNAPSHOT_PAGE: u64 = 500;
 
 /// Sends every open or snoozed item of `rm_id`; false when the client went away.
-async fn send_snapshot(state: &ReferralsState, rm_id: &StaffId, sender: &Sender, sent: &mut Sent) -> Result<bool> {
+async fn send_snapshot(
+    state: &ReferralsState,
+    rm_id: &StaffId,
+    sender: &Sender,
+    sent: &mut Sent,
+) -> Result<bool> {
     let mut after: Option<String> = None;
     loop {
         let mut query = work_item::Entity::find()
             .filter(work_item::Column::RmId.eq(rm_id.as_str()))
-            .filter(work_item::Column::State.is_in([WorkItemState::Open.as_str(), WorkItemState::Snoozed.as_str()]))
+            .filter(work_item::Column::State.is_in([
+                WorkItemState::Open.as_str(),
+                WorkItemState::Snoozed.as_str(),
+            ]))
             .order_by_asc(work_item::Column::WorkItemId)
             .limit(SNAPSHOT_PAGE);
         if let Some(after) = &after {
@@ -82,7 +90,10 @@ pub async fn watch(
     state: std::sync::Arc<ReferralsState>,
     rm_id: StaffId,
 ) -> Result<mpsc::Receiver<Result<pb::WatchWorkItemsResponse, Status>>> {
-    let mut subscription = state.bus.subscribe_live(&rm_routing_key(rm_id.as_str())).await?;
+    let mut subscription = state
+        .bus
+        .subscribe_live(&rm_routing_key(rm_id.as_str()))
+        .await?;
     let (sender, receiver) = mpsc::channel(256);
     let span = tracing::info_span!("watch_work_items", rm_id = %rm_id);
     tokio::spawn(
@@ -141,4 +152,3 @@ pub async fn watch(
     );
     Ok(receiver)
 }
-

@@ -40,16 +40,30 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Outbox::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Outbox::MessageId).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Outbox::MessageId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Outbox::Source).string().not_null())
                     .col(ColumnDef::new(Outbox::MessageType).string().not_null())
                     .col(ColumnDef::new(Outbox::RoutingKey).string().not_null())
                     .col(ColumnDef::new(Outbox::SchemaVersion).integer().not_null())
                     .col(ColumnDef::new(Outbox::Payload).text().not_null())
                     .col(ColumnDef::new(Outbox::Traceparent).string())
-                    .col(ColumnDef::new(Outbox::OccurredAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Outbox::OccurredAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Outbox::SentAt).timestamp_with_time_zone())
-                    .col(ColumnDef::new(Outbox::Attempts).integer().not_null().default(0))
+                    .col(
+                        ColumnDef::new(Outbox::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
                     .col(ColumnDef::new(Outbox::LastError).text())
                     .to_owned(),
             )
@@ -73,7 +87,11 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(ColumnDef::new(Inbox::Consumer).string().not_null())
                     .col(ColumnDef::new(Inbox::MessageId).string().not_null())
-                    .col(ColumnDef::new(Inbox::ProcessedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Inbox::ProcessedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .primary_key(Index::create().col(Inbox::Consumer).col(Inbox::MessageId))
                     .to_owned(),
             )
@@ -81,7 +99,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Inbox::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(Outbox::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Inbox::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Outbox::Table).to_owned())
+            .await
     }
 }

@@ -19,6 +19,8 @@ enum Branches {
     UpdatedAt,
 }
 
+// The column names are the iden names; `StaffId` in `Staff` is what the table says.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 enum Staff {
     Table,
@@ -69,8 +71,16 @@ enum Clients {
 
 fn timestamps<T: IntoIden>(table: &mut TableCreateStatement, created: T, updated: T) {
     table
-        .col(ColumnDef::new(created).timestamp_with_time_zone().not_null())
-        .col(ColumnDef::new(updated).timestamp_with_time_zone().not_null());
+        .col(
+            ColumnDef::new(created)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(updated)
+                .timestamp_with_time_zone()
+                .not_null(),
+        );
 }
 
 #[async_trait::async_trait]
@@ -80,7 +90,12 @@ impl MigrationTrait for Migration {
         branches
             .table(Branches::Table)
             .if_not_exists()
-            .col(ColumnDef::new(Branches::BranchId).string().not_null().primary_key())
+            .col(
+                ColumnDef::new(Branches::BranchId)
+                    .string()
+                    .not_null()
+                    .primary_key(),
+            )
             .col(ColumnDef::new(Branches::Name).string().not_null())
             .col(ColumnDef::new(Branches::City).string().not_null())
             .col(ColumnDef::new(Branches::TimeZone).string().not_null());
@@ -91,7 +106,12 @@ impl MigrationTrait for Migration {
         staff
             .table(Staff::Table)
             .if_not_exists()
-            .col(ColumnDef::new(Staff::StaffId).string().not_null().primary_key())
+            .col(
+                ColumnDef::new(Staff::StaffId)
+                    .string()
+                    .not_null()
+                    .primary_key(),
+            )
             .col(ColumnDef::new(Staff::Name).string().not_null())
             .col(ColumnDef::new(Staff::Role).string().not_null())
             .col(ColumnDef::new(Staff::BranchId).string().not_null())
@@ -118,13 +138,22 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(TellerPairs::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(TellerPairs::PairId).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(TellerPairs::PairId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(TellerPairs::TellerId).string().not_null())
                     .col(ColumnDef::new(TellerPairs::RmId).string().not_null())
                     .col(ColumnDef::new(TellerPairs::ValidFrom).date().not_null())
                     .col(ColumnDef::new(TellerPairs::ValidUntil).date())
                     .col(ColumnDef::new(TellerPairs::Active).boolean().not_null())
-                    .col(ColumnDef::new(TellerPairs::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(TellerPairs::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -144,7 +173,12 @@ impl MigrationTrait for Migration {
         clients
             .table(Clients::Table)
             .if_not_exists()
-            .col(ColumnDef::new(Clients::ClientId).string().not_null().primary_key())
+            .col(
+                ColumnDef::new(Clients::ClientId)
+                    .string()
+                    .not_null()
+                    .primary_key(),
+            )
             .col(ColumnDef::new(Clients::FullName).string().not_null())
             .col(ColumnDef::new(Clients::NationalId).string().not_null())
             .col(ColumnDef::new(Clients::Phone).string().not_null())
@@ -153,7 +187,11 @@ impl MigrationTrait for Migration {
             .col(ColumnDef::new(Clients::Segments).text().not_null())
             .col(ColumnDef::new(Clients::DoNotContact).boolean().not_null())
             .col(ColumnDef::new(Clients::Tier).string().not_null())
-            .col(ColumnDef::new(Clients::AumMinorUnits).big_integer().not_null())
+            .col(
+                ColumnDef::new(Clients::AumMinorUnits)
+                    .big_integer()
+                    .not_null(),
+            )
             .col(ColumnDef::new(Clients::AumCurrency).string().not_null())
             .col(ColumnDef::new(Clients::PrimaryRmId).string())
             .col(ColumnDef::new(Clients::WealthManagerId).string())
@@ -188,7 +226,9 @@ impl MigrationTrait for Migration {
             Staff::Table.into_iden(),
             Branches::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

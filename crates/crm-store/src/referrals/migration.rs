@@ -94,7 +94,12 @@ enum RoutingClients {
     SourceUpdatedAt,
 }
 
-fn index(name: &str, table: impl IntoIden, columns: Vec<DynIden>, unique: bool) -> IndexCreateStatement {
+fn index(
+    name: &str,
+    table: impl IntoIden,
+    columns: Vec<DynIden>,
+    unique: bool,
+) -> IndexCreateStatement {
     let mut index = Index::create();
     index.name(name).table(table).if_not_exists();
     for column in columns {
@@ -109,14 +114,28 @@ fn index(name: &str, table: impl IntoIden, columns: Vec<DynIden>, unique: bool) 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let tz = |c: Referrals| ColumnDef::new(c).timestamp_with_time_zone().not_null().to_owned();
+        let tz = |c: Referrals| {
+            ColumnDef::new(c)
+                .timestamp_with_time_zone()
+                .not_null()
+                .to_owned()
+        };
         manager
             .create_table(
                 Table::create()
                     .table(Referrals::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Referrals::ReferralId).string().not_null().primary_key())
-                    .col(ColumnDef::new(Referrals::IdempotencyKey).string().not_null())
+                    .col(
+                        ColumnDef::new(Referrals::ReferralId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Referrals::IdempotencyKey)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Referrals::ClientId).string())
                     .col(ColumnDef::new(Referrals::ProspectName).string())
                     .col(ColumnDef::new(Referrals::ProspectPhone).string())
@@ -147,13 +166,19 @@ impl MigrationTrait for Migration {
             index(
                 "idx_referrals_idempotency",
                 Referrals::Table,
-                vec![Referrals::ReferrerId.into_iden(), Referrals::IdempotencyKey.into_iden()],
+                vec![
+                    Referrals::ReferrerId.into_iden(),
+                    Referrals::IdempotencyKey.into_iden(),
+                ],
                 true,
             ),
             index(
                 "idx_referrals_rm_status",
                 Referrals::Table,
-                vec![Referrals::AssignedRmId.into_iden(), Referrals::Status.into_iden()],
+                vec![
+                    Referrals::AssignedRmId.into_iden(),
+                    Referrals::Status.into_iden(),
+                ],
                 false,
             ),
             index(
@@ -165,7 +190,10 @@ impl MigrationTrait for Migration {
             index(
                 "idx_referrals_referrer",
                 Referrals::Table,
-                vec![Referrals::ReferrerId.into_iden(), Referrals::ReferralId.into_iden()],
+                vec![
+                    Referrals::ReferrerId.into_iden(),
+                    Referrals::ReferralId.into_iden(),
+                ],
                 false,
             ),
         ] {
@@ -178,7 +206,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(WorkItems::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(WorkItems::WorkItemId).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(WorkItems::WorkItemId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(WorkItems::RmId).string().not_null())
                     .col(ColumnDef::new(WorkItems::Kind).string().not_null())
                     .col(ColumnDef::new(WorkItems::ClientId).string())
@@ -228,7 +261,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(RoutingStaff::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(RoutingStaff::StaffId).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(RoutingStaff::StaffId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(RoutingStaff::Role).string().not_null())
                     .col(ColumnDef::new(RoutingStaff::BranchId).string().not_null())
                     .col(ColumnDef::new(RoutingStaff::Active).boolean().not_null())
@@ -247,7 +285,10 @@ impl MigrationTrait for Migration {
             .create_index(index(
                 "idx_routing_staff_branch",
                 RoutingStaff::Table,
-                vec![RoutingStaff::BranchId.into_iden(), RoutingStaff::Role.into_iden()],
+                vec![
+                    RoutingStaff::BranchId.into_iden(),
+                    RoutingStaff::Role.into_iden(),
+                ],
                 false,
             ))
             .await?;
@@ -256,7 +297,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(RoutingPairs::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(RoutingPairs::TellerId).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(RoutingPairs::TellerId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(RoutingPairs::RmId).string().not_null())
                     .col(ColumnDef::new(RoutingPairs::ValidFrom).date().not_null())
                     .col(ColumnDef::new(RoutingPairs::ValidUntil).date())
@@ -273,12 +319,25 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(RoutingClients::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(RoutingClients::ClientId).string().not_null().primary_key())
-                    .col(ColumnDef::new(RoutingClients::HomeBranchId).string().not_null())
+                    .col(
+                        ColumnDef::new(RoutingClients::ClientId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(RoutingClients::HomeBranchId)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(RoutingClients::PrimaryRmId).string())
                     .col(ColumnDef::new(RoutingClients::WealthManagerId).string())
                     .col(ColumnDef::new(RoutingClients::PrivateBankerId).string())
-                    .col(ColumnDef::new(RoutingClients::DoNotContact).boolean().not_null())
+                    .col(
+                        ColumnDef::new(RoutingClients::DoNotContact)
+                            .boolean()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(RoutingClients::SourceUpdatedAt)
                             .timestamp_with_time_zone()
@@ -298,7 +357,9 @@ impl MigrationTrait for Migration {
             WorkItems::Table.into_iden(),
             Referrals::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }
