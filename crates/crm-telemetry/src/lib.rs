@@ -11,9 +11,10 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 pub use propagation::{
     current_traceparent, grpc_request_span, inject_traceparent, set_parent_from_traceparent,
@@ -124,6 +125,8 @@ pub fn init_for_tests() {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = SdkTracerProvider::builder().build();
     let tracer = provider.tracer("crm-test");
+    // The global handle keeps the provider alive for the life of the test process.
+    opentelemetry::global::set_tracer_provider(provider);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let _ = tracing_subscriber::registry()
         .with(env_filter("warn"))
