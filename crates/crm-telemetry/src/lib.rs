@@ -99,21 +99,23 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
     let provider = tracer_provider(config)?;
     let tracer = provider.tracer("crm");
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let filter = env_filter(&config.default_filter);
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // The log filter applies to the log output only: spans must exist for the
+    // trace context to propagate, whatever RUST_LOG says.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO);
+    let registry = tracing_subscriber::registry().with(otel);
     let installed = if config.json {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true),
-            )
-            .try_init()
+        let logs = tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_filter(env_filter(&config.default_filter));
+        registry.with(logs).try_init()
     } else {
-        registry
-            .with(tracing_subscriber::fmt::layer().compact())
-            .try_init()
+        let logs = tracing_subscriber::fmt::layer()
+            .compact()
+            .with_filter(env_filter(&config.default_filter));
+        registry.with(logs).try_init()
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
@@ -127,14 +129,15 @@ pub fn init_for_tests() {
     let tracer = provider.tracer("crm-test");
     // The global handle keeps the provider alive for the life of the test process.
     opentelemetry::global::set_tracer_provider(provider);
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO);
+    let logs = tracing_subscriber::fmt::layer()
+        .with_test_writer()
+        .compact()
+        .with_filter(env_filter("warn"));
     let _ = tracing_subscriber::registry()
-        .with(env_filter("warn"))
         .with(otel)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_test_writer()
-                .compact(),
-        )
+        .with(logs)
         .try_init();
 }

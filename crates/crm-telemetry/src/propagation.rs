@@ -53,3 +53,21 @@ pub fn grpc_request_span(request: &http::Request<()>) -> Span {
     }
     span
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_survives_a_round_trip_through_a_span() {
+        crate::init_for_tests();
+        let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let span = tracing::info_span!("consumer");
+        set_parent_from_traceparent(&span, remote);
+        let _entered = span.enter();
+        let propagated = current_traceparent().unwrap_or_default();
+        assert!(
+            propagated.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "trace id lost: {propagated}"
+        );
+    }
+}
