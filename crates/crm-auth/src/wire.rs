@@ -33,6 +33,22 @@ pub fn page_size(requested: i32) -> Result<u64, String> {
     }
 }
 
+/// Cuts a keyset page: queries fetch `page_size + 1` rows, so an extra row means
+/// there is a next page, whose token is the key of the last row kept.
+pub fn into_page<T>(
+    mut rows: Vec<T>,
+    page_size: u64,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, String) {
+    let keep = usize::try_from(page_size).unwrap_or(usize::MAX);
+    if rows.len() <= keep {
+        return (rows, String::new());
+    }
+    rows.truncate(keep);
+    let next_page_token = rows.last().map(key).unwrap_or_default();
+    (rows, next_page_token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +63,22 @@ mod tests {
                 nanos: -1
             })
             .is_err()
+        );
+    }
+
+    #[test]
+    fn an_extra_row_means_a_next_page_keyed_by_the_last_row_kept() {
+        assert_eq!(
+            into_page(vec![1, 2, 3], 2, |n| n.to_string()),
+            (vec![1, 2], "2".to_owned())
+        );
+        assert_eq!(
+            into_page(vec![1, 2], 2, |n| n.to_string()),
+            (vec![1, 2], String::new())
+        );
+        assert_eq!(
+            into_page(Vec::<i32>::new(), 2, |n| n.to_string()),
+            (vec![], String::new())
         );
     }
 

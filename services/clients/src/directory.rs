@@ -403,18 +403,11 @@ impl DirectoryService for Directory {
         if let Some(after) = &after {
             query = query.filter(staff::Column::StaffId.gt(after.as_str()));
         }
-        let mut rows = query
+        let rows = query
             .all(&self.state.db)
             .await
             .map_err(ClientsError::from)?;
-        let next_page_token = if rows.len() as u64 > page_size {
-            rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
-            rows.last()
-                .map(|row| row.staff_id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next_page_token) = wire::into_page(rows, page_size, |row| row.staff_id.clone());
         Ok(Response::new(pb::ListStaffResponse {
             staff: rows.into_iter().map(staff_to_proto).collect(),
             next_page_token,

@@ -252,18 +252,12 @@ impl ReferralService for Referrals {
         if let Some(after) = after {
             query = query.filter(referral::Column::ReferralId.lt(after));
         }
-        let mut rows = query
+        let rows = query
             .all(&self.state.db)
             .await
             .map_err(ReferralsError::from)?;
-        let next_page_token = if rows.len() as u64 > page_size {
-            rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
-            rows.last()
-                .map(|row| row.referral_id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next_page_token) =
+            wire::into_page(rows, page_size, |row| row.referral_id.clone());
         Ok(Response::new(pb::ListReferralsResponse {
             referrals: rows
                 .into_iter()
@@ -406,18 +400,12 @@ impl ReferralService for Referrals {
         if let Some(after) = after {
             query = query.filter(work_item::Column::WorkItemId.gt(after));
         }
-        let mut rows = query
+        let rows = query
             .all(&self.state.db)
             .await
             .map_err(ReferralsError::from)?;
-        let next_page_token = if rows.len() as u64 > page_size {
-            rows.truncate(usize::try_from(page_size).unwrap_or(rows.len()));
-            rows.last()
-                .map(|row| row.work_item_id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next_page_token) =
+            wire::into_page(rows, page_size, |row| row.work_item_id.clone());
         Ok(Response::new(pb::ListWorkItemsResponse {
             work_items: rows.iter().map(crate::work_items::to_proto).collect(),
             next_page_token,
