@@ -107,3 +107,38 @@ impl App {
         served.map_err(AppError::from)
     }
 }
+
+/// The whole life of a service process: telemetry, signals, build, serve, drain,
+/// flush. Every binary's `main` is this call with its own name and modules.
+pub async fn run_process(
+    process_name: &str,
+    settings: &Settings,
+    schema: Schema,
+    modules: &[&dyn ServiceModule],
+) -> Result<(), ProcessError> {
+    let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env(process_name))?;
+    let shutdown = CancellationToken::new();
+    crate::shutdown_on_signals(shutdown.clone());
+    let result = async {
+        let app = App::build(settings, schema, modules, shutdown).await?;
+        let addr = app
+            .local_addr()
+            .map_err(|e| AppError::Server(ServerError::Io(e)))?;
+        tracing::info!(%addr, process = process_name, "listening");
+        app.run().await
+    }
+    .await;
+    if let Err(error) = &result {
+        tracing::error!(%error, "process failed");
+    }
+    telemetry.shutdown();
+    Ok(result?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Telemetry(#[from] crm_telemetry::TelemetryError),
+    #[error(transparent)]
+    App(#[from] AppError),
+}

@@ -6,7 +6,7 @@ mod app;
 mod server;
 mod settings;
 
-pub use app::{App, AppError, Infra, ServiceModule};
+pub use app::{App, AppError, Infra, ProcessError, ServiceModule, run_process};
 pub use server::{Server, ServerError, shutdown_on_signals};
 pub use settings::{Settings, SettingsError};
 

@@ -17,6 +17,8 @@ pub enum ServerError {
     Reflection(String),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("listener: {0}")]
+    Io(std::io::Error),
 }
 
 /// A gRPC server bound to its port (0 picks a free one: tests read it back).

@@ -1,7 +1,6 @@
 //! The clients service alone, for the distributed mode.
 
 use clap::Parser;
-use crm_store::migrator::Schema;
 
 #[derive(Parser)]
 #[command(
@@ -16,18 +15,13 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env("crm-clients"))?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    crm_runtime::shutdown_on_signals(shutdown.clone());
-    let app = crm_runtime::App::build(
+    let schema = crm_store::migrator::Schema::Clients;
+    crm_runtime::run_process(
+        "crm-clients",
         &cli.settings,
-        Schema::Clients,
+        schema,
         &[&crm_clients::Module],
-        shutdown,
     )
     .await?;
-    tracing::info!(addr = %app.local_addr()?, "crm-clients listening");
-    let result = app.run().await;
-    telemetry.shutdown();
-    Ok(result?)
+    Ok(())
 }

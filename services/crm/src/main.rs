@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 use crm_domain::{BranchId, Role, StaffId};
 use crm_store::migrator::Schema;
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -95,14 +94,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: crm_runtime::Settings) -> anyhow::Result<()> {
-    let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env("crm"))?;
-    let shutdown = CancellationToken::new();
-    crm_runtime::shutdown_on_signals(shutdown.clone());
-    let app = crm_runtime::App::build(&settings, Schema::All, &all_modules(), shutdown).await?;
-    tracing::info!(addr = %app.local_addr()?, "crm serving every service");
-    let result = app.run().await;
-    telemetry.shutdown();
-    Ok(result?)
+    crm_runtime::run_process("crm", &settings, Schema::All, &all_modules()).await?;
+    Ok(())
 }
 
 fn all_modules() -> [&'static dyn crm_runtime::ServiceModule; 4] {

@@ -1,7 +1,6 @@
 //! The referrals service alone, for the distributed mode.
 
 use clap::Parser;
-use crm_store::migrator::Schema;
 
 #[derive(Parser)]
 #[command(
@@ -16,19 +15,13 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let telemetry =
-        crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env("crm-referrals"))?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    crm_runtime::shutdown_on_signals(shutdown.clone());
-    let app = crm_runtime::App::build(
+    let schema = crm_store::migrator::Schema::Referrals;
+    crm_runtime::run_process(
+        "crm-referrals",
         &cli.settings,
-        Schema::Referrals,
+        schema,
         &[&crm_referrals::Module],
-        shutdown,
     )
     .await?;
-    tracing::info!(addr = %app.local_addr()?, "crm-referrals listening");
-    let result = app.run().await;
-    telemetry.shutdown();
-    Ok(result?)
+    Ok(())
 }
