@@ -41,6 +41,20 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Writes a new message of `message_type` with `payload`, carrying the current
+/// trace context, into the outbox of `source` inside the caller's transaction.
+pub async fn enqueue_event<T: serde::Serialize>(
+    connection: &impl ConnectionTrait,
+    source: &str,
+    message_type: &str,
+    routing_key: &str,
+    payload: &T,
+) -> Result<(), BusError> {
+    let envelope = Envelope::new(message_type, routing_key, payload)?;
+    enqueue(connection, source, &envelope).await?;
+    Ok(())
+}
+
 /// Wakes the relay right after a commit, so a message doesn't wait for the next poll.
 #[derive(Clone, Default)]
 pub struct OutboxWaker(Arc<Notify>);

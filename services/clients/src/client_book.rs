@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use crm_auth::{Principal, principal_of, wire};
-use crm_bus::Envelope;
 use crm_domain::messages::{COVERAGE_CHANGED, CoverageChanged};
 use crm_domain::pii::{mask_national_id, mask_phone};
 use crm_domain::tier::Tier;
@@ -206,7 +205,12 @@ fn parse_client(input: &pb::Client) -> std::result::Result<ClientInput, Violatio
     })
 }
 
-fn coverage_changed(model: &client::Model, reason: &str) -> Result<Envelope> {
+/// Announces a client's routing-relevant data in the caller's transaction.
+async fn announce_coverage(
+    transaction: &impl ConnectionTrait,
+    model: &client::Model,
+    reason: &str,
+) -> Result<()> {
     let message = CoverageChanged {
         client_id: model.client_id.clone(),
         home_branch_id: model.home_branch_id.clone(),
@@ -217,7 +221,15 @@ fn coverage_changed(model: &client::Model, reason: &str) -> Result<Envelope> {
         reason: reason.to_owned(),
         updated_at: model.updated_at,
     };
-    Ok(Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &message)?)
+    crm_bus::outbox::enqueue_event(
+        transaction,
+        SERVICE,
+        COVERAGE_CHANGED,
+        COVERAGE_CHANGED,
+        &message,
+    )
+    .await?;
+    Ok(())
 }
 
 async fn find_client(db: &impl ConnectionTrait, client_id: &ClientId) -> Result<client::Model> {
@@ -253,37 +265,34 @@ async fn check_coverage_staff(
     }
 }
 
-#[tonic::async_trait]
-impl ClientService for ClientBook {
+/// The RPC handlers, in the crate's own error type so `?` reads plainly.
+impl ClientBook {
     #[tracing::instrument(skip_all, fields(client_id))]
-    async fn upsert_client(
+    async fn handle_upsert_client(
         &self,
         request: Request<pb::UpsertClientRequest>,
-    ) -> Result<Response<pb::UpsertClientResponse>, Status> {
+    ) -> Result<Response<pb::UpsertClientResponse>> {
         let principal = principal_of(&request)?;
         principal.require_any(
             &[Role::System, Role::Rm, Role::BranchManager],
             "upsert clients",
         )?;
-        let input = parse_client(&request.into_inner().client.unwrap_or_default())
-            .map_err(ClientsError::from)?;
+        let input = parse_client(&request.into_inner().client.unwrap_or_default())?;
         tracing::Span::current().record("client_id", input.client_id.as_str());
         let db = &self.state.db;
         let now = Utc::now();
         let tier = self.state.tiers.classify(input.aum.minor_units());
-        let transaction = db.begin().await.map_err(ClientsError::from)?;
+        let transaction = db.begin().await?;
         let existing = client::Entity::find_by_id(input.client_id.as_str())
             .one(&transaction)
-            .await
-            .map_err(ClientsError::from)?;
+            .await?;
         let segments = serde_json::to_string(&input.segments).unwrap_or_else(|_| "[]".to_owned());
         let (stored, announce) = match existing {
             None => {
                 if principal.role != Role::System {
                     return Err(ClientsError::PermissionDenied(
                         "only core banking (system) creates clients".into(),
-                    )
-                    .into());
+                    ));
                 }
                 let row = client::ActiveModel {
                     client_id: Set(input.client_id.to_string()),
@@ -304,17 +313,13 @@ impl ClientService for ClientBook {
                     created_at: Set(now),
                     updated_at: Set(now),
                 };
-                (
-                    row.insert(&transaction).await.map_err(ClientsError::from)?,
-                    true,
-                )
+                (row.insert(&transaction).await?, true)
             }
             Some(current) => {
                 if view_for(&principal, &current) != Some(View::Full) {
                     return Err(ClientsError::PermissionDenied(
                         "client is outside your coverage".into(),
-                    )
-                    .into());
+                    ));
                 }
                 let routing_relevant = current.home_branch_id != input.home_branch_id.as_str()
                     || current.do_not_contact != input.do_not_contact;
@@ -330,19 +335,13 @@ impl ClientService for ClientBook {
                 row.aum_minor_units = Set(input.aum.minor_units());
                 row.aum_currency = Set(input.aum.currency().to_owned());
                 row.updated_at = Set(now);
-                (
-                    row.update(&transaction).await.map_err(ClientsError::from)?,
-                    routing_relevant,
-                )
+                (row.update(&transaction).await?, routing_relevant)
             }
         };
         if announce {
-            let envelope = coverage_changed(&stored, "client record changed")?;
-            crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
-                .await
-                .map_err(ClientsError::from)?;
+            announce_coverage(&transaction, &stored, "client record changed").await?;
         }
-        transaction.commit().await.map_err(ClientsError::from)?;
+        transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertClientResponse {
             client: Some(client_to_proto(stored, View::Full)),
@@ -350,17 +349,15 @@ impl ClientService for ClientBook {
     }
 
     #[tracing::instrument(skip_all, fields(client_id))]
-    async fn get_client(
+    async fn handle_get_client(
         &self,
         request: Request<pb::GetClientRequest>,
-    ) -> Result<Response<pb::GetClientResponse>, Status> {
+    ) -> Result<Response<pb::GetClientResponse>> {
         let principal = principal_of(&request)?;
         let mut violations = Violations::new();
         let client_id =
             violations.check("client_id", ClientId::parse(&request.get_ref().client_id));
-        let client_id = violations
-            .finish(|| client_id)
-            .map_err(ClientsError::from)?;
+        let client_id = violations.finish(|| client_id)?;
         tracing::Span::current().record("client_id", client_id.as_str());
         let stored = find_client(&self.state.db, &client_id).await?;
         let view = view_for(&principal, &stored)
@@ -370,20 +367,11 @@ impl ClientService for ClientBook {
         }))
     }
 
-    async fn search_clients(
-        &self,
-        _request: Request<pb::SearchClientsRequest>,
-    ) -> Result<Response<pb::SearchClientsResponse>, Status> {
-        Err(Status::unimplemented(
-            "SearchClients arrives with the client-book issue",
-        ))
-    }
-
     #[tracing::instrument(skip_all, fields(client_id))]
-    async fn assign_coverage(
+    async fn handle_assign_coverage(
         &self,
         request: Request<pb::AssignCoverageRequest>,
-    ) -> Result<Response<pb::AssignCoverageResponse>, Status> {
+    ) -> Result<Response<pb::AssignCoverageResponse>> {
         let principal = principal_of(&request)?;
         principal.require_any(&[Role::System, Role::BranchManager], "assign coverage")?;
         let input = request.into_inner();
@@ -408,37 +396,69 @@ impl ClientService for ClientBook {
             &input.private_banker_id,
         )
         .await?;
-        let client_id = violations
-            .finish(|| client_id)
-            .map_err(ClientsError::from)?;
+        let client_id = violations.finish(|| client_id)?;
         tracing::Span::current().record("client_id", client_id.as_str());
-        let transaction = db.begin().await.map_err(ClientsError::from)?;
+        let transaction = db.begin().await?;
         let current = find_client(&transaction, &client_id).await?;
         if principal.role == Role::BranchManager
             && current.home_branch_id != principal.branch_id.as_str()
         {
-            return Err(ClientsError::PermissionDenied("client of another branch".into()).into());
+            return Err(ClientsError::PermissionDenied(
+                "client of another branch".into(),
+            ));
         }
         let mut row = current.into_active_model();
         row.primary_rm_id = Set(primary);
         row.wealth_manager_id = Set(wealth);
         row.private_banker_id = Set(private);
         row.updated_at = Set(Utc::now());
-        let stored = row.update(&transaction).await.map_err(ClientsError::from)?;
+        let stored = row.update(&transaction).await?;
         let reason = if input.reason.trim().is_empty() {
             "coverage assigned"
         } else {
             input.reason.trim()
         };
-        let envelope = coverage_changed(&stored, reason)?;
-        crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
-            .await
-            .map_err(ClientsError::from)?;
-        transaction.commit().await.map_err(ClientsError::from)?;
+        announce_coverage(&transaction, &stored, reason).await?;
+        transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::AssignCoverageResponse {
             client: Some(client_to_proto(stored, View::Full)),
         }))
+    }
+}
+
+/// The gRPC trait: each RPC answers with its handler's result, the crate's error
+/// mapped to a status in one place (`error.rs`).
+#[tonic::async_trait]
+impl ClientService for ClientBook {
+    async fn upsert_client(
+        &self,
+        request: Request<pb::UpsertClientRequest>,
+    ) -> Result<Response<pb::UpsertClientResponse>, Status> {
+        Ok(self.handle_upsert_client(request).await?)
+    }
+
+    async fn get_client(
+        &self,
+        request: Request<pb::GetClientRequest>,
+    ) -> Result<Response<pb::GetClientResponse>, Status> {
+        Ok(self.handle_get_client(request).await?)
+    }
+
+    async fn search_clients(
+        &self,
+        _request: Request<pb::SearchClientsRequest>,
+    ) -> Result<Response<pb::SearchClientsResponse>, Status> {
+        Err(Status::unimplemented(
+            "SearchClients arrives with the client-book issue",
+        ))
+    }
+
+    async fn assign_coverage(
+        &self,
+        request: Request<pb::AssignCoverageRequest>,
+    ) -> Result<Response<pb::AssignCoverageResponse>, Status> {
+        Ok(self.handle_assign_coverage(request).await?)
     }
 
     async fn log_interaction(

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use crm_auth::{Principal, principal_of, wire};
-use crm_bus::Envelope;
 use crm_domain::messages::{PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
@@ -116,13 +115,13 @@ async fn find_staff(db: &impl ConnectionTrait, staff_id: &StaffId) -> Result<sta
         .ok_or_else(|| ClientsError::NotFound(format!("staff {staff_id}")))
 }
 
-#[tonic::async_trait]
-impl DirectoryService for Directory {
+/// The RPC handlers, in the crate's own error type so `?` reads plainly.
+impl Directory {
     #[tracing::instrument(skip_all, fields(branch_id))]
-    async fn upsert_branch(
+    async fn handle_upsert_branch(
         &self,
         request: Request<pb::UpsertBranchRequest>,
-    ) -> Result<Response<pb::UpsertBranchResponse>, Status> {
+    ) -> Result<Response<pb::UpsertBranchResponse>> {
         let principal = principal_of(&request)?;
         principal.require_any(&[Role::System], "upsert branches")?;
         let input = request.into_inner().branch.unwrap_or_default();
@@ -141,9 +140,7 @@ impl DirectoryService for Directory {
             }
             input.time_zone.clone()
         };
-        let branch_id = violations
-            .finish(|| branch_id)
-            .map_err(ClientsError::from)?;
+        let branch_id = violations.finish(|| branch_id)?;
         tracing::Span::current().record("branch_id", branch_id.as_str());
         let now = Utc::now();
         let row = branch::ActiveModel {
@@ -166,12 +163,10 @@ impl DirectoryService for Directory {
                     .to_owned(),
             )
             .exec_without_returning(&self.state.db)
-            .await
-            .map_err(ClientsError::from)?;
+            .await?;
         let stored = branch::Entity::find_by_id(branch_id.as_str())
             .one(&self.state.db)
-            .await
-            .map_err(ClientsError::from)?
+            .await?
             .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
         Ok(Response::new(pb::UpsertBranchResponse {
             branch: Some(branch_to_proto(stored)),
@@ -179,10 +174,10 @@ impl DirectoryService for Directory {
     }
 
     #[tracing::instrument(skip_all, fields(staff_id))]
-    async fn upsert_staff(
+    async fn handle_upsert_staff(
         &self,
         request: Request<pb::UpsertStaffRequest>,
-    ) -> Result<Response<pb::UpsertStaffResponse>, Status> {
+    ) -> Result<Response<pb::UpsertStaffResponse>> {
         let principal = principal_of(&request)?;
         let input = request.into_inner().staff.unwrap_or_default();
         let mut violations = Violations::new();
@@ -200,28 +195,25 @@ impl DirectoryService for Directory {
             Some(ts) => violations.check("staff.out_of_office_until", wire::datetime(ts)),
             None => None,
         };
-        let (staff_id, role, branch_id) = violations
-            .finish(|| Some((staff_id?, role?, branch_id?)))
-            .map_err(ClientsError::from)?;
+        let (staff_id, role, branch_id) =
+            violations.finish(|| Some((staff_id?, role?, branch_id?)))?;
         tracing::Span::current().record("staff_id", staff_id.as_str());
         require_directory_writer(&principal, &branch_id)?;
         if role == Role::System && principal.role != Role::System {
             return Err(ClientsError::PermissionDenied(
                 "only the system role may create system accounts".into(),
-            )
-            .into());
+            ));
         }
         let db = &self.state.db;
         if branch::Entity::find_by_id(branch_id.as_str())
             .one(db)
-            .await
-            .map_err(ClientsError::from)?
+            .await?
             .is_none()
         {
-            return Err(ClientsError::NotFound(format!("branch {branch_id}")).into());
+            return Err(ClientsError::NotFound(format!("branch {branch_id}")));
         }
         let now = Utc::now();
-        let transaction = db.begin().await.map_err(ClientsError::from)?;
+        let transaction = db.begin().await?;
         let row = staff::ActiveModel {
             staff_id: Set(staff_id.to_string()),
             name: Set(input.name.trim().to_owned()),
@@ -248,8 +240,7 @@ impl DirectoryService for Directory {
                     .to_owned(),
             )
             .exec_without_returning(&transaction)
-            .await
-            .map_err(ClientsError::from)?;
+            .await?;
         let message = StaffChanged {
             staff_id: staff_id.to_string(),
             role: role.to_string(),
@@ -259,13 +250,16 @@ impl DirectoryService for Directory {
             out_of_office_until,
             updated_at: now,
         };
-        let envelope =
-            Envelope::new(STAFF_CHANGED, STAFF_CHANGED, &message).map_err(ClientsError::from)?;
-        crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
-            .await
-            .map_err(ClientsError::from)?;
+        crm_bus::outbox::enqueue_event(
+            &transaction,
+            SERVICE,
+            STAFF_CHANGED,
+            STAFF_CHANGED,
+            &message,
+        )
+        .await?;
         let stored = find_staff(&transaction, &staff_id).await?;
-        transaction.commit().await.map_err(ClientsError::from)?;
+        transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertStaffResponse {
             staff: Some(staff_to_proto(stored)),
@@ -273,10 +267,10 @@ impl DirectoryService for Directory {
     }
 
     #[tracing::instrument(skip_all, fields(teller_id, rm_id))]
-    async fn pair_teller(
+    async fn handle_pair_teller(
         &self,
         request: Request<pb::PairTellerRequest>,
-    ) -> Result<Response<pb::PairTellerResponse>, Status> {
+    ) -> Result<Response<pb::PairTellerResponse>> {
         let principal = principal_of(&request)?;
         let input = request.into_inner();
         let mut violations = Violations::new();
@@ -295,9 +289,8 @@ impl DirectoryService for Directory {
         {
             violations.add("valid_until", "must not be before valid_from");
         }
-        let (teller_id, rm_id, valid_from) = violations
-            .finish(|| Some((teller_id?, rm_id?, valid_from?)))
-            .map_err(ClientsError::from)?;
+        let (teller_id, rm_id, valid_from) =
+            violations.finish(|| Some((teller_id?, rm_id?, valid_from?)))?;
         let span = tracing::Span::current();
         span.record("teller_id", teller_id.as_str());
         span.record("rm_id", rm_id.as_str());
@@ -308,23 +301,24 @@ impl DirectoryService for Directory {
             .map_err(|_| ClientsError::NotFound(format!("branch of {teller_id}")))?;
         require_directory_writer(&principal, &teller_branch)?;
         if teller.role != Role::Teller.as_str() {
-            return Err(
-                ClientsError::FailedPrecondition(format!("{teller_id} is not a teller")).into(),
-            );
+            return Err(ClientsError::FailedPrecondition(format!(
+                "{teller_id} is not a teller"
+            )));
         }
         if rm.role != Role::Rm.as_str() {
-            return Err(ClientsError::FailedPrecondition(format!("{rm_id} is not an RM")).into());
+            return Err(ClientsError::FailedPrecondition(format!(
+                "{rm_id} is not an RM"
+            )));
         }
         let now = Utc::now();
-        let transaction = db.begin().await.map_err(ClientsError::from)?;
+        let transaction = db.begin().await?;
         // A teller has at most one active pair: the new one replaces the old.
         teller_pair::Entity::update_many()
             .col_expr(teller_pair::Column::Active, false.into())
             .filter(teller_pair::Column::TellerId.eq(teller_id.as_str()))
             .filter(teller_pair::Column::Active.eq(true))
             .exec(&transaction)
-            .await
-            .map_err(ClientsError::from)?;
+            .await?;
         let row = teller_pair::ActiveModel {
             pair_id: Set(uuid::Uuid::now_v7().to_string()),
             teller_id: Set(teller_id.to_string()),
@@ -336,8 +330,7 @@ impl DirectoryService for Directory {
         };
         teller_pair::Entity::insert(row)
             .exec_without_returning(&transaction)
-            .await
-            .map_err(ClientsError::from)?;
+            .await?;
         let message = PairChanged {
             teller_id: teller_id.to_string(),
             rm_id: rm_id.to_string(),
@@ -345,12 +338,9 @@ impl DirectoryService for Directory {
             valid_until,
             updated_at: now,
         };
-        let envelope =
-            Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &message).map_err(ClientsError::from)?;
-        crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
-            .await
-            .map_err(ClientsError::from)?;
-        transaction.commit().await.map_err(ClientsError::from)?;
+        crm_bus::outbox::enqueue_event(&transaction, SERVICE, PAIR_CHANGED, PAIR_CHANGED, &message)
+            .await?;
+        transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::PairTellerResponse {
             pair: Some(pb::TellerPair {
@@ -363,10 +353,10 @@ impl DirectoryService for Directory {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_staff(
+    async fn handle_list_staff(
         &self,
         request: Request<pb::ListStaffRequest>,
-    ) -> Result<Response<pb::ListStaffResponse>, Status> {
+    ) -> Result<Response<pb::ListStaffResponse>> {
         let principal = principal_of(&request)?;
         let input = request.into_inner();
         let mut violations = Violations::new();
@@ -382,16 +372,14 @@ impl DirectoryService for Directory {
         };
         let page_size = violations.check("page_size", wire::page_size(input.page_size));
         let after = violations.check("page_token", StaffId::parse_optional(&input.page_token));
-        let (branch_id, page_size, after) = violations
-            .finish(|| Some((branch_id?, page_size?, after?)))
-            .map_err(ClientsError::from)?;
+        let (branch_id, page_size, after) =
+            violations.finish(|| Some((branch_id?, page_size?, after?)))?;
         let any_branch = matches!(principal.role, Role::System | Role::CampaignAdmin);
         if !any_branch && principal.branch_id != branch_id {
             return Err(ClientsError::PermissionDenied(format!(
                 "may list staff of branch {} only",
                 principal.branch_id
-            ))
-            .into());
+            )));
         }
         let mut query = staff::Entity::find()
             .filter(staff::Column::BranchId.eq(branch_id.as_str()))
@@ -403,10 +391,7 @@ impl DirectoryService for Directory {
         if let Some(after) = &after {
             query = query.filter(staff::Column::StaffId.gt(after.as_str()));
         }
-        let rows = query
-            .all(&self.state.db)
-            .await
-            .map_err(ClientsError::from)?;
+        let rows = query.all(&self.state.db).await?;
         let (rows, next_page_token) = wire::into_page(rows, page_size, |row| row.staff_id.clone());
         Ok(Response::new(pb::ListStaffResponse {
             staff: rows.into_iter().map(staff_to_proto).collect(),
@@ -414,42 +399,88 @@ impl DirectoryService for Directory {
         }))
     }
 
-    async fn get_branch(
+    async fn handle_get_branch(
         &self,
         request: Request<pb::GetBranchRequest>,
-    ) -> Result<Response<pb::GetBranchResponse>, Status> {
+    ) -> Result<Response<pb::GetBranchResponse>> {
         principal_of(&request)?;
         let mut violations = Violations::new();
         let branch_id =
             violations.check("branch_id", BranchId::parse(&request.get_ref().branch_id));
-        let branch_id = violations
-            .finish(|| branch_id)
-            .map_err(ClientsError::from)?;
+        let branch_id = violations.finish(|| branch_id)?;
         let stored = branch::Entity::find_by_id(branch_id.as_str())
             .one(&self.state.db)
-            .await
-            .map_err(ClientsError::from)?
+            .await?
             .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
         Ok(Response::new(pb::GetBranchResponse {
             branch: Some(branch_to_proto(stored)),
         }))
     }
 
-    async fn get_staff(
+    async fn handle_get_staff(
         &self,
         request: Request<pb::GetStaffRequest>,
-    ) -> Result<Response<pb::GetStaffResponse>, Status> {
+    ) -> Result<Response<pb::GetStaffResponse>> {
         let principal = principal_of(&request)?;
         let mut violations = Violations::new();
         let staff_id = violations.check("staff_id", StaffId::parse(&request.get_ref().staff_id));
-        let staff_id = violations.finish(|| staff_id).map_err(ClientsError::from)?;
+        let staff_id = violations.finish(|| staff_id)?;
         let stored = find_staff(&self.state.db, &staff_id).await?;
         let any_branch = matches!(principal.role, Role::System | Role::CampaignAdmin);
         if !any_branch && stored.branch_id != principal.branch_id.as_str() {
-            return Err(ClientsError::PermissionDenied("staff of another branch".into()).into());
+            return Err(ClientsError::PermissionDenied(
+                "staff of another branch".into(),
+            ));
         }
         Ok(Response::new(pb::GetStaffResponse {
             staff: Some(staff_to_proto(stored)),
         }))
+    }
+}
+
+/// The gRPC trait: each RPC answers with its handler's result, the crate's error
+/// mapped to a status in one place (`error.rs`).
+#[tonic::async_trait]
+impl DirectoryService for Directory {
+    async fn upsert_branch(
+        &self,
+        request: Request<pb::UpsertBranchRequest>,
+    ) -> Result<Response<pb::UpsertBranchResponse>, Status> {
+        Ok(self.handle_upsert_branch(request).await?)
+    }
+
+    async fn upsert_staff(
+        &self,
+        request: Request<pb::UpsertStaffRequest>,
+    ) -> Result<Response<pb::UpsertStaffResponse>, Status> {
+        Ok(self.handle_upsert_staff(request).await?)
+    }
+
+    async fn pair_teller(
+        &self,
+        request: Request<pb::PairTellerRequest>,
+    ) -> Result<Response<pb::PairTellerResponse>, Status> {
+        Ok(self.handle_pair_teller(request).await?)
+    }
+
+    async fn list_staff(
+        &self,
+        request: Request<pb::ListStaffRequest>,
+    ) -> Result<Response<pb::ListStaffResponse>, Status> {
+        Ok(self.handle_list_staff(request).await?)
+    }
+
+    async fn get_branch(
+        &self,
+        request: Request<pb::GetBranchRequest>,
+    ) -> Result<Response<pb::GetBranchResponse>, Status> {
+        Ok(self.handle_get_branch(request).await?)
+    }
+
+    async fn get_staff(
+        &self,
+        request: Request<pb::GetStaffRequest>,
+    ) -> Result<Response<pb::GetStaffResponse>, Status> {
+        Ok(self.handle_get_staff(request).await?)
     }
 }

@@ -12,6 +12,9 @@ pub enum ClientsError {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Answered at the edge already (authentication, role checks).
+    #[error("{0}")]
+    Rejected(#[from] tonic::Status),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
     #[error("message could not be encoded")]
@@ -28,6 +31,7 @@ impl From<ClientsError> for tonic::Status {
     fn from(error: ClientsError) -> Self {
         match error {
             ClientsError::InvalidArgument(violations) => crm_auth::invalid_argument(&violations),
+            ClientsError::Rejected(status) => status,
             ClientsError::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
             ClientsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
             ClientsError::FailedPrecondition(why) => tonic::Status::failed_precondition(why),

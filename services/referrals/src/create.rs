@@ -3,8 +3,7 @@
 
 use chrono::Utc;
 use crm_auth::Principal;
-use crm_bus::Envelope;
-use crm_domain::messages::{REFERRAL_ASSIGNED, ReferralEvent};
+use crm_domain::messages::REFERRAL_ASSIGNED;
 use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkItemState};
 use crm_domain::routing::{RoutingError, RoutingRequest, route};
 use crm_domain::sla::acceptance_deadline;
@@ -19,7 +18,7 @@ use sea_orm::{
 };
 
 use crate::error::{ReferralsError, Result};
-use crate::referral_wire::need_from_proto;
+use crate::referral_wire::{need_from_proto, referral_event};
 use crate::work_items::{announce, priority_from_proto};
 use crate::{ReferralsState, SERVICE, routing_inputs};
 
@@ -267,21 +266,15 @@ pub async fn create_referral(
         .filter(routing_staff::Column::StaffId.eq(decision.chosen_rm_id.as_str()))
         .exec(&transaction)
         .await?;
-    let event = ReferralEvent {
-        referral_id: referral_id.clone(),
-        client_id,
-        referrer_id,
-        branch_id: principal.branch_id.to_string(),
-        assigned_rm_id: decision.chosen_rm_id.clone(),
-        need: request.need.as_str().to_owned(),
-        priority: request.priority.as_str().to_owned(),
-        status: ReferralStatus::Assigned.as_str().to_owned(),
-        escalated: decision.escalated,
-        routing_reason: decision.reason.clone(),
-        occurred_at: now,
-    };
-    let envelope = Envelope::new(REFERRAL_ASSIGNED, REFERRAL_ASSIGNED, &event)?;
-    crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope).await?;
+    let event = referral_event(&stored);
+    crm_bus::outbox::enqueue_event(
+        &transaction,
+        SERVICE,
+        REFERRAL_ASSIGNED,
+        REFERRAL_ASSIGNED,
+        &event,
+    )
+    .await?;
     announce(&transaction, &item).await?;
     transaction.commit().await?;
     state.outbox.wake();

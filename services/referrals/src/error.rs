@@ -12,6 +12,9 @@ pub enum ReferralsError {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Answered at the edge already (authentication, role checks).
+    #[error("{0}")]
+    Rejected(#[from] tonic::Status),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
     #[error("bus error")]
@@ -30,6 +33,7 @@ impl From<ReferralsError> for tonic::Status {
     fn from(error: ReferralsError) -> Self {
         match error {
             ReferralsError::InvalidArgument(violations) => crm_auth::invalid_argument(&violations),
+            ReferralsError::Rejected(status) => status,
             ReferralsError::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
             ReferralsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
             ReferralsError::FailedPrecondition(why) => tonic::Status::failed_precondition(why),

@@ -3,6 +3,7 @@
 
 use crm_auth::{Principal, wire};
 use crm_domain::Role;
+use crm_domain::messages::ReferralEvent;
 use crm_domain::pii::mask_phone;
 use crm_domain::referral::{Need, ReferralStatus};
 use crm_domain::routing::RoutingDecision;
@@ -132,5 +133,22 @@ pub fn to_proto(model: referral::Model, principal: &Principal) -> pb::Referral {
         priority: priority_to_proto(&model.priority) as i32,
         outcome: 0,
         outcome_product: model.outcome_product.unwrap_or_default(),
+    }
+}
+
+/// The event announcing a referral's current state (it happened at `updated_at`).
+pub fn referral_event(model: &referral::Model) -> ReferralEvent {
+    ReferralEvent {
+        referral_id: model.referral_id.clone(),
+        client_id: model.client_id.clone(),
+        referrer_id: model.referrer_id.clone(),
+        branch_id: model.branch_id.clone(),
+        assigned_rm_id: model.assigned_rm_id.clone(),
+        need: model.need.clone(),
+        priority: model.priority.clone(),
+        status: model.status.clone(),
+        escalated: model.escalated,
+        routing_reason: model.routing_reason.clone(),
+        occurred_at: model.updated_at,
     }
 }

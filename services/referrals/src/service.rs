@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use crm_auth::{Principal, principal_of, wire};
-use crm_bus::Envelope;
-use crm_domain::messages::{REFERRAL_ACCEPTED, ReferralEvent};
+use crm_domain::messages::REFERRAL_ACCEPTED;
 use crm_domain::referral::{ReferralStatus, WorkItemState, accept};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
@@ -19,9 +18,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{ReferralsError, Result};
-use crate::referral_wire::{status_from_proto, to_proto};
+use crate::referral_wire::{referral_event, status_from_proto, to_proto};
 use crate::work_items::{announce, kind_from_proto, state_from_proto};
 use crate::{ReferralsState, SERVICE, create, watch};
+
+/// What WatchWorkItems streams to the RM mobile backend.
+pub type WorkItemStream = ReceiverStream<Result<pb::WatchWorkItemsResponse, Status>>;
 
 pub struct Referrals {
     state: Arc<ReferralsState>,
@@ -137,13 +139,13 @@ async fn save_work_item(
     Ok(stored)
 }
 
-#[tonic::async_trait]
-impl ReferralService for Referrals {
+/// The RPC handlers, in the crate's own error type so `?` reads plainly.
+impl Referrals {
     #[tracing::instrument(skip_all, fields(referrer_id))]
-    async fn create_referral(
+    async fn handle_create_referral(
         &self,
         request: Request<pb::CreateReferralRequest>,
-    ) -> Result<Response<pb::CreateReferralResponse>, Status> {
+    ) -> Result<Response<pb::CreateReferralResponse>> {
         let principal = principal_of(&request)?;
         tracing::Span::current().record("referrer_id", principal.staff_id.as_str());
         let stored = create::create_referral(&self.state, &principal, request.get_ref()).await?;
@@ -154,10 +156,10 @@ impl ReferralService for Referrals {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_referral(
+    async fn handle_get_referral(
         &self,
         request: Request<pb::GetReferralRequest>,
-    ) -> Result<Response<pb::GetReferralResponse>, Status> {
+    ) -> Result<Response<pb::GetReferralResponse>> {
         let principal = principal_of(&request)?;
         let mut violations = Violations::new();
         let id = parse_uuid(
@@ -165,12 +167,12 @@ impl ReferralService for Referrals {
             "referral_id",
             &request.get_ref().referral_id,
         );
-        let id = violations.finish(|| id).map_err(ReferralsError::from)?;
+        let id = violations.finish(|| id)?;
         let stored = find_referral(&self.state.db, &id).await?;
         if !may_read_referral(&principal, &stored) {
-            return Err(
-                ReferralsError::PermissionDenied("referral is outside your scope".into()).into(),
-            );
+            return Err(ReferralsError::PermissionDenied(
+                "referral is outside your scope".into(),
+            ));
         }
         Ok(Response::new(pb::GetReferralResponse {
             referral: Some(to_proto(stored, &principal)),
@@ -178,10 +180,10 @@ impl ReferralService for Referrals {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn list_referrals(
+    async fn handle_list_referrals(
         &self,
         request: Request<pb::ListReferralsRequest>,
-    ) -> Result<Response<pb::ListReferralsResponse>, Status> {
+    ) -> Result<Response<pb::ListReferralsResponse>> {
         let principal = principal_of(&request)?;
         let input = request.into_inner();
         let mut violations = Violations::new();
@@ -212,9 +214,7 @@ impl ReferralService for Referrals {
         } else {
             parse_uuid(&mut violations, "page_token", &input.page_token)
         };
-        let page_size = violations
-            .finish(|| page_size)
-            .map_err(ReferralsError::from)?;
+        let page_size = violations.finish(|| page_size)?;
         let mut query = referral::Entity::find()
             .order_by_desc(referral::Column::ReferralId)
             .limit(page_size + 1);
@@ -233,8 +233,7 @@ impl ReferralService for Referrals {
             Role::CampaignAdmin => {
                 return Err(ReferralsError::PermissionDenied(
                     "campaign admins read reports, not referrals".into(),
-                )
-                .into());
+                ));
             }
         }
         if let Some(referrer) = referrer {
@@ -252,10 +251,7 @@ impl ReferralService for Referrals {
         if let Some(after) = after {
             query = query.filter(referral::Column::ReferralId.lt(after));
         }
-        let rows = query
-            .all(&self.state.db)
-            .await
-            .map_err(ReferralsError::from)?;
+        let rows = query.all(&self.state.db).await?;
         let (rows, next_page_token) =
             wire::into_page(rows, page_size, |row| row.referral_id.clone());
         Ok(Response::new(pb::ListReferralsResponse {
@@ -268,10 +264,10 @@ impl ReferralService for Referrals {
     }
 
     #[tracing::instrument(skip_all, fields(referral_id))]
-    async fn accept_referral(
+    async fn handle_accept_referral(
         &self,
         request: Request<pb::AcceptReferralRequest>,
-    ) -> Result<Response<pb::AcceptReferralResponse>, Status> {
+    ) -> Result<Response<pb::AcceptReferralResponse>> {
         let principal = principal_of(&request)?;
         principal.require_any(&[Role::Rm, Role::BranchManager], "accept referrals")?;
         let mut violations = Violations::new();
@@ -280,25 +276,25 @@ impl ReferralService for Referrals {
             "referral_id",
             &request.get_ref().referral_id,
         );
-        let id = violations.finish(|| id).map_err(ReferralsError::from)?;
+        let id = violations.finish(|| id)?;
         tracing::Span::current().record("referral_id", id.as_str());
         let db = &self.state.db;
-        let transaction = db.begin().await.map_err(ReferralsError::from)?;
+        let transaction = db.begin().await?;
         let current = find_referral(&transaction, &id).await?;
         let holder = current.assigned_rm_id == principal.staff_id.as_str();
         let manager = principal.role == Role::BranchManager
             && current.branch_id == principal.branch_id.as_str();
         if !holder && !manager {
-            return Err(
-                ReferralsError::PermissionDenied("referral is held by another RM".into()).into(),
-            );
+            return Err(ReferralsError::PermissionDenied(
+                "referral is held by another RM".into(),
+            ));
         }
         let status = ReferralStatus::parse(&current.status).ok_or_else(|| {
             ReferralsError::Corrupt(format!("referral status {}", current.status))
         })?;
         accept(status).map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
         if status == ReferralStatus::Accepted {
-            transaction.commit().await.map_err(ReferralsError::from)?;
+            transaction.commit().await?;
             return Ok(Response::new(pb::AcceptReferralResponse {
                 referral: Some(to_proto(current, &principal)),
             }));
@@ -308,58 +304,28 @@ impl ReferralService for Referrals {
         row.status = Set(ReferralStatus::Accepted.as_str().to_owned());
         row.accepted_at = Set(Some(now));
         row.updated_at = Set(now);
-        let stored = row
-            .update(&transaction)
-            .await
-            .map_err(ReferralsError::from)?;
-        let event = ReferralEvent {
-            referral_id: stored.referral_id.clone(),
-            client_id: stored.client_id.clone(),
-            referrer_id: stored.referrer_id.clone(),
-            branch_id: stored.branch_id.clone(),
-            assigned_rm_id: stored.assigned_rm_id.clone(),
-            need: stored.need.clone(),
-            priority: stored.priority.clone(),
-            status: stored.status.clone(),
-            escalated: stored.escalated,
-            routing_reason: stored.routing_reason.clone(),
-            occurred_at: now,
-        };
-        let envelope = Envelope::new(REFERRAL_ACCEPTED, REFERRAL_ACCEPTED, &event)
-            .map_err(ReferralsError::from)?;
-        crm_bus::outbox::enqueue(&transaction, SERVICE, &envelope)
-            .await
-            .map_err(ReferralsError::from)?;
-        transaction.commit().await.map_err(ReferralsError::from)?;
+        let stored = row.update(&transaction).await?;
+        let event = referral_event(&stored);
+        crm_bus::outbox::enqueue_event(
+            &transaction,
+            SERVICE,
+            REFERRAL_ACCEPTED,
+            REFERRAL_ACCEPTED,
+            &event,
+        )
+        .await?;
+        transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::AcceptReferralResponse {
             referral: Some(to_proto(stored, &principal)),
         }))
     }
 
-    async fn record_referral_outcome(
-        &self,
-        _request: Request<pb::RecordReferralOutcomeRequest>,
-    ) -> Result<Response<pb::RecordReferralOutcomeResponse>, Status> {
-        Err(Status::unimplemented(
-            "RecordReferralOutcome arrives with the referral lifecycle issue",
-        ))
-    }
-
-    async fn reassign_referral(
-        &self,
-        _request: Request<pb::ReassignReferralRequest>,
-    ) -> Result<Response<pb::ReassignReferralResponse>, Status> {
-        Err(Status::unimplemented(
-            "ReassignReferral arrives with the referral lifecycle issue",
-        ))
-    }
-
     #[tracing::instrument(skip_all)]
-    async fn list_work_items(
+    async fn handle_list_work_items(
         &self,
         request: Request<pb::ListWorkItemsRequest>,
-    ) -> Result<Response<pb::ListWorkItemsResponse>, Status> {
+    ) -> Result<Response<pb::ListWorkItemsResponse>> {
         let principal = principal_of(&request)?;
         let input = request.into_inner();
         let owner = queue_owner(&self.state, &principal, &input.rm_id).await?;
@@ -384,9 +350,7 @@ impl ReferralService for Referrals {
         } else {
             parse_uuid(&mut violations, "page_token", &input.page_token)
         };
-        let page_size = violations
-            .finish(|| page_size)
-            .map_err(ReferralsError::from)?;
+        let page_size = violations.finish(|| page_size)?;
         let mut query = work_item::Entity::find()
             .filter(work_item::Column::RmId.eq(owner.as_str()))
             .order_by_asc(work_item::Column::WorkItemId)
@@ -400,10 +364,7 @@ impl ReferralService for Referrals {
         if let Some(after) = after {
             query = query.filter(work_item::Column::WorkItemId.gt(after));
         }
-        let rows = query
-            .all(&self.state.db)
-            .await
-            .map_err(ReferralsError::from)?;
+        let rows = query.all(&self.state.db).await?;
         let (rows, next_page_token) =
             wire::into_page(rows, page_size, |row| row.work_item_id.clone());
         Ok(Response::new(pb::ListWorkItemsResponse {
@@ -412,13 +373,11 @@ impl ReferralService for Referrals {
         }))
     }
 
-    type WatchWorkItemsStream = ReceiverStream<Result<pb::WatchWorkItemsResponse, Status>>;
-
     #[tracing::instrument(skip_all)]
-    async fn watch_work_items(
+    async fn handle_watch_work_items(
         &self,
         request: Request<pb::WatchWorkItemsRequest>,
-    ) -> Result<Response<Self::WatchWorkItemsStream>, Status> {
+    ) -> Result<Response<WorkItemStream>> {
         let principal = principal_of(&request)?;
         let owner = queue_owner(&self.state, &principal, "").await?;
         let receiver = watch::watch(self.state.clone(), owner).await?;
@@ -426,10 +385,10 @@ impl ReferralService for Referrals {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn ack_work_item(
+    async fn handle_ack_work_item(
         &self,
         request: Request<pb::AckWorkItemRequest>,
-    ) -> Result<Response<pb::AckWorkItemResponse>, Status> {
+    ) -> Result<Response<pb::AckWorkItemResponse>> {
         let principal = principal_of(&request)?;
         let item = own_work_item(&self.state, &principal, &request.get_ref().work_item_id).await?;
         if item.acked_at.is_some() {
@@ -447,17 +406,17 @@ impl ReferralService for Referrals {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn complete_work_item(
+    async fn handle_complete_work_item(
         &self,
         request: Request<pb::CompleteWorkItemRequest>,
-    ) -> Result<Response<pb::CompleteWorkItemResponse>, Status> {
+    ) -> Result<Response<pb::CompleteWorkItemResponse>> {
         let principal = principal_of(&request)?;
         let input = request.into_inner();
         let mut violations = Violations::new();
         check_text(&mut violations, "outcome", &input.outcome, false, 200);
         check_text(&mut violations, "note", &input.note, false, 2000);
         if !violations.is_empty() {
-            return Err(ReferralsError::from(violations).into());
+            return Err(ReferralsError::from(violations));
         }
         let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
         if item.state == WorkItemState::Done.as_str() {
@@ -481,10 +440,10 @@ impl ReferralService for Referrals {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn snooze_work_item(
+    async fn handle_snooze_work_item(
         &self,
         request: Request<pb::SnoozeWorkItemRequest>,
-    ) -> Result<Response<pb::SnoozeWorkItemResponse>, Status> {
+    ) -> Result<Response<pb::SnoozeWorkItemResponse>> {
         let principal = principal_of(&request)?;
         let input = request.into_inner();
         let mut violations = Violations::new();
@@ -498,13 +457,12 @@ impl ReferralService for Referrals {
         if until.is_some_and(|until| until <= Utc::now()) {
             violations.add("until", "must be in the future");
         }
-        let until = violations.finish(|| until).map_err(ReferralsError::from)?;
+        let until = violations.finish(|| until)?;
         let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
         if item.state == WorkItemState::Done.as_str() {
             return Err(ReferralsError::FailedPrecondition(
                 "work item is done; cannot snooze".into(),
-            )
-            .into());
+            ));
         }
         let stored = save_work_item(&self.state, item, |row| {
             row.state = Set(WorkItemState::Snoozed.as_str().to_owned());
@@ -514,5 +472,93 @@ impl ReferralService for Referrals {
         Ok(Response::new(pb::SnoozeWorkItemResponse {
             work_item: Some(crate::work_items::to_proto(&stored)),
         }))
+    }
+}
+
+/// The gRPC trait: each RPC answers with its handler's result, the crate's error
+/// mapped to a status in one place (`error.rs`).
+#[tonic::async_trait]
+impl ReferralService for Referrals {
+    async fn create_referral(
+        &self,
+        request: Request<pb::CreateReferralRequest>,
+    ) -> Result<Response<pb::CreateReferralResponse>, Status> {
+        Ok(self.handle_create_referral(request).await?)
+    }
+
+    async fn get_referral(
+        &self,
+        request: Request<pb::GetReferralRequest>,
+    ) -> Result<Response<pb::GetReferralResponse>, Status> {
+        Ok(self.handle_get_referral(request).await?)
+    }
+
+    async fn list_referrals(
+        &self,
+        request: Request<pb::ListReferralsRequest>,
+    ) -> Result<Response<pb::ListReferralsResponse>, Status> {
+        Ok(self.handle_list_referrals(request).await?)
+    }
+
+    async fn accept_referral(
+        &self,
+        request: Request<pb::AcceptReferralRequest>,
+    ) -> Result<Response<pb::AcceptReferralResponse>, Status> {
+        Ok(self.handle_accept_referral(request).await?)
+    }
+
+    async fn record_referral_outcome(
+        &self,
+        _request: Request<pb::RecordReferralOutcomeRequest>,
+    ) -> Result<Response<pb::RecordReferralOutcomeResponse>, Status> {
+        Err(Status::unimplemented(
+            "RecordReferralOutcome arrives with the referral lifecycle issue",
+        ))
+    }
+
+    async fn reassign_referral(
+        &self,
+        _request: Request<pb::ReassignReferralRequest>,
+    ) -> Result<Response<pb::ReassignReferralResponse>, Status> {
+        Err(Status::unimplemented(
+            "ReassignReferral arrives with the referral lifecycle issue",
+        ))
+    }
+
+    async fn list_work_items(
+        &self,
+        request: Request<pb::ListWorkItemsRequest>,
+    ) -> Result<Response<pb::ListWorkItemsResponse>, Status> {
+        Ok(self.handle_list_work_items(request).await?)
+    }
+
+    type WatchWorkItemsStream = WorkItemStream;
+
+    async fn watch_work_items(
+        &self,
+        request: Request<pb::WatchWorkItemsRequest>,
+    ) -> Result<Response<Self::WatchWorkItemsStream>, Status> {
+        Ok(self.handle_watch_work_items(request).await?)
+    }
+
+    async fn ack_work_item(
+        &self,
+        request: Request<pb::AckWorkItemRequest>,
+    ) -> Result<Response<pb::AckWorkItemResponse>, Status> {
+        Ok(self.handle_ack_work_item(request).await?)
+    }
+
+    async fn complete_work_item(
+        &self,
+        request: Request<pb::CompleteWorkItemRequest>,
+    ) -> Result<Response<pb::CompleteWorkItemResponse>, Status> {
+        Ok(self.handle_complete_work_item(request).await?)
+    }
+
+    async fn snooze_work_item(
+        &self,
+        request: Request<pb::SnoozeWorkItemRequest>,
+    ) -> Result<Response<pb::SnoozeWorkItemResponse>, Status> {
+        Ok(self.handle_snooze_work_item(request).await?)
     }
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use crm_auth::wire;
-use crm_bus::{Envelope, rm_routing_key};
+use crm_bus::rm_routing_key;
 use crm_domain::messages::WORK_ITEM_CHANGED;
 use crm_domain::referral::{Priority, WorkItemKind, WorkItemState};
 use crm_proto::v1 as pb;
@@ -147,11 +147,13 @@ pub fn to_proto(model: &work_item::Model) -> pb::WorkItem {
 
 /// Puts the item's new state on its RM's live feed, in the caller's transaction.
 pub async fn announce(connection: &impl ConnectionTrait, model: &work_item::Model) -> Result<()> {
-    let envelope = Envelope::new(
+    crm_bus::outbox::enqueue_event(
+        connection,
+        SERVICE,
         WORK_ITEM_CHANGED,
         &rm_routing_key(&model.rm_id),
         &WorkItemMessage::from(model),
-    )?;
-    crm_bus::outbox::enqueue(connection, SERVICE, &envelope).await?;
+    )
+    .await?;
     Ok(())
 }
