@@ -348,6 +348,43 @@ async fn an_rm_reads_clients_in_coverage_and_a_teller_sees_pii_masked(backend: B
     app.stop().await;
 }
 
+async fn older_directory_news_does_not_roll_routing_back(backend: Backend) {
+    use crm_bus::MessageHandler;
+    use crm_domain::messages::{STAFF_CHANGED, StaffChanged};
+    use sea_orm::TransactionTrait;
+
+    let app = spawn_app(backend).await;
+    let news = |capacity: i32, minutes_ago: i64| {
+        let message = StaffChanged {
+            staff_id: "B-001-RM-9".into(),
+            role: "rm".into(),
+            branch_id: "B-001".into(),
+            active: true,
+            capacity,
+            out_of_office_until: None,
+            updated_at: chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
+        };
+        crm_bus::Envelope::new(STAFF_CHANGED, STAFF_CHANGED, &message).unwrap()
+    };
+    for (capacity, minutes_ago) in [(5, 1), (3, 10), (7, 0)] {
+        let transaction = app.db.begin().await.unwrap();
+        crm_referrals::Projections
+            .handle(&transaction, &news(capacity, minutes_ago))
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+    }
+    // The copy took 5, ignored the older 3, then took the newest 7.
+    assert_eq!(
+        app.count(
+            "SELECT CAST(capacity AS BIGINT) FROM routing_staff WHERE staff_id = 'B-001-RM-9'"
+        )
+        .await,
+        7
+    );
+    app.stop().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),+ $(,)?) => {
         mod distributed {
@@ -368,4 +405,5 @@ on_both_backends!(
     bad_input_names_every_bad_field_and_writes_nothing,
     the_wrong_role_is_denied_and_a_missing_or_expired_token_is_unauthenticated,
     an_rm_reads_clients_in_coverage_and_a_teller_sees_pii_masked,
+    older_directory_news_does_not_roll_routing_back,
 );

@@ -3,13 +3,16 @@
 //! tables. Each copy keeps the source's `updated_at` and ignores older news, so
 //! out-of-order delivery can't roll a copy back.
 
+use chrono::{DateTime, Utc};
 use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
     COVERAGE_CHANGED, CoverageChanged, PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged,
 };
 use crm_store::referrals::{routing_client, routing_pair, routing_staff};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait, IntoActiveModel,
+    ActiveModelBehavior, ActiveModelTrait,
+    ActiveValue::{NotSet, Set},
+    DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
 
 pub struct Projections;
@@ -32,60 +35,20 @@ impl MessageHandler for Projections {
     }
 }
 
-async fn apply_staff(
+/// Inserts the copy, or replaces it unless what is stored is newer than the news.
+/// Columns left `NotSet` in `row` keep their stored value on update.
+async fn save_if_newer<A>(
     transaction: &DatabaseTransaction,
-    message: StaffChanged,
-) -> Result<(), HandlerError> {
-    let current = routing_staff::Entity::find_by_id(message.staff_id.as_str())
-        .one(transaction)
-        .await?;
-    match current {
-        Some(current) if current.source_updated_at > message.updated_at => Ok(()),
-        Some(current) => {
-            let mut row = current.into_active_model();
-            row.role = Set(message.role);
-            row.branch_id = Set(message.branch_id);
-            row.active = Set(message.active);
-            row.capacity = Set(message.capacity);
-            row.out_of_office_until = Set(message.out_of_office_until);
-            row.source_updated_at = Set(message.updated_at);
-            row.update(transaction).await?;
-            Ok(())
-        }
-        None => {
-            routing_staff::ActiveModel {
-                staff_id: Set(message.staff_id),
-                role: Set(message.role),
-                branch_id: Set(message.branch_id),
-                active: Set(message.active),
-                capacity: Set(message.capacity),
-                out_of_office_until: Set(message.out_of_office_until),
-                last_assigned_at: Set(None),
-                source_updated_at: Set(message.updated_at),
-            }
-            .insert(transaction)
-            .await?;
-            Ok(())
-        }
-    }
-}
-
-async fn apply_pair(
-    transaction: &DatabaseTransaction,
-    message: PairChanged,
-) -> Result<(), HandlerError> {
-    let current = routing_pair::Entity::find_by_id(message.teller_id.as_str())
-        .one(transaction)
-        .await?;
-    let row = routing_pair::ActiveModel {
-        teller_id: Set(message.teller_id),
-        rm_id: Set(message.rm_id),
-        valid_from: Set(message.valid_from),
-        valid_until: Set(message.valid_until),
-        source_updated_at: Set(message.updated_at),
-    };
-    match current {
-        Some(current) if current.source_updated_at > message.updated_at => {}
+    stored_updated_at: Option<DateTime<Utc>>,
+    news_updated_at: DateTime<Utc>,
+    row: A,
+) -> Result<(), HandlerError>
+where
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+{
+    match stored_updated_at {
+        Some(stored) if stored > news_updated_at => {}
         Some(_) => {
             row.update(transaction).await?;
         }
@@ -96,13 +59,54 @@ async fn apply_pair(
     Ok(())
 }
 
+async fn apply_staff(
+    transaction: &DatabaseTransaction,
+    message: StaffChanged,
+) -> Result<(), HandlerError> {
+    let stored = routing_staff::Entity::find_by_id(message.staff_id.as_str())
+        .one(transaction)
+        .await?
+        .map(|row| row.source_updated_at);
+    let row = routing_staff::ActiveModel {
+        staff_id: Set(message.staff_id),
+        role: Set(message.role),
+        branch_id: Set(message.branch_id),
+        active: Set(message.active),
+        capacity: Set(message.capacity),
+        out_of_office_until: Set(message.out_of_office_until),
+        // Routing's own bookkeeping, not the directory's: never overwritten here.
+        last_assigned_at: NotSet,
+        source_updated_at: Set(message.updated_at),
+    };
+    save_if_newer(transaction, stored, message.updated_at, row).await
+}
+
+async fn apply_pair(
+    transaction: &DatabaseTransaction,
+    message: PairChanged,
+) -> Result<(), HandlerError> {
+    let stored = routing_pair::Entity::find_by_id(message.teller_id.as_str())
+        .one(transaction)
+        .await?
+        .map(|row| row.source_updated_at);
+    let row = routing_pair::ActiveModel {
+        teller_id: Set(message.teller_id),
+        rm_id: Set(message.rm_id),
+        valid_from: Set(message.valid_from),
+        valid_until: Set(message.valid_until),
+        source_updated_at: Set(message.updated_at),
+    };
+    save_if_newer(transaction, stored, message.updated_at, row).await
+}
+
 async fn apply_coverage(
     transaction: &DatabaseTransaction,
     message: CoverageChanged,
 ) -> Result<(), HandlerError> {
-    let current = routing_client::Entity::find_by_id(message.client_id.as_str())
+    let stored = routing_client::Entity::find_by_id(message.client_id.as_str())
         .one(transaction)
-        .await?;
+        .await?
+        .map(|row| row.source_updated_at);
     let row = routing_client::ActiveModel {
         client_id: Set(message.client_id),
         home_branch_id: Set(message.home_branch_id),
@@ -112,14 +116,5 @@ async fn apply_coverage(
         do_not_contact: Set(message.do_not_contact),
         source_updated_at: Set(message.updated_at),
     };
-    match current {
-        Some(current) if current.source_updated_at > message.updated_at => {}
-        Some(_) => {
-            row.update(transaction).await?;
-        }
-        None => {
-            row.insert(transaction).await?;
-        }
-    }
-    Ok(())
+    save_if_newer(transaction, stored, message.updated_at, row).await
 }
