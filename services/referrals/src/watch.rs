@@ -122,6 +122,7 @@ pub async fn watch(
                 match event {
                     Some(SubscriptionEvent::Message(delivery)) => {
                         let item = delivery.envelope.decode::<WorkItemMessage>();
+                        let delivery_traceparent = delivery.envelope.traceparent.clone();
                         // The database is the record; the live feed is a courtesy.
                         // Ack at once: a lost message is recovered by the snapshot.
                         if let Err(error) = delivery.ack().await {
@@ -129,7 +130,20 @@ pub async fn watch(
                         }
                         match item {
                             Ok(item) if item.rm_id == rm_id.as_str() => {
-                                if !send(&sender, &mut sent, &item).await {
+                                // The last hop of the referral's trace: the change
+                                // reaching the RM's phone, a child of the RPC that
+                                // made it.
+                                let span = tracing::info_span!(
+                                    "deliver_work_item",
+                                    work_item_id = %item.work_item_id,
+                                    version = item.version,
+                                    otel.kind = "consumer",
+                                );
+                                if let Some(traceparent) = &delivery_traceparent {
+                                    crm_telemetry::set_parent_from_traceparent(&span, traceparent);
+                                }
+                                let delivered = send(&sender, &mut sent, &item).instrument(span).await;
+                                if !delivered {
                                     break;
                                 }
                             }
