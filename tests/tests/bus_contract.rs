@@ -110,6 +110,48 @@ async fn a_live_subscription_gets_only_its_rms_feed(rabbit: bool) {
     bus.publish_confirmed(&[nobody]).await.unwrap();
 }
 
+async fn a_rejected_event_is_dead_lettered_and_can_be_replayed(rabbit: bool) {
+    let bus = bus(rabbit).await;
+    let mut subscription = bus.consume("referrals", 8).await.unwrap();
+    let sent = event("poison");
+    bus.publish_confirmed(std::slice::from_ref(&sent))
+        .await
+        .unwrap();
+    next_message(&mut subscription)
+        .await
+        .nack(false)
+        .await
+        .unwrap();
+
+    // Dead-lettering is asynchronous on the broker.
+    let mut letters = Vec::new();
+    for _ in 0..100 {
+        letters = bus.dead_letters(10).await.unwrap();
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(letters.len(), 1, "the rejected message is in crm.dead");
+    assert_eq!(letters[0].envelope.message_id, sent.message_id);
+    assert_eq!(letters[0].envelope.routing_key, COVERAGE_CHANGED);
+    if rabbit {
+        assert_eq!(letters[0].reason.as_deref(), Some("rejected"));
+    }
+    assert_eq!(
+        bus.dead_letters(10).await.unwrap().len(),
+        1,
+        "looking changes nothing"
+    );
+
+    assert_eq!(bus.replay_dead_letters(10).await.unwrap(), 1);
+    let replayed = next_message(&mut subscription).await;
+    assert_eq!(replayed.envelope.message_id, sent.message_id);
+    assert_eq!(replayed.envelope.payload, sent.payload);
+    replayed.ack().await.unwrap();
+    assert!(bus.dead_letters(10).await.unwrap().is_empty());
+}
+
 macro_rules! on_both_transports {
     ($($name:ident),+ $(,)?) => {
         mod rabbitmq {
@@ -128,4 +170,5 @@ on_both_transports!(
     a_nacked_event_is_redelivered,
     an_unacked_event_goes_to_the_next_consumer,
     a_live_subscription_gets_only_its_rms_feed,
+    a_rejected_event_is_dead_lettered_and_can_be_replayed,
 );

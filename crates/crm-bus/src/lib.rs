@@ -10,6 +10,7 @@
 //!   ([`memory`]) for the embedded default.
 
 pub mod consumer;
+mod dead_letters;
 mod envelope;
 mod error;
 pub mod memory;
@@ -20,6 +21,7 @@ mod topology;
 mod transport;
 
 pub use consumer::{HandlerError, MessageHandler, run_consumer};
+pub use dead_letters::DeadLetter;
 pub use envelope::Envelope;
 pub use error::BusError;
 pub use topology::{SERVICE_QUEUES, ServiceQueue, Topology, rm_routing_key};

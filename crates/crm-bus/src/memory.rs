@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::topology::must_be_routed;
 use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
-use crate::{BusError, Envelope, SERVICE_QUEUES, Topology, topic};
+use crate::{BusError, DeadLetter, Envelope, SERVICE_QUEUES, Topology, topic};
 
 struct Pending {
     envelope: Envelope,
@@ -55,10 +55,6 @@ impl MemoryQueue {
             }
             notified.await;
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.items().len()
     }
 }
 
@@ -270,12 +266,43 @@ impl InProcessBus {
         Subscription { receiver, stop }
     }
 
-    /// Messages waiting in the dead-letter queue.
-    pub fn dead_letter_count(&self) -> usize {
-        let state = self.state();
-        state
+    fn dead_queue(&self) -> Option<Arc<MemoryQueue>> {
+        self.state()
             .queues
             .get(&self.topology.dead_queue())
-            .map_or(0, |queue| queue.len())
+            .cloned()
+    }
+
+    pub(crate) fn dead_letters(&self, limit: usize) -> Vec<DeadLetter> {
+        let Some(dead) = self.dead_queue() else {
+            return Vec::new();
+        };
+        dead.items()
+            .iter()
+            .take(limit)
+            .map(|pending| DeadLetter {
+                envelope: pending.envelope.clone(),
+                reason: None,
+                queue: None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn replay_dead_letters(&self, limit: usize) -> Result<usize, BusError> {
+        let Some(dead) = self.dead_queue() else {
+            return Ok(0);
+        };
+        let mut replayed = 0;
+        while replayed < limit {
+            let Some(pending) = dead.items().pop_front() else {
+                break;
+            };
+            if let Err(error) = self.publish(std::slice::from_ref(&pending.envelope)) {
+                dead.push_front(pending);
+                return Err(error);
+            }
+            replayed += 1;
+        }
+        Ok(replayed)
     }
 }

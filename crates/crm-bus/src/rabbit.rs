@@ -14,8 +14,8 @@ use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::topology::must_be_routed;
 use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
-use crate::{BusError, Envelope, SERVICE_QUEUES, Topology};
+use crate::{BusError, DeadLetter, Envelope, SERVICE_QUEUES, Topology};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
@@ -337,6 +337,64 @@ impl RabbitBus {
             }
         }
         Ok(())
+    }
+
+    /// Reads without acking; closing the channel returns every message to the
+    /// queue, so a look changes nothing.
+    pub(crate) async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        let connection = self.connection().await?;
+        let channel = connection.create_channel().await?;
+        let queue = self.topology.dead_queue();
+        let mut letters = Vec::new();
+        while letters.len() < limit {
+            let Some(message) = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await?
+            else {
+                break;
+            };
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            letters.push(DeadLetter {
+                envelope: envelope_of(&message.delivery),
+                reason: header_text(&headers, "x-first-death-reason"),
+                queue: header_text(&headers, "x-first-death-queue"),
+            });
+        }
+        let _ = channel.close(200, "dead letters read".into()).await;
+        Ok(letters)
+    }
+
+    pub(crate) async fn replay_dead_letters(&self, limit: usize) -> Result<usize, BusError> {
+        let connection = self.connection().await?;
+        let channel = connection.create_channel().await?;
+        let queue = self.topology.dead_queue();
+        let mut replayed = 0;
+        while replayed < limit {
+            let Some(message) = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await?
+            else {
+                break;
+            };
+            let envelope = envelope_of(&message.delivery);
+            // Confirmed first, removed second: a failure between the two leaves a
+            // duplicate, which the consumers' inbox absorbs, never a loss.
+            self.publish_confirmed(std::slice::from_ref(&envelope))
+                .await?;
+            message
+                .delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await?;
+            replayed += 1;
+        }
+        let _ = channel.close(200, "dead letters replayed".into()).await;
+        Ok(replayed)
     }
 
     pub(crate) async fn consume(

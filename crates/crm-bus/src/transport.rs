@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::memory::{InProcessBus, MemoryAck};
 use crate::rabbit::RabbitBus;
-use crate::{BusError, Envelope, Topology};
+use crate::{BusError, DeadLetter, Envelope, Topology};
 
 #[derive(Debug, Clone)]
 pub struct BusConfig {
@@ -79,6 +79,24 @@ impl Bus {
         match self {
             Bus::Rabbit(bus) => bus.subscribe_live(routing_key).await,
             Bus::InProcess(bus) => bus.subscribe_live(routing_key),
+        }
+    }
+
+    /// Up to `limit` dead-lettered messages, oldest first, left where they are.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.dead_letters(limit).await,
+            Bus::InProcess(bus) => Ok(bus.dead_letters(limit)),
+        }
+    }
+
+    /// Publishes up to `limit` dead-lettered messages again under their original
+    /// routing key, each removed from the dead-letter queue only once the broker
+    /// confirmed its new copy. Returns how many were replayed.
+    pub async fn replay_dead_letters(&self, limit: usize) -> Result<usize, BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.replay_dead_letters(limit).await,
+            Bus::InProcess(bus) => bus.replay_dead_letters(limit),
         }
     }
 

@@ -49,10 +49,31 @@ enum Command {
         #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true)]
         secret: String,
     },
+    /// Show or replay messages in the dead-letter queue (RabbitMQ).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        #[command(flatten)]
+        settings: crm_runtime::Settings,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[command(flatten)]
         settings: crm_runtime::Settings,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Print the oldest dead-lettered messages; they stay in the queue.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Publish dead-lettered messages again under their original routing key.
+    Replay {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -79,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::DeadLetters { action, settings } => dead_letters(action, &settings).await,
         Command::Migrate { settings } => {
             crm_runtime::install_crypto_provider();
             let db = crm_store::connect(
@@ -95,6 +117,51 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(settings: crm_runtime::Settings) -> anyhow::Result<()> {
     crm_runtime::run_process("crm", &settings, Schema::All, &all_modules()).await?;
+    Ok(())
+}
+
+async fn dead_letters(
+    action: DeadLetterAction,
+    settings: &crm_runtime::Settings,
+) -> anyhow::Result<()> {
+    if settings.amqp_url.is_none() {
+        anyhow::bail!(
+            "set CRM_AMQP_URL: the in-process transport keeps its dead letters in the serving process's memory"
+        );
+    }
+    crm_runtime::install_crypto_provider();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus = crm_bus::Bus::start(
+        &crm_bus::BusConfig {
+            amqp_url: settings.amqp_url.clone(),
+            prefix: settings.queue_prefix.clone(),
+            ephemeral: settings.ephemeral_queues,
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    match action {
+        DeadLetterAction::List { limit } => {
+            let letters = bus.dead_letters(limit).await?;
+            for letter in &letters {
+                println!(
+                    "{}  {}  routing_key={}  occurred_at={}  died_in={}  reason={}",
+                    letter.envelope.message_id,
+                    letter.envelope.message_type,
+                    letter.envelope.routing_key,
+                    letter.envelope.occurred_at.to_rfc3339(),
+                    letter.queue.as_deref().unwrap_or("?"),
+                    letter.reason.as_deref().unwrap_or("?"),
+                );
+            }
+            println!("{} dead-lettered message(s) shown", letters.len());
+        }
+        DeadLetterAction::Replay { limit } => {
+            let replayed = bus.replay_dead_letters(limit).await?;
+            println!("{replayed} message(s) replayed");
+        }
+    }
+    shutdown.cancel();
     Ok(())
 }
 
