@@ -14,8 +14,13 @@ run:
 	$(CARGO) run --quiet -p crm -- demo
 
 ## serve: every service on 127.0.0.1:50051 (SQLite under ./data unless CRM_DATABASE_URL)
+## A development-only PII key is made once under ./data (never used in production,
+## where CRM_PII_KEY comes from the deployment's secret store).
 serve:
-	CRM_JWT_SECRET=$${CRM_JWT_SECRET:-dev-secret-change-me-0123456789} $(CARGO) run -p crm -- serve
+	@mkdir -p data && { test -s data/.dev-pii-key || head -c 32 /dev/urandom | base64 > data/.dev-pii-key; }
+	CRM_JWT_SECRET=$${CRM_JWT_SECRET:-dev-secret-change-me-0123456789} \
+	CRM_PII_KEY=$${CRM_PII_KEY:-$$(cat data/.dev-pii-key)} \
+	$(CARGO) run -p crm -- serve
 
 build:
 	$(CARGO) build --workspace --all-targets

@@ -70,6 +70,7 @@ fn compose_runs_every_service_binary_with_its_dependencies_and_health_checks() {
             "CRM_DATABASE_URL",
             "CRM_AMQP_URL",
             "CRM_JWT_SECRET",
+            "CRM_PII_KEY",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "CRM_DATABASE_SCHEMA",
         ] {

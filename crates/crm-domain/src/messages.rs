@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 pub const STAFF_CHANGED: &str = "directory.staff_changed";
 pub const PAIR_CHANGED: &str = "directory.pair_changed";
 pub const COVERAGE_CHANGED: &str = "client.coverage_changed";
+/// A client's tier changed (by the tier rule with its hysteresis).
+pub const TIER_CHANGED: &str = "client.tier_changed";
+/// An RM recorded a contact with a client (stops referral SLA clocks).
+pub const INTERACTION_LOGGED: &str = "client.interaction_logged";
 pub const REFERRAL_ASSIGNED: &str = "referral.assigned";
 pub const REFERRAL_ACCEPTED: &str = "referral.accepted";
 /// Routed to `rm.<staff_id>`: a work item was created or changed.
@@ -43,6 +47,29 @@ pub struct CoverageChanged {
     pub do_not_contact: bool,
     pub reason: String,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierChanged {
+    pub client_id: String,
+    pub home_branch_id: String,
+    /// None for a new client.
+    pub previous_tier: Option<String>,
+    pub tier: String,
+    pub aum_daily_avg_minor: i64,
+    pub currency: String,
+    pub primary_rm_id: Option<String>,
+    pub do_not_contact: bool,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractionLogged {
+    pub interaction_id: String,
+    pub client_id: String,
+    pub staff_id: String,
+    pub channel: String,
+    pub occurred_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

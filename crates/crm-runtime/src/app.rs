@@ -2,11 +2,13 @@
 //! a gRPC server, and one shutdown token that drains it all.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crm_auth::AuthInterceptor;
 use crm_bus::{Bus, BusConfig};
-use crm_store::Db;
+use crm_domain::tier::TierPolicy;
 use crm_store::migrator::Schema;
+use crm_store::{Db, Vault};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +23,9 @@ pub struct Infra {
     pub shutdown: CancellationToken,
     /// Background work (relays, consumers) the process waits for on shutdown.
     pub tasks: TaskTracker,
+    /// Seals personal data at rest and signs page tokens.
+    pub vault: Arc<Vault>,
+    pub tiers: TierPolicy,
 }
 
 /// A service of the suite, as a process mounts it.
@@ -59,6 +64,8 @@ impl App {
     ) -> Result<App, AppError> {
         crate::install_crypto_provider();
         let keys = settings.jwt_keys()?;
+        let vault = settings.vault()?;
+        let tiers = settings.tier_policy()?;
         let database_url = settings.database_url()?;
         let db = crm_store::connect(&database_url, settings.database_schema.as_deref()).await?;
         crm_store::migrator::migrate(&db, schema).await?;
@@ -77,6 +84,8 @@ impl App {
             auth: AuthInterceptor::new(keys),
             shutdown,
             tasks: TaskTracker::new(),
+            vault,
+            tiers,
         };
         let mut server = Server::bind(settings.listen_addr).await?;
         for module in modules {

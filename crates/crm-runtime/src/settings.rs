@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crm_auth::JwtKeys;
+use crm_domain::tier::{TierPolicy, TierThresholds};
+use crm_store::Vault;
 use secrecy::SecretString;
 
 /// The settings of API.md, each a flag and a `CRM_*` environment variable.
@@ -32,6 +34,29 @@ pub struct Settings {
     /// RS256 public key (PEM) of the identity provider; takes precedence.
     #[arg(long, env = "CRM_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// 32 random bytes, base64 (`openssl rand -base64 32`): seals national ids and
+    /// phone numbers at rest and keys their lookup hashes and page tokens.
+    #[arg(long, env = "CRM_PII_KEY", hide_env_values = true)]
+    pub pii_key: Option<String>,
+    /// Lower bounds of TIER_WEALTH, TIER_HNW and TIER_PRIVATE, in CNY of 30-day
+    /// daily-average AUM.
+    #[arg(
+        long,
+        env = "CRM_TIER_THRESHOLDS_CNY",
+        value_delimiter = ',',
+        num_args = 3,
+        default_values_t = [1_000_000, 5_000_000, 10_000_000]
+    )]
+    pub tier_thresholds_cny: Vec<i64>,
+    /// How far (percent) below its tier's lower bound a client's average may fall
+    /// before the tier drops (see the README's tier rule).
+    #[arg(
+        long,
+        env = "CRM_TIER_HYSTERESIS_PERCENT",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u8).range(0..=50)
+    )]
+    pub tier_hysteresis_percent: u8,
 }
 
 impl std::fmt::Debug for Settings {
@@ -47,6 +72,9 @@ impl std::fmt::Debug for Settings {
             .field("queue_prefix", &self.queue_prefix)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
             .field("jwt_public_key", &self.jwt_public_key)
+            .field("pii_key", &self.pii_key.as_ref().map(|_| "***"))
+            .field("tier_thresholds_cny", &self.tier_thresholds_cny)
+            .field("tier_hysteresis_percent", &self.tier_hysteresis_percent)
             .finish()
     }
 }
@@ -69,6 +97,12 @@ pub enum SettingsError {
     NoJwtKey,
     #[error("jwt key: {0}")]
     JwtKey(#[from] crm_auth::AuthError),
+    #[error("CRM_PII_KEY must be set: 32 random bytes, base64 (`openssl rand -base64 32`)")]
+    NoPiiKey,
+    #[error(transparent)]
+    PiiKey(#[from] crm_store::VaultError),
+    #[error("tier thresholds must be three positive amounts in rising order, got {0:?}")]
+    TierThresholds(Vec<i64>),
     #[error("could not read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -100,6 +134,57 @@ impl Settings {
         }
         let secret = self.jwt_secret.clone().ok_or(SettingsError::NoJwtKey)?;
         Ok(Arc::new(JwtKeys::hs256(&SecretString::from(secret))?))
+    }
+}
+
+impl Settings {
+    pub fn vault(&self) -> Result<Arc<Vault>, SettingsError> {
+        let key = self.pii_key.clone().ok_or(SettingsError::NoPiiKey)?;
+        Ok(Arc::new(Vault::from_base64(&SecretString::from(key))?))
+    }
+
+    pub fn tier_policy(&self) -> Result<TierPolicy, SettingsError> {
+        let fen = |yuan: i64| yuan.checked_mul(100);
+        let bad = || SettingsError::TierThresholds(self.tier_thresholds_cny.clone());
+        let [wealth, hnw, private] = self.tier_thresholds_cny[..] else {
+            return Err(bad());
+        };
+        if !(0 < wealth && wealth < hnw && hnw < private) {
+            return Err(bad());
+        }
+        Ok(TierPolicy {
+            thresholds: TierThresholds {
+                wealth: fen(wealth).ok_or_else(bad)?,
+                hnw: fen(hnw).ok_or_else(bad)?,
+                private: fen(private).ok_or_else(bad)?,
+            },
+            hysteresis_percent: self.tier_hysteresis_percent,
+        })
+    }
+
+    /// Settings for an in-process app on port 0 (tests, the demo, benchmarks): the
+    /// given stores, fresh secrets, ephemeral queues, default tiers.
+    pub fn for_local_app(
+        database_url: String,
+        database_schema: Option<String>,
+        amqp_url: Option<String>,
+        queue_prefix: String,
+        jwt_secret: String,
+    ) -> Result<Settings, SettingsError> {
+        use secrecy::ExposeSecret;
+        Ok(Settings {
+            listen_addr: ([127, 0, 0, 1], 0).into(),
+            database_url: Some(database_url),
+            database_schema,
+            amqp_url,
+            queue_prefix,
+            ephemeral_queues: true,
+            jwt_secret: Some(jwt_secret),
+            jwt_public_key: None,
+            pii_key: Some(Vault::generate_key()?.expose_secret().to_owned()),
+            tier_thresholds_cny: vec![1_000_000, 5_000_000, 10_000_000],
+            tier_hysteresis_percent: 5,
+        })
     }
 }
 

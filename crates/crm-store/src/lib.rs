@@ -11,6 +11,8 @@ pub mod clients;
 pub mod db;
 pub mod migrator;
 pub mod referrals;
+pub mod vault;
 
 pub use db::{Backend, Db, StoreError, connect};
 pub use sea_orm;
+pub use vault::{Vault, VaultError};

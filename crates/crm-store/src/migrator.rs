@@ -13,6 +13,7 @@ impl MigratorTrait for ClientsMigrator {
         vec![
             Box::new(bus::migration::Migration),
             Box::new(clients::migration::Migration),
+            Box::new(clients::book_migration::Migration),
         ]
     }
 }
@@ -47,6 +48,7 @@ impl MigratorTrait for AllMigrator {
             Box::new(bus::migration::Migration),
             Box::new(clients::migration::Migration),
             Box::new(referrals::migration::Migration),
+            Box::new(clients::book_migration::Migration),
         ]
     }
 }

@@ -75,16 +75,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         }
     };
     let queue_prefix = format!("{}.", unique_name("q"));
-    let settings = crm_runtime::Settings {
-        listen_addr: ([127, 0, 0, 1], 0).into(),
-        database_url: Some(database_url),
-        database_schema: schema.clone(),
-        amqp_url: amqp,
-        queue_prefix: queue_prefix.clone(),
-        ephemeral_queues: true,
-        jwt_secret: Some(TEST_JWT_SECRET.to_owned()),
-        jwt_public_key: None,
-    };
+    let settings = crm_runtime::Settings::for_local_app(
+        database_url,
+        schema.clone(),
+        amqp,
+        queue_prefix.clone(),
+        TEST_JWT_SECRET.to_owned(),
+    )
+    .unwrap();
     let shutdown = CancellationToken::new();
     let modules: [&dyn crm_runtime::ServiceModule; 4] = [
         &crm_clients::Module,

@@ -1,28 +1,28 @@
-//! ClientService: the client book. Reads are scoped by the caller's role and
-//! coverage here, in the service, not only by the interceptor.
+//! ClientService: the client book. Who may see what lives in `access`; every read
+//! and write leaves a line in the audit trail (`audit`).
 
 use std::sync::Arc;
 
 use chrono::Utc;
-use crm_auth::{Principal, principal_of, wire};
 use crm_domain::messages::{COVERAGE_CHANGED, CoverageChanged};
-use crm_domain::pii::{mask_national_id, mask_phone};
-use crm_domain::tier::Tier;
 use crm_domain::validation::check_text;
-use crm_domain::{BranchId, ClientId, Money, Role, StaffId, Violations};
+use crm_domain::{ClientId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, client_service_server::ClientService};
-use crm_store::clients::{client, staff};
+use crm_store::clients::{client, client_segment, staff};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait, IntoActiveModel,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, TransactionTrait,
 };
 use tonic::{Request, Response, Status};
 
+use crate::access::{View, view_for};
+use crate::audit::{self, Actor, Entry};
+use crate::client_wire::{ClientInput, client_to_proto, parse_client};
 use crate::error::{ClientsError, Result};
-use crate::{ClientsState, SERVICE};
+use crate::{ClientsState, SERVICE, tiering};
 
 pub struct ClientBook {
-    state: Arc<ClientsState>,
+    pub(crate) state: Arc<ClientsState>,
 }
 
 impl ClientBook {
@@ -31,178 +31,11 @@ impl ClientBook {
     }
 }
 
-/// How much of a client record a caller may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum View {
-    /// Everything, PII in clear.
-    Full,
-    /// Everything, national id and phone masked.
-    Masked,
-    /// Name and tier only (campaign admins).
-    NameAndTier,
-}
-
-fn covers(model: &client::Model, staff_id: &StaffId) -> bool {
-    [
-        &model.primary_rm_id,
-        &model.wealth_manager_id,
-        &model.private_banker_id,
-    ]
-    .into_iter()
-    .any(|id| id.as_deref() == Some(staff_id.as_str()))
-}
-
-/// API.md's role table for reading one client.
-fn view_for(principal: &Principal, model: &client::Model) -> Option<View> {
-    let own_branch = model.home_branch_id == principal.branch_id.as_str();
-    match principal.role {
-        Role::System => Some(View::Full),
-        Role::Rm if covers(model, &principal.staff_id) => Some(View::Full),
-        Role::BranchManager if own_branch || covers(model, &principal.staff_id) => Some(View::Full),
-        Role::Teller if own_branch => Some(View::Masked),
-        Role::CampaignAdmin => Some(View::NameAndTier),
-        _ => None,
-    }
-}
-
-fn tier_to_proto(tier: &str) -> pb::Tier {
-    match Tier::parse(tier) {
-        Some(Tier::Mass) => pb::Tier::Mass,
-        Some(Tier::Wealth) => pb::Tier::Wealth,
-        Some(Tier::Hnw) => pb::Tier::Hnw,
-        Some(Tier::Private) => pb::Tier::Private,
-        None => pb::Tier::Unspecified,
-    }
-}
-
-fn kind_to_proto(kind: &str) -> pb::ClientKind {
-    match kind {
-        "individual" => pb::ClientKind::Individual,
-        "corporate" => pb::ClientKind::Corporate,
-        _ => pb::ClientKind::Unspecified,
-    }
-}
-
-fn client_to_proto(model: client::Model, view: View) -> pb::Client {
-    let tier = tier_to_proto(&model.tier) as i32;
-    if view == View::NameAndTier {
-        return pb::Client {
-            client_id: model.client_id,
-            full_name: model.full_name,
-            tier,
-            ..Default::default()
-        };
-    }
-    let (national_id, phone) = match view {
-        View::Full => (model.national_id, model.phone),
-        _ => (
-            mask_national_id(&model.national_id),
-            mask_phone(&model.phone),
-        ),
-    };
-    pb::Client {
-        client_id: model.client_id,
-        full_name: model.full_name,
-        national_id,
-        phone,
-        home_branch_id: model.home_branch_id,
-        kind: kind_to_proto(&model.kind) as i32,
-        segments: serde_json::from_str(&model.segments).unwrap_or_default(),
-        do_not_contact: model.do_not_contact,
-        tier,
-        aum_daily_avg: Some(pb::Money {
-            minor_units: model.aum_minor_units,
-            currency: model.aum_currency,
-        }),
-        coverage: Some(pb::Coverage {
-            primary_rm_id: model.primary_rm_id.unwrap_or_default(),
-            wealth_manager_id: model.wealth_manager_id.unwrap_or_default(),
-            private_banker_id: model.private_banker_id.unwrap_or_default(),
-        }),
-        last_contact_at: wire::optional_timestamp(model.last_contact_at),
-        created_at: Some(wire::timestamp(model.created_at)),
-        updated_at: Some(wire::timestamp(model.updated_at)),
-    }
-}
-
-/// A client record as parsed from an UpsertClient request.
-struct ClientInput {
-    client_id: ClientId,
-    full_name: String,
-    national_id: String,
-    phone: String,
-    home_branch_id: BranchId,
-    kind: &'static str,
-    segments: Vec<String>,
-    do_not_contact: bool,
-    aum: Money,
-}
-
-fn parse_client(input: &pb::Client) -> std::result::Result<ClientInput, Violations> {
-    let mut violations = Violations::new();
-    let client_id = violations.check("client.client_id", ClientId::parse(&input.client_id));
-    check_text(
-        &mut violations,
-        "client.full_name",
-        &input.full_name,
-        true,
-        200,
-    );
-    if input.national_id.len() > 32 || !input.national_id.chars().all(|c| c.is_ascii_alphanumeric())
-    {
-        violations.add(
-            "client.national_id",
-            "must be at most 32 letters and digits",
-        );
-    }
-    if input.phone.len() > 20 || !input.phone.chars().all(|c| c.is_ascii_digit() || c == '+') {
-        violations.add("client.phone", "must be at most 20 digits");
-    }
-    let home_branch_id = violations.check(
-        "client.home_branch_id",
-        BranchId::parse(&input.home_branch_id),
-    );
-    let kind = match pb::ClientKind::try_from(input.kind) {
-        Ok(pb::ClientKind::Individual) => Some("individual"),
-        Ok(pb::ClientKind::Corporate) => Some("corporate"),
-        _ => {
-            violations.add("client.kind", "must be INDIVIDUAL or CORPORATE");
-            None
-        }
-    };
-    for (index, segment) in input.segments.iter().enumerate() {
-        let well_formed = !segment.is_empty()
-            && segment.len() <= 40
-            && segment
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !well_formed {
-            violations.add(
-                format!("client.segments[{index}]"),
-                "must be 1 to 40 of a-z, 0-9, '_'",
-            );
-        }
-    }
-    let aum = match &input.aum_daily_avg {
-        Some(money) => violations.check(
-            "client.aum_daily_avg",
-            Money::parse_non_negative(money.minor_units, &money.currency),
-        ),
-        None => Some(Money::cny(0)),
-    };
-    violations.finish(|| {
-        Some(ClientInput {
-            client_id: client_id?,
-            full_name: input.full_name.trim().to_owned(),
-            national_id: input.national_id.clone(),
-            phone: input.phone.clone(),
-            home_branch_id: home_branch_id?,
-            kind: kind?,
-            segments: input.segments.clone(),
-            do_not_contact: input.do_not_contact,
-            aum: aum?,
-        })
-    })
+/// A client id from a request for the audit trail: the parsed id, or nothing.
+pub(crate) fn audited_client_id(raw: &str) -> String {
+    ClientId::parse(raw)
+        .map(|id| id.to_string())
+        .unwrap_or_default()
 }
 
 /// Announces a client's routing-relevant data in the caller's transaction.
@@ -232,11 +65,38 @@ async fn announce_coverage(
     Ok(())
 }
 
-async fn find_client(db: &impl ConnectionTrait, client_id: &ClientId) -> Result<client::Model> {
+pub(crate) async fn find_client(
+    db: &impl ConnectionTrait,
+    client_id: &ClientId,
+) -> Result<client::Model> {
     client::Entity::find_by_id(client_id.as_str())
         .one(db)
         .await?
         .ok_or_else(|| ClientsError::NotFound(format!("client {client_id}")))
+}
+
+/// Replaces the client's segment rows when the set changed.
+async fn store_segments(
+    transaction: &impl ConnectionTrait,
+    client_id: &str,
+    segments: &[String],
+) -> Result<()> {
+    client_segment::Entity::delete_many()
+        .filter(client_segment::Column::ClientId.eq(client_id))
+        .exec(transaction)
+        .await?;
+    if segments.is_empty() {
+        return Ok(());
+    }
+    client_segment::Entity::insert_many(segments.iter().map(|segment| {
+        client_segment::ActiveModel {
+            client_id: Set(client_id.to_owned()),
+            segment: Set(segment.clone()),
+        }
+    }))
+    .exec_without_returning(transaction)
+    .await?;
+    Ok(())
 }
 
 /// An optional coverage slot: empty, or an active staff member.
@@ -265,6 +125,11 @@ async fn check_coverage_staff(
     }
 }
 
+const CREATE: &str = "client.create";
+const UPDATE: &str = "client.update";
+const READ: &str = "client.read";
+const ASSIGN_COVERAGE: &str = "client.assign_coverage";
+
 /// The RPC handlers, in the crate's own error type so `?` reads plainly.
 impl ClientBook {
     #[tracing::instrument(skip_all, fields(client_id))]
@@ -272,80 +137,154 @@ impl ClientBook {
         &self,
         request: Request<pb::UpsertClientRequest>,
     ) -> Result<Response<pb::UpsertClientResponse>> {
-        let principal = principal_of(&request)?;
-        principal.require_any(
-            &[Role::System, Role::Rm, Role::BranchManager],
-            "upsert clients",
-        )?;
-        let input = parse_client(&request.into_inner().client.unwrap_or_default())?;
-        tracing::Span::current().record("client_id", input.client_id.as_str());
+        let actor = Actor::of(&request)?;
+        let principal = &actor.principal;
         let db = &self.state.db;
-        let now = Utc::now();
-        let tier = self.state.tiers.classify(input.aum.minor_units());
+        let raw = request.into_inner().client.unwrap_or_default();
+        if !matches!(
+            principal.role,
+            Role::System | Role::Rm | Role::BranchManager
+        ) {
+            let why = format!("role {} may not write client records", principal.role);
+            let entry = Entry::denied(UPDATE, None, &audited_client_id(&raw.client_id), &why);
+            return Err(audit::refuse(db, &actor, entry).await);
+        }
+        let input = parse_client(&raw)?;
+        tracing::Span::current().record("client_id", input.client_id.as_str());
         let transaction = db.begin().await?;
         let existing = client::Entity::find_by_id(input.client_id.as_str())
             .one(&transaction)
             .await?;
-        let segments = serde_json::to_string(&input.segments).unwrap_or_else(|_| "[]".to_owned());
-        let (stored, announce) = match existing {
+        let (stored, previous_tier, routing_relevant) = match existing {
+            None if principal.role != Role::System => {
+                let why = "only core banking (system) creates clients";
+                let entry = Entry::denied(CREATE, None, input.client_id.as_str(), why);
+                return Err(audit::refuse_in(transaction, &actor, entry).await);
+            }
             None => {
-                if principal.role != Role::System {
-                    return Err(ClientsError::PermissionDenied(
-                        "only core banking (system) creates clients".into(),
-                    ));
-                }
-                let row = client::ActiveModel {
-                    client_id: Set(input.client_id.to_string()),
-                    full_name: Set(input.full_name),
-                    national_id: Set(input.national_id),
-                    phone: Set(input.phone),
-                    home_branch_id: Set(input.home_branch_id.to_string()),
-                    kind: Set(input.kind.to_owned()),
-                    segments: Set(segments),
-                    do_not_contact: Set(input.do_not_contact),
-                    tier: Set(tier.to_string()),
-                    aum_minor_units: Set(input.aum.minor_units()),
-                    aum_currency: Set(input.aum.currency().to_owned()),
-                    primary_rm_id: Set(None),
-                    wealth_manager_id: Set(None),
-                    private_banker_id: Set(None),
-                    last_contact_at: Set(None),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                };
-                (row.insert(&transaction).await?, true)
+                let stored = self.insert_client(&transaction, input).await?;
+                audit::record(&transaction, &actor, [Entry::allowed(CREATE, &stored)]).await?;
+                (stored, None, true)
             }
             Some(current) => {
-                if view_for(&principal, &current) != Some(View::Full) {
-                    return Err(ClientsError::PermissionDenied(
-                        "client is outside your coverage".into(),
-                    ));
+                if let Some(why) = self.update_refusal(principal, &current, &input) {
+                    let entry = Entry::denied(UPDATE, Some(&current), "", &why);
+                    return Err(audit::refuse_in(transaction, &actor, entry).await);
                 }
+                let previous_tier = current.tier.clone();
                 let routing_relevant = current.home_branch_id != input.home_branch_id.as_str()
                     || current.do_not_contact != input.do_not_contact;
-                let mut row = current.into_active_model();
-                row.full_name = Set(input.full_name);
-                row.national_id = Set(input.national_id);
-                row.phone = Set(input.phone);
-                row.home_branch_id = Set(input.home_branch_id.to_string());
-                row.kind = Set(input.kind.to_owned());
-                row.segments = Set(segments);
-                row.do_not_contact = Set(input.do_not_contact);
-                row.tier = Set(tier.to_string());
-                row.aum_minor_units = Set(input.aum.minor_units());
-                row.aum_currency = Set(input.aum.currency().to_owned());
-                row.updated_at = Set(now);
-                (row.update(&transaction).await?, routing_relevant)
+                let stored = self.update_client(&transaction, current, input).await?;
+                audit::record(&transaction, &actor, [Entry::allowed(UPDATE, &stored)]).await?;
+                (stored, Some(previous_tier), routing_relevant)
             }
         };
-        if announce {
+        if routing_relevant {
             announce_coverage(&transaction, &stored, "client record changed").await?;
         }
+        tiering::announce_if_changed(&transaction, &stored, previous_tier.as_deref()).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertClientResponse {
-            client: Some(client_to_proto(stored, View::Full)),
+            client: Some(client_to_proto(stored, View::Full, &self.state.vault)?),
         }))
+    }
+
+    /// Why `principal` may not apply `input` to `current`, if they may not.
+    fn update_refusal(
+        &self,
+        principal: &crm_auth::Principal,
+        current: &client::Model,
+        input: &ClientInput,
+    ) -> Option<String> {
+        if view_for(principal, current) != Some(View::Full) {
+            return Some("client is outside your coverage".into());
+        }
+        if principal.role == Role::System {
+            return None;
+        }
+        // Balances and the home branch come from core banking, not from staff.
+        if input
+            .aum
+            .as_ref()
+            .is_some_and(|aum| aum.minor_units() != current.aum_minor_units)
+        {
+            return Some("aum_daily_avg comes from core banking (system) only".into());
+        }
+        if input.home_branch_id.as_str() != current.home_branch_id {
+            return Some("only core banking (system) moves a client to another branch".into());
+        }
+        None
+    }
+
+    async fn insert_client(
+        &self,
+        transaction: &impl ConnectionTrait,
+        input: ClientInput,
+    ) -> Result<client::Model> {
+        let vault = &self.state.vault;
+        let now = Utc::now();
+        let aum = input.aum.unwrap_or(crm_domain::Money::cny(0));
+        let tier = tiering::next_tier(&self.state.tiers, None, aum.minor_units());
+        let row = client::ActiveModel {
+            client_id: Set(input.client_id.to_string()),
+            full_name: Set(input.full_name),
+            national_id: Set(vault.seal(&input.national_id)?),
+            national_id_hash: Set(vault.lookup_hash(&input.national_id)),
+            phone: Set(vault.seal(&input.phone)?),
+            phone_hash: Set(vault.lookup_hash(&input.phone)),
+            home_branch_id: Set(input.home_branch_id.to_string()),
+            kind: Set(input.kind.to_owned()),
+            segments: Set(serde_json::to_string(&input.segments)?),
+            do_not_contact: Set(input.do_not_contact),
+            tier: Set(tier.to_string()),
+            aum_minor_units: Set(aum.minor_units()),
+            aum_currency: Set(aum.currency().to_owned()),
+            primary_rm_id: Set(None),
+            wealth_manager_id: Set(None),
+            private_banker_id: Set(None),
+            last_contact_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let stored = row.insert(transaction).await?;
+        store_segments(transaction, &stored.client_id, &input.segments).await?;
+        Ok(stored)
+    }
+
+    async fn update_client(
+        &self,
+        transaction: &impl ConnectionTrait,
+        current: client::Model,
+        input: ClientInput,
+    ) -> Result<client::Model> {
+        let vault = &self.state.vault;
+        let segments = serde_json::to_string(&input.segments)?;
+        let segments_changed = current.segments != segments;
+        let (aum_minor, aum_currency) = match input.aum {
+            Some(aum) => (aum.minor_units(), aum.currency().to_owned()),
+            None => (current.aum_minor_units, current.aum_currency.clone()),
+        };
+        let tier = tiering::next_tier(&self.state.tiers, Some(&current.tier), aum_minor);
+        let mut row = current.into_active_model();
+        row.full_name = Set(input.full_name);
+        row.national_id = Set(vault.seal(&input.national_id)?);
+        row.national_id_hash = Set(vault.lookup_hash(&input.national_id));
+        row.phone = Set(vault.seal(&input.phone)?);
+        row.phone_hash = Set(vault.lookup_hash(&input.phone));
+        row.home_branch_id = Set(input.home_branch_id.to_string());
+        row.kind = Set(input.kind.to_owned());
+        row.segments = Set(segments);
+        row.do_not_contact = Set(input.do_not_contact);
+        row.tier = Set(tier.to_string());
+        row.aum_minor_units = Set(aum_minor);
+        row.aum_currency = Set(aum_currency);
+        row.updated_at = Set(Utc::now());
+        let stored = row.update(transaction).await?;
+        if segments_changed {
+            store_segments(transaction, &stored.client_id, &input.segments).await?;
+        }
+        Ok(stored)
     }
 
     #[tracing::instrument(skip_all, fields(client_id))]
@@ -353,17 +292,21 @@ impl ClientBook {
         &self,
         request: Request<pb::GetClientRequest>,
     ) -> Result<Response<pb::GetClientResponse>> {
-        let principal = principal_of(&request)?;
+        let actor = Actor::of(&request)?;
         let mut violations = Violations::new();
         let client_id =
             violations.check("client_id", ClientId::parse(&request.get_ref().client_id));
         let client_id = violations.finish(|| client_id)?;
         tracing::Span::current().record("client_id", client_id.as_str());
-        let stored = find_client(&self.state.db, &client_id).await?;
-        let view = view_for(&principal, &stored)
-            .ok_or_else(|| ClientsError::PermissionDenied("client is outside your scope".into()))?;
+        let db = &self.state.db;
+        let stored = find_client(db, &client_id).await?;
+        let Some(view) = view_for(&actor.principal, &stored) else {
+            let entry = Entry::denied(READ, Some(&stored), "", "client is outside your scope");
+            return Err(audit::refuse(db, &actor, entry).await);
+        };
+        audit::record(db, &actor, [Entry::allowed(READ, &stored)]).await?;
         Ok(Response::new(pb::GetClientResponse {
-            client: Some(client_to_proto(stored, view)),
+            client: Some(client_to_proto(stored, view, &self.state.vault)?),
         }))
     }
 
@@ -372,10 +315,20 @@ impl ClientBook {
         &self,
         request: Request<pb::AssignCoverageRequest>,
     ) -> Result<Response<pb::AssignCoverageResponse>> {
-        let principal = principal_of(&request)?;
-        principal.require_any(&[Role::System, Role::BranchManager], "assign coverage")?;
+        let actor = Actor::of(&request)?;
+        let principal = &actor.principal;
         let input = request.into_inner();
         let db = &self.state.db;
+        if !matches!(principal.role, Role::System | Role::BranchManager) {
+            let why = format!("role {} may not assign coverage", principal.role);
+            let entry = Entry::denied(
+                ASSIGN_COVERAGE,
+                None,
+                &audited_client_id(&input.client_id),
+                &why,
+            );
+            return Err(audit::refuse(db, &actor, entry).await);
+        }
         let mut violations = Violations::new();
         let client_id = violations.check("client_id", ClientId::parse(&input.client_id));
         check_text(&mut violations, "reason", &input.reason, false, 500);
@@ -403,26 +356,32 @@ impl ClientBook {
         if principal.role == Role::BranchManager
             && current.home_branch_id != principal.branch_id.as_str()
         {
-            return Err(ClientsError::PermissionDenied(
-                "client of another branch".into(),
-            ));
+            let entry = Entry::denied(
+                ASSIGN_COVERAGE,
+                Some(&current),
+                "",
+                "client of another branch",
+            );
+            return Err(audit::refuse_in(transaction, &actor, entry).await);
         }
+        let reason = if input.reason.trim().is_empty() {
+            "coverage assigned"
+        } else {
+            input.reason.trim()
+        };
         let mut row = current.into_active_model();
         row.primary_rm_id = Set(primary);
         row.wealth_manager_id = Set(wealth);
         row.private_banker_id = Set(private);
         row.updated_at = Set(Utc::now());
         let stored = row.update(&transaction).await?;
-        let reason = if input.reason.trim().is_empty() {
-            "coverage assigned"
-        } else {
-            input.reason.trim()
-        };
+        let entry = Entry::allowed(ASSIGN_COVERAGE, &stored).with_reason(reason);
+        audit::record(&transaction, &actor, [entry]).await?;
         announce_coverage(&transaction, &stored, reason).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::AssignCoverageResponse {
-            client: Some(client_to_proto(stored, View::Full)),
+            client: Some(client_to_proto(stored, View::Full, &self.state.vault)?),
         }))
     }
 }
@@ -447,11 +406,9 @@ impl ClientService for ClientBook {
 
     async fn search_clients(
         &self,
-        _request: Request<pb::SearchClientsRequest>,
+        request: Request<pb::SearchClientsRequest>,
     ) -> Result<Response<pb::SearchClientsResponse>, Status> {
-        Err(Status::unimplemented(
-            "SearchClients arrives with the client-book issue",
-        ))
+        Ok(self.handle_search_clients(request).await?)
     }
 
     async fn assign_coverage(
@@ -463,28 +420,22 @@ impl ClientService for ClientBook {
 
     async fn log_interaction(
         &self,
-        _request: Request<pb::LogInteractionRequest>,
+        request: Request<pb::LogInteractionRequest>,
     ) -> Result<Response<pb::LogInteractionResponse>, Status> {
-        Err(Status::unimplemented(
-            "LogInteraction arrives with the client-book issue",
-        ))
+        Ok(self.handle_log_interaction(request).await?)
     }
 
     async fn list_interactions(
         &self,
-        _request: Request<pb::ListInteractionsRequest>,
+        request: Request<pb::ListInteractionsRequest>,
     ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListInteractions arrives with the client-book issue",
-        ))
+        Ok(self.handle_list_interactions(request).await?)
     }
 
     async fn list_audit_events(
         &self,
-        _request: Request<pb::ListAuditEventsRequest>,
+        request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListAuditEvents arrives with the client-book issue",
-        ))
+        Ok(self.handle_list_audit_events(request).await?)
     }
 }

@@ -19,6 +19,10 @@ pub enum ClientsError {
     Db(#[from] sea_orm::DbErr),
     #[error("message could not be encoded")]
     Bus(#[from] crm_bus::BusError),
+    #[error("record could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("personal data: {0}")]
+    Vault(#[from] crm_store::VaultError),
 }
 
 impl From<Violations> for ClientsError {
@@ -45,6 +49,14 @@ impl From<ClientsError> for tonic::Status {
             }
             ClientsError::Bus(error) => {
                 tracing::error!(error = ?error, "message error");
+                tonic::Status::internal("internal error")
+            }
+            ClientsError::Encode(error) => {
+                tracing::error!(%error, "record could not be encoded");
+                tonic::Status::internal("internal error")
+            }
+            ClientsError::Vault(error) => {
+                tracing::error!(%error, "personal data could not be sealed or opened");
                 tonic::Status::internal("internal error")
             }
         }

@@ -1,19 +1,28 @@
 //! The clients service: the bank's directory (branches, staff, teller↔RM pairs) and
 //! the client book. Every change other services depend on leaves through the outbox
 //! in the same transaction: `directory.staff_changed`, `directory.pair_changed`,
-//! `client.coverage_changed`.
+//! `client.coverage_changed`, `client.tier_changed`, `client.interaction_logged`.
 
+mod access;
+mod audit;
+mod audit_log;
 mod client_book;
+mod client_wire;
 mod directory;
 mod error;
+mod interactions;
+mod page_token;
+mod search;
+mod tiering;
 
 use std::sync::Arc;
 
 use crm_auth::AuthInterceptor;
 use crm_bus::outbox::OutboxWaker;
+use crm_domain::tier::TierPolicy;
 use crm_proto::v1::client_service_server::ClientServiceServer;
 use crm_proto::v1::directory_service_server::DirectoryServiceServer;
-use crm_store::Db;
+use crm_store::{Db, Vault};
 use tonic::service::interceptor::InterceptedService;
 
 pub use client_book::ClientBook;
@@ -27,15 +36,17 @@ pub const SERVICE: &str = "clients";
 pub struct ClientsState {
     pub db: Db,
     pub outbox: OutboxWaker,
-    pub tiers: crm_domain::tier::TierThresholds,
+    pub vault: Arc<Vault>,
+    pub tiers: TierPolicy,
 }
 
 impl ClientsState {
-    pub fn new(db: Db) -> Self {
+    pub fn new(infra: &crm_runtime::Infra) -> Self {
         Self {
-            db,
+            db: infra.db.clone(),
             outbox: OutboxWaker::default(),
-            tiers: Default::default(),
+            vault: infra.vault.clone(),
+            tiers: infra.tiers,
         }
     }
 }
@@ -63,7 +74,7 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
-        let state = Arc::new(ClientsState::new(infra.db.clone()));
+        let state = Arc::new(ClientsState::new(infra));
         server.add_service(
             "crm.v1.DirectoryService",
             directory_service(state.clone(), infra.auth.clone()),

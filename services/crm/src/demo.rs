@@ -29,19 +29,6 @@ impl Caller {
     }
 }
 
-fn settings(database_url: String, secret: &str) -> crm_runtime::Settings {
-    crm_runtime::Settings {
-        listen_addr: ([127, 0, 0, 1], 0).into(),
-        database_url: Some(database_url),
-        database_schema: None,
-        amqp_url: None,
-        queue_prefix: String::new(),
-        ephemeral_queues: true,
-        jwt_secret: Some(secret.to_owned()),
-        jwt_public_key: None,
-    }
-}
-
 pub async fn run(client_count: u32) -> anyhow::Result<()> {
     let folder = std::env::temp_dir().join(format!("crm-demo-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&folder)?;
@@ -61,7 +48,13 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
         &crm_campaigns::Module,
     ];
     let app = crm_runtime::App::build(
-        &settings(database_url, &secret),
+        &crm_runtime::Settings::for_local_app(
+            database_url,
+            None,
+            None,
+            String::new(),
+            secret.clone(),
+        )?,
         Schema::All,
         &modules,
         shutdown.clone(),

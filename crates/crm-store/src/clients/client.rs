@@ -6,12 +6,18 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub client_id: String,
     pub full_name: String,
+    /// Sealed by [`crate::vault::Vault`]; never clear text.
     pub national_id: String,
+    /// Sealed by [`crate::vault::Vault`]; never clear text.
     pub phone: String,
+    /// Keyed lookup hash of the national id, for exact search.
+    pub national_id_hash: String,
+    /// Keyed lookup hash of the phone number, for exact search.
+    pub phone_hash: String,
     pub home_branch_id: String,
     /// `individual` or `corporate`.
     pub kind: String,
-    /// JSON array of segment names.
+    /// JSON array of segment names, as shown; `client_segments` is what searches use.
     #[sea_orm(column_type = "Text")]
     pub segments: String,
     pub do_not_contact: bool,

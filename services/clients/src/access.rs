@@ -1,0 +1,86 @@
+//! Who may see what in the client book (API.md's role table), in one place:
+//!
+//! | role            | reads                                         | sees               |
+//! |-----------------|-----------------------------------------------|--------------------|
+//! | system          | every client                                  | everything         |
+//! | rm              | clients they cover (any of the three posts)   | everything         |
+//! | branch_manager  | clients of their branch, and any they cover   | everything         |
+//! | teller          | clients of their branch, by id or phone only  | PII masked         |
+//! | campaign_admin  | every client                                  | name and tier only |
+//!
+//! Single reads check the loaded row with [`view_for`]; searches put the same rule
+//! into SQL with [`ClientScope`], so no query ever fetches rows outside the scope.
+
+use crm_auth::Principal;
+use crm_domain::{Role, StaffId};
+use crm_store::clients::client;
+use sea_orm::{ColumnTrait, Condition};
+
+/// How much of a client record a caller may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum View {
+    /// Everything, PII in clear.
+    Full,
+    /// Everything, national id and phone masked.
+    Masked,
+    /// Name and tier only.
+    NameAndTier,
+}
+
+/// Whether `staff_id` holds any of the client's three coverage posts.
+pub(crate) fn covers(model: &client::Model, staff_id: &StaffId) -> bool {
+    [
+        &model.primary_rm_id,
+        &model.wealth_manager_id,
+        &model.private_banker_id,
+    ]
+    .into_iter()
+    .any(|id| id.as_deref() == Some(staff_id.as_str()))
+}
+
+/// What `principal` may see of one client; None: nothing.
+pub(crate) fn view_for(principal: &Principal, model: &client::Model) -> Option<View> {
+    let own_branch = model.home_branch_id == principal.branch_id.as_str();
+    match principal.role {
+        Role::System => Some(View::Full),
+        Role::Rm if covers(model, &principal.staff_id) => Some(View::Full),
+        Role::BranchManager if own_branch || covers(model, &principal.staff_id) => Some(View::Full),
+        Role::Teller if own_branch => Some(View::Masked),
+        Role::CampaignAdmin => Some(View::NameAndTier),
+        _ => None,
+    }
+}
+
+/// The rows of `clients` a caller's searches may touch.
+pub(crate) struct ClientScope(Condition);
+
+/// `clients` rows whose coverage names `staff_id` in any post.
+pub(crate) fn covered_by(staff_id: &str) -> Condition {
+    Condition::any()
+        .add(client::Column::PrimaryRmId.eq(staff_id))
+        .add(client::Column::WealthManagerId.eq(staff_id))
+        .add(client::Column::PrivateBankerId.eq(staff_id))
+}
+
+impl ClientScope {
+    pub(crate) fn of(principal: &Principal) -> ClientScope {
+        let branch = client::Column::HomeBranchId.eq(principal.branch_id.as_str());
+        let staff_id = principal.staff_id.as_str();
+        ClientScope(match principal.role {
+            Role::System | Role::CampaignAdmin => Condition::all(),
+            Role::Rm => covered_by(staff_id),
+            Role::BranchManager => Condition::any().add(branch).add(covered_by(staff_id)),
+            Role::Teller => Condition::all().add(branch),
+        })
+    }
+
+    pub(crate) fn condition(self) -> Condition {
+        self.0
+    }
+}
+
+/// Interactions are part of the relationship: read and written by those who see
+/// the client whole, never by tellers or campaign admins.
+pub(crate) fn may_use_contact_log(principal: &Principal, model: &client::Model) -> bool {
+    view_for(principal, model) == Some(View::Full)
+}
