@@ -33,7 +33,8 @@ services:
 ## test stops and cuts the broker, so it runs alone, after the others.
 test: services
 	$(CARGO) test --workspace --all-targets --exclude crm-e2e
-	$(CARGO) test -p crm-e2e --test referral_flow --test bus_contract --test deploy_files --test one_trace
+	$(CARGO) test -p crm-e2e --test referral_flow --test bus_contract --test deploy_files --test one_trace \
+		--test access_matrix --test client_book --test pii_never_logged
 	$(CARGO) test -p crm-e2e --test broker_faults -- --test-threads=1
 
 ## lint: formatting, clippy with warnings as errors, and buf lint of the API
