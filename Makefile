@@ -37,6 +37,11 @@ test: services
 		--test access_matrix --test client_book --test pii_never_logged
 	$(CARGO) test -p crm-e2e --test broker_faults -- --test-threads=1
 
+## bench: the benchmarks, release build, against the real PostgreSQL. The first run
+## seeds 1,000,000 clients into schema bench_clients (a few minutes); later runs reuse them.
+bench: services
+	$(CARGO) run --release -p crm-bench -- clients
+
 ## lint: formatting, clippy with warnings as errors, and buf lint of the API
 lint:
 	$(CARGO) fmt --all -- --check

@@ -171,6 +171,13 @@ async fn search_and_paginate(backend: Backend) {
     })
     .await;
     assert_eq!(found, ids((0..40).filter(|n| n % 4 < 2)));
+    // The same answer whatever the case, on both databases.
+    let (lowercase, _) = by(pb::SearchClientsRequest {
+        name_prefix: "wANG".into(),
+        ..all(50)
+    })
+    .await;
+    assert_eq!(lowercase, found);
     let (found, _) = by(pb::SearchClientsRequest {
         phone: "13800000017".into(),
         ..all(5)
@@ -576,6 +583,115 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
     let error = app
         .clients()
         .list_audit_events(with_token(&token, pb::ListAuditEventsRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+
+    // A search leaves one line per client it showed; contact-log and trail reads
+    // leave theirs too.
+    let shown = app
+        .clients()
+        .search_clients(with_token(
+            &manager,
+            pb::SearchClientsRequest {
+                segment: "coal".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .clients;
+    assert_eq!(shown.len(), 1);
+    let count = |sql: &str| {
+        let sql = sql.to_owned();
+        let app = &app;
+        async move { app.count(&sql).await }
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_events WHERE action = 'client.search' AND actor_id = 'B-001-M' AND client_id = 'C-AUD' AND reason = 'segment'").await,
+        1
+    );
+    app.clients()
+        .list_interactions(with_token(
+            &rm,
+            pb::ListInteractionsRequest {
+                client_id: "C-AUD".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_events WHERE action = 'interaction.list'").await,
+        1
+    );
+    // The manager's list and the system's three above.
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_events WHERE action = 'audit.list'").await,
+        4
+    );
+
+    // An unknown id and a foreign client get the same answer from a bounded scope;
+    // only roles that see every client learn that an id doesn't exist.
+    let unknown = |who: &str| {
+        let mut clients = app.clients();
+        let request = with_token(
+            who,
+            pb::GetClientRequest {
+                client_id: "C-NOBODY".into(),
+            },
+        );
+        async move { clients.get_client(request).await.unwrap_err() }
+    };
+    let (foreign, missing) = (get(&other_rm).await.unwrap_err(), unknown(&other_rm).await);
+    assert_eq!(
+        (foreign.code(), foreign.message()),
+        (missing.code(), missing.message())
+    );
+    assert_eq!(unknown(&token).await.code(), Code::NotFound);
+
+    // A branch manager's view of the trail stays in their branch.
+    let b2_manager = app.token("B-002-M", Role::BranchManager, "B-002");
+    let b2_trail = app
+        .clients()
+        .list_audit_events(with_token(
+            &b2_manager,
+            pb::ListAuditEventsRequest {
+                actor_id: "B-002-RM-1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events;
+    assert!(!b2_trail.is_empty());
+    assert!(b2_trail.iter().all(|e| e.actor_id == "B-002-RM-1"));
+    let error = app
+        .clients()
+        .list_audit_events(with_token(
+            &b2_manager,
+            pb::ListAuditEventsRequest {
+                client_id: "C-AUD".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+
+    // Coverage posts are held by RMs and managers, not by tellers.
+    let error = app
+        .clients()
+        .assign_coverage(with_token(
+            &token,
+            pb::AssignCoverageRequest {
+                client_id: "C-AUD".into(),
+                primary_rm_id: "B-001-T-1".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);

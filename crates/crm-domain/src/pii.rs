@@ -34,9 +34,19 @@ impl fmt::Display for Pii {
     }
 }
 
-/// Keeps the first `head` and last `tail` characters, stars in between.
+/// At least this many characters are hidden: a short number (a landline, an old
+/// id) masked in the standard shape would show nearly all of itself.
+const MIN_HIDDEN: usize = 4;
+
+/// Keeps the first `head` and last `tail` characters, stars in between; values too
+/// short for that keep only their last quarter.
 fn mask_middle(value: &str, head: usize, tail: usize) -> String {
     let chars: Vec<char> = value.chars().collect();
+    let (head, tail) = if chars.len() >= head + tail + MIN_HIDDEN {
+        (head, tail)
+    } else {
+        (0, chars.len() / 4)
+    };
     if chars.len() <= head + tail {
         return "*".repeat(chars.len());
     }
@@ -64,8 +74,12 @@ mod tests {
     fn masks_as_the_api_shows() {
         assert_eq!(mask_national_id("110101199001011234"), "1101**********1234");
         assert_eq!(mask_phone("13812345678"), "138****5678");
-        assert_eq!(mask_phone("1234"), "****");
+        assert_eq!(mask_phone("1234"), "***4");
         assert_eq!(mask_phone(""), "");
+        // Short numbers keep their last quarter only.
+        assert_eq!(mask_phone("62345678"), "******78");
+        assert_eq!(mask_national_id("1101011234"), "********34");
+        assert_eq!(mask_national_id("110101800101123"), "1101*******1123");
     }
 
     #[test]

@@ -75,7 +75,46 @@ pub(crate) async fn find_client(
         .ok_or_else(|| ClientsError::NotFound(format!("client {client_id}")))
 }
 
-/// Replaces the client's segment rows when the set changed.
+/// The one answer to a caller with a bounded scope about a client outside it — or
+/// about no client at all, so the difference can't be used to list customer numbers.
+pub(crate) const OUTSIDE_SCOPE: &str = "client is outside your scope";
+
+/// Whether NOT_FOUND may be told apart from PERMISSION_DENIED for this caller:
+/// only for roles that may see every client.
+pub(crate) fn sees_every_client(role: Role) -> bool {
+    matches!(role, Role::System | Role::CampaignAdmin)
+}
+
+/// `client_id` as `actor` may use it for `action`: the record and its view, or a
+/// refusal written to the trail. An unknown id is refused like a foreign one for
+/// callers with a bounded scope.
+pub(crate) async fn find_in_scope(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    action: &'static str,
+    client_id: &ClientId,
+    may_use: impl Fn(&crm_auth::Principal, &client::Model) -> Option<View>,
+) -> Result<(client::Model, View)> {
+    let found = client::Entity::find_by_id(client_id.as_str())
+        .one(db)
+        .await?;
+    let Some(model) = found else {
+        if sees_every_client(actor.principal.role) {
+            return Err(ClientsError::NotFound(format!("client {client_id}")));
+        }
+        let entry = Entry::denied(action, None, client_id.as_str(), OUTSIDE_SCOPE);
+        return Err(audit::refuse(db, actor, entry).await);
+    };
+    match may_use(&actor.principal, &model) {
+        Some(view) => Ok((model, view)),
+        None => {
+            let entry = Entry::denied(action, Some(&model), "", OUTSIDE_SCOPE);
+            Err(audit::refuse(db, actor, entry).await)
+        }
+    }
+}
+
+/// Replaces the client's segment rows.
 async fn store_segments(
     transaction: &impl ConnectionTrait,
     client_id: &str,
@@ -112,7 +151,12 @@ async fn check_coverage_staff(
     else {
         return Ok(None);
     };
+    let covering_roles = [Role::Rm.as_str(), Role::BranchManager.as_str()];
     match staff::Entity::find_by_id(staff_id.as_str()).one(db).await? {
+        Some(member) if !covering_roles.contains(&member.role.as_str()) => {
+            violations.add(field, format!("{staff_id} is not an RM or branch manager"));
+            Ok(None)
+        }
         Some(member) if member.active => Ok(Some(staff_id.to_string())),
         Some(_) => {
             violations.add(field, format!("{staff_id} is not active"));
@@ -157,8 +201,9 @@ impl ClientBook {
             .await?;
         let (stored, previous_tier, routing_relevant) = match existing {
             None if principal.role != Role::System => {
-                let why = "only core banking (system) creates clients";
-                let entry = Entry::denied(CREATE, None, input.client_id.as_str(), why);
+                // Only core banking creates clients; staff hear the same answer as
+                // for a client outside their scope.
+                let entry = Entry::denied(CREATE, None, input.client_id.as_str(), OUTSIDE_SCOPE);
                 return Err(audit::refuse_in(transaction, &actor, entry).await);
             }
             None => {
@@ -198,7 +243,7 @@ impl ClientBook {
         input: &ClientInput,
     ) -> Option<String> {
         if view_for(principal, current) != Some(View::Full) {
-            return Some("client is outside your coverage".into());
+            return Some(OUTSIDE_SCOPE.into());
         }
         if principal.role == Role::System {
             return None;
@@ -260,7 +305,6 @@ impl ClientBook {
     ) -> Result<client::Model> {
         let vault = &self.state.vault;
         let segments = serde_json::to_string(&input.segments)?;
-        let segments_changed = current.segments != segments;
         let (aum_minor, aum_currency) = match input.aum {
             Some(aum) => (aum.minor_units(), aum.currency().to_owned()),
             None => (current.aum_minor_units, current.aum_currency.clone()),
@@ -280,10 +324,10 @@ impl ClientBook {
         row.aum_minor_units = Set(aum_minor);
         row.aum_currency = Set(aum_currency);
         row.updated_at = Set(Utc::now());
+        // The row update takes the row lock first, so concurrent upserts rewrite
+        // the segment rows one after the other and they agree with the record.
         let stored = row.update(transaction).await?;
-        if segments_changed {
-            store_segments(transaction, &stored.client_id, &input.segments).await?;
-        }
+        store_segments(transaction, &stored.client_id, &input.segments).await?;
         Ok(stored)
     }
 
@@ -299,11 +343,7 @@ impl ClientBook {
         let client_id = violations.finish(|| client_id)?;
         tracing::Span::current().record("client_id", client_id.as_str());
         let db = &self.state.db;
-        let stored = find_client(db, &client_id).await?;
-        let Some(view) = view_for(&actor.principal, &stored) else {
-            let entry = Entry::denied(READ, Some(&stored), "", "client is outside your scope");
-            return Err(audit::refuse(db, &actor, entry).await);
-        };
+        let (stored, view) = find_in_scope(db, &actor, READ, &client_id, view_for).await?;
         audit::record(db, &actor, [Entry::allowed(READ, &stored)]).await?;
         Ok(Response::new(pb::GetClientResponse {
             client: Some(client_to_proto(stored, view, &self.state.vault)?),
@@ -351,19 +391,14 @@ impl ClientBook {
         .await?;
         let client_id = violations.finish(|| client_id)?;
         tracing::Span::current().record("client_id", client_id.as_str());
+        // A branch manager assigns coverage of their own branch's clients.
+        let own_branch = |principal: &crm_auth::Principal, model: &client::Model| {
+            (principal.role == Role::System || model.home_branch_id == principal.branch_id.as_str())
+                .then_some(View::Full)
+        };
+        find_in_scope(db, &actor, ASSIGN_COVERAGE, &client_id, own_branch).await?;
         let transaction = db.begin().await?;
         let current = find_client(&transaction, &client_id).await?;
-        if principal.role == Role::BranchManager
-            && current.home_branch_id != principal.branch_id.as_str()
-        {
-            let entry = Entry::denied(
-                ASSIGN_COVERAGE,
-                Some(&current),
-                "",
-                "client of another branch",
-            );
-            return Err(audit::refuse_in(transaction, &actor, entry).await);
-        }
         let reason = if input.reason.trim().is_empty() {
             "coverage assigned"
         } else {

@@ -110,9 +110,11 @@ pub(crate) struct ClientInput {
 /// A phone number as searched and stored: digits with an optional leading `+`.
 pub(crate) fn check_phone(violations: &mut Violations, field: &str, phone: &str) {
     let digits = phone.strip_prefix('+').unwrap_or(phone);
-    if phone.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
+    let well_formed = phone.is_empty()
+        || ((5..=20).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()));
+    if !well_formed {
         // The message never repeats the value: it is personal data.
-        violations.add(field, "must be at most 20 digits, optionally after '+'");
+        violations.add(field, "must be 5 to 20 digits, optionally after '+'");
     }
 }
 

@@ -1,7 +1,7 @@
 //! The contact log: LogInteraction records a call, visit or meeting, moves the
 //! client's `last_contact_at` forward, and announces `client.interaction_logged`
-//! (referral SLA clocks stop on it), all in one transaction. ListInteractions
-//! reads it newest first.
+//! (for the services that follow contact: referral SLAs, contact cadence), all in
+//! one transaction. ListInteractions reads it newest first.
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use crm_domain::messages::{INTERACTION_LOGGED, InteractionLogged};
@@ -9,22 +9,29 @@ use crm_domain::validation::check_text;
 use crm_domain::{ClientId, Violations};
 use crm_proto::v1 as pb;
 use crm_store::clients::{client, interaction};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use tonic::{Request, Response};
 
 use crate::SERVICE;
+use crate::access::View;
 use crate::access::may_use_contact_log;
 use crate::audit::{self, Actor, Entry};
-use crate::client_book::{ClientBook, find_client};
+use crate::client_book::{ClientBook, find_in_scope};
 use crate::error::Result;
 use crate::page_token::PageTokens;
 
 const LOG: &str = "interaction.log";
 const LIST: &str = "interaction.list";
-const REFUSED: &str = "the contact log is kept by the client's coverage and branch manager";
+
+/// The contact log is kept by those who see the client whole (their coverage, their
+/// branch's manager, core banking), never by tellers or campaign admins.
+fn contact_log_view(principal: &crm_auth::Principal, model: &client::Model) -> Option<View> {
+    may_use_contact_log(principal, model).then_some(View::Full)
+}
 
 /// Clocks on phones drift; a contact a few minutes "in the future" is accepted.
 const CLOCK_SKEW: Duration = Duration::minutes(5);
@@ -109,12 +116,9 @@ impl ClientBook {
             violations.finish(|| Some((client_id?, channel?, occurred_at?)))?;
         tracing::Span::current().record("client_id", client_id.as_str());
 
+        let (current, _) =
+            find_in_scope(&self.state.db, &actor, LOG, &client_id, contact_log_view).await?;
         let transaction = self.state.db.begin().await?;
-        let current = find_client(&transaction, &client_id).await?;
-        if !may_use_contact_log(&actor.principal, &current) {
-            let entry = Entry::denied(LOG, Some(&current), "", REFUSED);
-            return Err(audit::refuse_in(transaction, &actor, entry).await);
-        }
         let stored = interaction::ActiveModel {
             interaction_id: Set(uuid::Uuid::now_v7().to_string()),
             client_id: Set(client_id.to_string()),
@@ -128,15 +132,18 @@ impl ClientBook {
         .insert(&transaction)
         .await?;
         audit::record(&transaction, &actor, [Entry::allowed(LOG, &current)]).await?;
-        // A contact logged late must not move the last contact backwards.
-        if current
-            .last_contact_at
-            .is_none_or(|last| last < occurred_at)
-        {
-            let mut row: client::ActiveModel = current.into_active_model();
-            row.last_contact_at = Set(Some(occurred_at));
-            row.update(&transaction).await?;
-        }
+        // A contact logged late must not move the last contact backwards, also
+        // when two are logged at once: the condition is in the UPDATE itself.
+        client::Entity::update_many()
+            .col_expr(client::Column::LastContactAt, Expr::value(occurred_at))
+            .filter(client::Column::ClientId.eq(client_id.as_str()))
+            .filter(
+                Condition::any()
+                    .add(client::Column::LastContactAt.is_null())
+                    .add(client::Column::LastContactAt.lt(occurred_at)),
+            )
+            .exec(&transaction)
+            .await?;
         let message = InteractionLogged {
             interaction_id: stored.interaction_id.clone(),
             client_id: stored.client_id.clone(),
@@ -189,11 +196,7 @@ impl ClientBook {
             violations.finish(|| Some((client_id?, page_size?, after?.flatten())))?;
         tracing::Span::current().record("client_id", client_id.as_str());
 
-        let current = find_client(db, &client_id).await?;
-        if !may_use_contact_log(&actor.principal, &current) {
-            let entry = Entry::denied(LIST, Some(&current), "", REFUSED);
-            return Err(audit::refuse(db, &actor, entry).await);
-        }
+        let (current, _) = find_in_scope(db, &actor, LIST, &client_id, contact_log_view).await?;
         let mut query = interaction::Entity::find()
             .filter(interaction::Column::ClientId.eq(client_id.as_str()))
             .order_by_desc(interaction::Column::OccurredAt)

@@ -8,7 +8,7 @@ use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Role, StaffId, Violations};
 use crm_proto::v1 as pb;
 use crm_store::clients::{client, client_segment};
-use sea_orm::sea_query::{LikeExpr, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tonic::{Request, Response};
 
@@ -117,12 +117,15 @@ impl Filters {
             condition = condition.add(client::Column::ClientId.eq(client_id.as_str()));
         }
         if let Some(prefix) = &self.name_prefix {
+            // Lowercased on both sides: the same answer on PostgreSQL and SQLite.
             let escaped = prefix
+                .to_lowercase()
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_");
             condition = condition.add(
-                client::Column::FullName.like(LikeExpr::new(format!("{escaped}%")).escape('\\')),
+                Expr::expr(Func::lower(Expr::col(client::Column::FullName)))
+                    .like(LikeExpr::new(format!("{escaped}%")).escape('\\')),
             );
         }
         if let Some(phone) = &self.phone {

@@ -20,7 +20,6 @@ enum Clients {
     PhoneHash,
     WealthManagerId,
     PrivateBankerId,
-    FullName,
 }
 
 #[derive(DeriveIden)]
@@ -91,6 +90,11 @@ const APPEND_ONLY_SQLITE: [&str; 2] = [
      BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
 ];
 
+/// Name-prefix search compares lowercased names on both databases (SQLite's LIKE
+/// ignores ASCII case, PostgreSQL's doesn't); this index serves it on PostgreSQL.
+const NAME_PREFIX_INDEX_POSTGRES: &str = "CREATE INDEX IF NOT EXISTS idx_clients_full_name_lower \
+     ON clients (lower(full_name) text_pattern_ops, client_id)";
+
 /// A teller has at most one active pair, also under concurrent PairTeller calls.
 const ONE_ACTIVE_PAIR: &str = "CREATE UNIQUE INDEX IF NOT EXISTS idx_teller_pairs_one_active \
      ON teller_pairs (teller_id) WHERE active";
@@ -123,7 +127,6 @@ impl MigrationTrait for Migration {
             ("idx_clients_national_id_hash", Clients::NationalIdHash),
             ("idx_clients_wealth_manager", Clients::WealthManagerId),
             ("idx_clients_private_banker", Clients::PrivateBankerId),
-            ("idx_clients_full_name", Clients::FullName),
         ] {
             index(
                 manager,
@@ -253,6 +256,9 @@ impl MigrationTrait for Migration {
         match manager.get_database_backend() {
             DatabaseBackend::Postgres => {
                 connection.execute_unprepared(APPEND_ONLY_POSTGRES).await?;
+                connection
+                    .execute_unprepared(NAME_PREFIX_INDEX_POSTGRES)
+                    .await?;
             }
             _ => {
                 for statement in APPEND_ONLY_SQLITE {

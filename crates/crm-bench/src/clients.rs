@@ -1,0 +1,386 @@
+//! The client book at scale (issue 3's figures): with N clients (1,000,000 by
+//! default) in PostgreSQL, GetClient and a SearchClients page by RM and by phone at
+//! 8 concurrent callers, against a baseline of GetBranch (one authenticated RPC
+//! with a primary-key read of a small table) measured in the same run.
+//!
+//! The bank: 100 branches `B-000`..`B-099`, 20 RMs each. Client `i` is
+//! `C000000000`+i at branch `i % 100`, primary RM `(i / 100) % 20` of that branch
+//! (about 500 clients per RM), every tenth also covered by the next RM as wealth
+//! manager, phone `13` + i (9 digits), national id `1101011980` + i (8 digits),
+//! both sealed with the benchmark's own key as the service would seal them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use crm_domain::pii::Pii;
+use crm_domain::tier::TierPolicy;
+use crm_domain::{BranchId, Role, StaffId};
+use crm_proto::v1 as pb;
+use crm_proto::v1::client_service_client::ClientServiceClient;
+use crm_proto::v1::directory_service_client::DirectoryServiceClient;
+use crm_store::clients::{branch, client};
+use crm_store::migrator::Schema;
+use crm_store::{Db, Vault};
+use rand::Rng;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, PaginatorTrait};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::load::{self, LoadShape};
+
+const BRANCHES: u64 = 100;
+const RMS_PER_BRANCH: u64 = 20;
+const BATCH: usize = 2000;
+/// The benchmark's data is synthetic; its sealing key is fixed so a seeded schema
+/// can be reused across runs. Never a production key.
+const BENCH_PII_KEY: &str = "YmVuY2gtb25seS1rZXktbm90LWZvci1wcm9kdWN0aW9u";
+const BENCH_JWT_SECRET: &str = "bench-only-jwt-secret-0123456789";
+
+#[derive(clap::Args, Clone)]
+pub struct SeedArgs {
+    #[arg(
+        long,
+        env = "CRM_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// Reused across runs when it already holds `--clients` clients.
+    #[arg(long, default_value = "bench_clients")]
+    pub schema: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub clients: u64,
+}
+
+#[derive(clap::Args)]
+pub struct ClientsBench {
+    #[command(flatten)]
+    seed: SeedArgs,
+    #[arg(long, default_value_t = 8)]
+    callers: usize,
+    #[arg(long, default_value_t = 3)]
+    warm_up_secs: u64,
+    #[arg(long, default_value_t = 20)]
+    measure_secs: u64,
+}
+
+fn vault() -> anyhow::Result<Vault> {
+    Ok(Vault::from_base64(&SecretString::from(BENCH_PII_KEY))?)
+}
+
+fn branch_of(i: u64) -> String {
+    format!("B-{:03}", i % BRANCHES)
+}
+
+fn rm_of(i: u64) -> String {
+    format!("{}-RM-{:02}", branch_of(i), (i / BRANCHES) % RMS_PER_BRANCH)
+}
+
+fn phone_of(i: u64) -> String {
+    format!("13{i:09}")
+}
+
+pub async fn open(args: &SeedArgs) -> anyhow::Result<Db> {
+    let db = crm_store::connect(&args.database_url, Some(&args.schema))
+        .await
+        .context("PostgreSQL for the benchmark (is it running? `make services`)")?;
+    crm_store::migrator::migrate(&db, Schema::Clients).await?;
+    Ok(db)
+}
+
+fn client_row(
+    i: u64,
+    vault: &Vault,
+    policy: &TierPolicy,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<client::ActiveModel> {
+    let national_id = Pii::new(format!("1101011980{i:08}"));
+    let phone = Pii::new(phone_of(i));
+    // A spread of averages over every tier, the same for the same client.
+    let aum_minor = i64::try_from((i.wrapping_mul(2_654_435_761) % 1_500_000) * 10_000)?;
+    let wealth_manager = i.is_multiple_of(10).then(|| {
+        format!(
+            "{}-RM-{:02}",
+            branch_of(i),
+            ((i / BRANCHES) + 1) % RMS_PER_BRANCH
+        )
+    });
+    Ok(client::ActiveModel {
+        client_id: Set(format!("C{i:09}")),
+        full_name: Set(format!("Client {i}")),
+        national_id: Set(vault.seal(&national_id)?),
+        national_id_hash: Set(vault.lookup_hash(&national_id)),
+        phone: Set(vault.seal(&phone)?),
+        phone_hash: Set(vault.lookup_hash(&phone)),
+        home_branch_id: Set(branch_of(i)),
+        kind: Set("individual".into()),
+        segments: Set("[]".into()),
+        do_not_contact: Set(false),
+        tier: Set(policy.next_tier(None, aum_minor).to_string()),
+        aum_minor_units: Set(aum_minor),
+        aum_currency: Set("CNY".into()),
+        primary_rm_id: Set(Some(rm_of(i))),
+        wealth_manager_id: Set(wealth_manager),
+        private_banker_id: Set(None),
+        last_contact_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+}
+
+/// Fills the schema with `args.clients` clients unless it already holds them.
+pub async fn seed(db: &Db, args: &SeedArgs) -> anyhow::Result<()> {
+    let have = client::Entity::find().count(db).await?;
+    if have == args.clients {
+        println!("seed: {} clients already in schema {}", have, args.schema);
+        return Ok(());
+    }
+    println!(
+        "seed: schema {} holds {have} clients; writing {}",
+        args.schema, args.clients
+    );
+    // A partial or different-sized seed starts over (the audit trail is
+    // append-only by trigger; TRUNCATE is the owner's tool for a benchmark schema).
+    db.execute_unprepared("TRUNCATE clients, client_segments, audit_events, branches")
+        .await?;
+    let now = Utc::now();
+    for b in 0..BRANCHES {
+        branch::Entity::insert(branch::ActiveModel {
+            branch_id: Set(format!("B-{b:03}")),
+            name: Set(format!("Branch {b}")),
+            city: Set("Shanghai".into()),
+            time_zone: Set("Asia/Shanghai".into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(db)
+        .await?;
+    }
+    let started = Instant::now();
+    let vault = vault()?;
+    let policy = TierPolicy::default();
+    let mut next = 0;
+    while next < args.clients {
+        let end = (next + BATCH as u64).min(args.clients);
+        let rows = (next..end)
+            .map(|i| client_row(i, &vault, &policy, now))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        client::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+        next = end;
+        if next.is_multiple_of(100_000) {
+            println!(
+                "seed: {next} clients, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    db.execute_unprepared("ANALYZE").await?;
+    println!(
+        "seed: {} clients in {:.0} s",
+        args.clients,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A request as `staff` (role, branch) would send it.
+fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Tokens for every RM and every branch's teller, minted once.
+struct Tokens {
+    keys: crm_auth::JwtKeys,
+}
+
+impl Tokens {
+    fn mint(&self, staff: &str, role: Role, branch: &str) -> anyhow::Result<String> {
+        Ok(self.keys.mint(
+            &StaffId::parse(staff).map_err(anyhow::Error::msg)?,
+            role,
+            &BranchId::parse(branch).map_err(anyhow::Error::msg)?,
+            chrono::Duration::hours(2),
+        )?)
+    }
+}
+
+impl ClientsBench {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let db = open(&self.seed).await?;
+        seed(&db, &self.seed).await?;
+        db.close().await?;
+
+        let mut settings = crm_runtime::Settings::for_local_app(
+            self.seed.database_url.clone(),
+            Some(self.seed.schema.clone()),
+            None,
+            String::new(),
+            BENCH_JWT_SECRET.to_owned(),
+        )?;
+        settings.pii_key = Some(BENCH_PII_KEY.to_owned());
+        let shutdown = CancellationToken::new();
+        let app = crm_runtime::App::build(
+            &settings,
+            Schema::Clients,
+            &[&crm_clients::Module],
+            shutdown.clone(),
+        )
+        .await?;
+        let addr = app.local_addr()?;
+        let server = tokio::spawn(app.run());
+
+        let keys = crm_auth::JwtKeys::hs256(&SecretString::from(BENCH_JWT_SECRET))?;
+        let tokens = Tokens { keys };
+        let mut rm_tokens = Vec::new();
+        for i in 0..BRANCHES * RMS_PER_BRANCH {
+            // Client i*BRANCHES.. maps back to RM (i % 20) of branch (i / 20).
+            let branch = format!("B-{:03}", i / RMS_PER_BRANCH);
+            let rm = format!("{branch}-RM-{:02}", i % RMS_PER_BRANCH);
+            rm_tokens.push(tokens.mint(&rm, Role::Rm, &branch)?);
+        }
+        let teller_tokens = (0..BRANCHES)
+            .map(|b| {
+                let branch = format!("B-{b:03}");
+                tokens.mint(&format!("{branch}-T-1"), Role::Teller, &branch)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rm_token_of = |i: u64| {
+            let branch = i % BRANCHES;
+            let rm = (i / BRANCHES) % RMS_PER_BRANCH;
+            usize::try_from(branch * RMS_PER_BRANCH + rm).unwrap_or(0)
+        };
+        let rm_tokens = Arc::new(rm_tokens);
+        let teller_tokens = Arc::new(teller_tokens);
+
+        let mut channels = Vec::new();
+        for _ in 0..self.callers {
+            channels.push(
+                Channel::from_shared(format!("http://{addr}"))?
+                    .connect()
+                    .await?,
+            );
+        }
+        let channels = Arc::new(channels);
+        let shape = LoadShape {
+            callers: self.callers,
+            warm_up: Duration::from_secs(self.warm_up_secs),
+            measure: Duration::from_secs(self.measure_secs),
+        };
+        let clients = self.seed.clients;
+        let random_client = move || rand::rng().random_range(0..clients);
+        println!(
+            "bench: {} clients, {} callers, {} s per scenario after {} s warm-up",
+            clients, self.callers, self.measure_secs, self.warm_up_secs
+        );
+
+        let baseline = {
+            let (channels, rm_tokens) = (channels.clone(), rm_tokens.clone());
+            load::run("baseline: GetBranch", shape, move |caller, _| {
+                let mut directory = DirectoryServiceClient::new(channels[caller].clone());
+                let b = random_client() % BRANCHES;
+                let request = authorized(
+                    &rm_tokens[usize::try_from(b * RMS_PER_BRANCH).unwrap_or(0)],
+                    pb::GetBranchRequest {
+                        branch_id: format!("B-{b:03}"),
+                    },
+                );
+                async move { directory.get_branch(request).await.map(drop) }
+            })
+            .await?
+        };
+        let get_client = {
+            let (channels, rm_tokens) = (channels.clone(), rm_tokens.clone());
+            load::run("GetClient (RM, own client)", shape, move |caller, _| {
+                let mut book = ClientServiceClient::new(channels[caller].clone());
+                let i = random_client();
+                let request = authorized(
+                    &rm_tokens[rm_token_of(i)],
+                    pb::GetClientRequest {
+                        client_id: format!("C{i:09}"),
+                    },
+                );
+                async move { book.get_client(request).await.map(drop) }
+            })
+            .await?
+        };
+        let search_by_rm = {
+            let (channels, rm_tokens) = (channels.clone(), rm_tokens.clone());
+            load::run(
+                "SearchClients rm_id (page of 50)",
+                shape,
+                move |caller, _| {
+                    let mut book = ClientServiceClient::new(channels[caller].clone());
+                    let i = random_client();
+                    let request = authorized(
+                        &rm_tokens[rm_token_of(i)],
+                        pb::SearchClientsRequest {
+                            rm_id: rm_of(i),
+                            page_size: 50,
+                            ..Default::default()
+                        },
+                    );
+                    async move {
+                        let page = book.search_clients(request).await?.into_inner();
+                        if page.clients.len() == 50 {
+                            Ok(())
+                        } else {
+                            Err(tonic::Status::internal(format!(
+                                "page of {}",
+                                page.clients.len()
+                            )))
+                        }
+                    }
+                },
+            )
+            .await?
+        };
+        let search_by_phone = {
+            let (channels, teller_tokens) = (channels.clone(), teller_tokens.clone());
+            load::run("SearchClients phone (teller)", shape, move |caller, _| {
+                let mut book = ClientServiceClient::new(channels[caller].clone());
+                let i = random_client();
+                let branch = usize::try_from(i % BRANCHES).unwrap_or(0);
+                let request = authorized(
+                    &teller_tokens[branch],
+                    pb::SearchClientsRequest {
+                        phone: phone_of(i),
+                        ..Default::default()
+                    },
+                );
+                async move {
+                    let page = book.search_clients(request).await?.into_inner();
+                    match page.clients.first() {
+                        Some(found) if found.client_id == format!("C{i:09}") => Ok(()),
+                        _ => Err(tonic::Status::internal("phone search missed its client")),
+                    }
+                }
+            })
+            .await?
+        };
+        let scenarios = [get_client, search_by_rm, search_by_phone];
+        println!("{}", load::report(&baseline, &scenarios));
+        for scenario in &scenarios {
+            let verdict = if scenario.p99_ms() < 20.0 && scenario.errors == 0 {
+                "meets"
+            } else {
+                "MISSES"
+            };
+            println!(
+                "{}: p99 {:.2} ms {verdict} the goal (< 20 ms, no errors)",
+                scenario.name,
+                scenario.p99_ms()
+            );
+        }
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,35 @@
+//! `make bench`: the suite's benchmarks. Each runs the services in this process on
+//! loopback against the real PostgreSQL, drives them over gRPC, and reports
+//! latencies with a baseline measured in the same run.
+
+mod clients;
+mod load;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "crm-bench", about = "Benchmarks of the RM CRM suite")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The client book at scale: GetClient and SearchClients (by RM, by phone).
+    Clients(clients::ClientsBench),
+    /// Only fill the client-book benchmark's schema (the seeding command).
+    SeedClients(clients::SeedArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    crm_runtime::install_crypto_provider();
+    match Cli::parse().bench {
+        Bench::Clients(bench) => bench.run().await,
+        Bench::SeedClients(seed) => {
+            let db = clients::open(&seed).await?;
+            clients::seed(&db, &seed).await
+        }
+    }
+}
