@@ -609,8 +609,36 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         async move { app.count(&sql).await }
     };
     assert_eq!(
-        count("SELECT COUNT(*) FROM audit_events WHERE action = 'client.search' AND actor_id = 'B-001-M' AND client_id = 'C-AUD' AND reason = 'segment'").await,
+        count(
+            "SELECT COUNT(*) FROM audit_events e JOIN audit_event_clients c \
+             ON c.audit_event_id = e.audit_event_id WHERE e.action = 'client.search' \
+             AND e.actor_id = 'B-001-M' AND c.client_id = 'C-AUD' AND e.reason = 'segment'"
+        )
+        .await,
         1
+    );
+    // …and the client's trail shows the search.
+    let trail = app
+        .clients()
+        .list_audit_events(with_token(
+            &token,
+            pb::ListAuditEventsRequest {
+                client_id: "C-AUD".into(),
+                page_size: 1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events;
+    assert_eq!(
+        (
+            trail[0].action.as_str(),
+            trail[0].client_id.as_str(),
+            trail[0].actor_id.as_str()
+        ),
+        ("client.search", "C-AUD", "B-001-M")
     );
     app.clients()
         .list_interactions(with_token(
@@ -626,10 +654,10 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         count("SELECT COUNT(*) FROM audit_events WHERE action = 'interaction.list'").await,
         1
     );
-    // The manager's list and the system's three above.
+    // The manager's list, the system's three above and the one just now.
     assert_eq!(
         count("SELECT COUNT(*) FROM audit_events WHERE action = 'audit.list'").await,
-        4
+        5
     );
 
     // An unknown id and a foreign client get the same answer from a bounded scope;
@@ -700,6 +728,7 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
     for statement in [
         "UPDATE audit_events SET decision = 'allowed'",
         "DELETE FROM audit_events",
+        "DELETE FROM audit_event_clients",
     ] {
         let result = app
             .db

@@ -36,7 +36,7 @@ const RMS_PER_BRANCH: u64 = 20;
 const BATCH: usize = 2000;
 /// The benchmark's data is synthetic; its sealing key is fixed so a seeded schema
 /// can be reused across runs. Never a production key.
-const BENCH_PII_KEY: &str = "YmVuY2gtb25seS1rZXktbm90LWZvci1wcm9kdWN0aW9u";
+const BENCH_PII_KEY: &str = "YmVuY2gtb25seS1rZXktbm90LWZvci1wcm9kLTAxMjM=";
 const BENCH_JWT_SECRET: &str = "bench-only-jwt-secret-0123456789";
 
 #[derive(clap::Args, Clone)]
@@ -143,8 +143,10 @@ pub async fn seed(db: &Db, args: &SeedArgs) -> anyhow::Result<()> {
     );
     // A partial or different-sized seed starts over (the audit trail is
     // append-only by trigger; TRUNCATE is the owner's tool for a benchmark schema).
-    db.execute_unprepared("TRUNCATE clients, client_segments, audit_events, branches")
-        .await?;
+    db.execute_unprepared(
+        "TRUNCATE clients, client_segments, audit_events, audit_event_clients, branches",
+    )
+    .await?;
     let now = Utc::now();
     for b in 0..BRANCHES {
         branch::Entity::insert(branch::ActiveModel {

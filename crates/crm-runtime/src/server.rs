@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
@@ -107,13 +108,20 @@ impl Server {
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
         });
+        // Without TCP_NODELAY a response spanning several segments waits for the
+        // peer's delayed ACK: a page of 50 clients took 40 ms longer than its work.
+        let connections = TcpListenerStream::new(self.listener).map(|connection| {
+            if let Ok(stream) = &connection
+                && let Err(error) = stream.set_nodelay(true)
+            {
+                tracing::warn!(%error, "could not set TCP_NODELAY");
+            }
+            connection
+        });
         tonic::transport::Server::builder()
             .trace_fn(crm_telemetry::grpc_request_span)
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
-                shutdown.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
             .await?;
         Ok(())
     }

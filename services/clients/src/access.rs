@@ -51,31 +51,47 @@ pub(crate) fn view_for(principal: &Principal, model: &client::Model) -> Option<V
     }
 }
 
-/// The rows of `clients` a caller's searches may touch.
-pub(crate) struct ClientScope(Condition);
-
-/// `clients` rows whose coverage names `staff_id` in any post.
-pub(crate) fn covered_by(staff_id: &str) -> Condition {
-    Condition::any()
-        .add(client::Column::PrimaryRmId.eq(staff_id))
-        .add(client::Column::WealthManagerId.eq(staff_id))
-        .add(client::Column::PrivateBankerId.eq(staff_id))
+/// The three coverage posts of `staff_id`, one predicate each: every one can walk
+/// its `(post, client_id)` index in client-id order.
+pub(crate) fn coverage_arms(staff_id: &str) -> Vec<Condition> {
+    vec![
+        Condition::all().add(client::Column::PrimaryRmId.eq(staff_id)),
+        Condition::all().add(client::Column::WealthManagerId.eq(staff_id)),
+        Condition::all().add(client::Column::PrivateBankerId.eq(staff_id)),
+    ]
 }
+
+/// The rows of `clients` a caller's searches may touch, as alternatives ("arms"):
+/// a client is in scope when any arm holds. Searches run one keyset query per arm
+/// and merge them, because an OR across columns can't walk any one index in order
+/// and a database then reads every covered client to sort them.
+pub(crate) struct ClientScope(Vec<Condition>);
 
 impl ClientScope {
     pub(crate) fn of(principal: &Principal) -> ClientScope {
         let branch = client::Column::HomeBranchId.eq(principal.branch_id.as_str());
         let staff_id = principal.staff_id.as_str();
         ClientScope(match principal.role {
-            Role::System | Role::CampaignAdmin => Condition::all(),
-            Role::Rm => covered_by(staff_id),
-            Role::BranchManager => Condition::any().add(branch).add(covered_by(staff_id)),
-            Role::Teller => Condition::all().add(branch),
+            Role::System | Role::CampaignAdmin => vec![Condition::all()],
+            Role::Rm => coverage_arms(staff_id),
+            Role::BranchManager => {
+                let mut arms = vec![Condition::all().add(branch)];
+                arms.extend(coverage_arms(staff_id));
+                arms
+            }
+            Role::Teller => vec![Condition::all().add(branch)],
         })
     }
 
+    pub(crate) fn arms(self) -> Vec<Condition> {
+        self.0
+    }
+
+    /// The scope as one condition (any arm).
     pub(crate) fn condition(self) -> Condition {
         self.0
+            .into_iter()
+            .fold(Condition::any(), |any, arm| any.add(arm))
     }
 }
 

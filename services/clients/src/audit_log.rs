@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use crm_domain::{ClientId, Role, StaffId, Violations};
 use crm_proto::v1 as pb;
-use crm_store::clients::{audit_event, client, staff};
+use crm_store::clients::{audit_event, audit_event_client, client, staff};
+use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tonic::{Request, Response};
 
@@ -157,16 +158,19 @@ impl ClientBook {
         let mut select = audit_event::Entity::find()
             .order_by_desc(audit_event::Column::AuditEventId)
             .limit(query.page_size + 1);
-        if actor.principal.role == Role::BranchManager {
-            let branch = actor.principal.branch_id.as_str();
+        // A branch manager was let through above only for a client of their branch
+        // or an actor of their branch: every line about either is theirs to read.
+        if let Some(client_id) = &query.client_id {
+            let shown_in = Query::select()
+                .column(audit_event_client::Column::AuditEventId)
+                .from(audit_event_client::Entity)
+                .and_where(audit_event_client::Column::ClientId.eq(client_id.as_str()))
+                .to_owned();
             select = select.filter(
                 Condition::any()
-                    .add(audit_event::Column::ClientBranchId.eq(branch))
-                    .add(audit_event::Column::ActorBranchId.eq(branch)),
+                    .add(audit_event::Column::ClientId.eq(client_id.as_str()))
+                    .add(audit_event::Column::AuditEventId.in_subquery(shown_in)),
             );
-        }
-        if let Some(client_id) = &query.client_id {
-            select = select.filter(audit_event::Column::ClientId.eq(client_id.as_str()));
         }
         if let Some(actor_id) = &query.actor_id {
             select = select.filter(audit_event::Column::ActorId.eq(actor_id.as_str()));
@@ -190,7 +194,20 @@ impl ClientBook {
         let (rows, last_key) =
             crm_auth::wire::into_page(rows, query.page_size, |row| row.audit_event_id.clone());
         Ok(Response::new(pb::ListAuditEventsResponse {
-            audit_events: rows.into_iter().map(audit_event_to_proto).collect(),
+            audit_events: rows
+                .into_iter()
+                .map(|row| {
+                    // A search line names no single client; asked about one, it is
+                    // about that one.
+                    let mut event = audit_event_to_proto(row);
+                    if event.client_id.is_empty()
+                        && let Some(client_id) = &query.client_id
+                    {
+                        event.client_id = client_id.to_string();
+                    }
+                    event
+                })
+                .collect(),
             next_page_token: tokens.issue(&last_key),
         }))
     }

@@ -9,10 +9,13 @@ use crm_domain::{BranchId, ClientId, Role, StaffId, Violations};
 use crm_proto::v1 as pb;
 use crm_store::clients::{client, client_segment};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, Condition, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement,
+};
 use tonic::{Request, Response};
 
-use crate::access::{ClientScope, covered_by, view_for};
+use crate::access::{ClientScope, coverage_arms, view_for};
 use crate::audit::{self, Actor, Decision, Entry};
 use crate::client_book::ClientBook;
 use crate::client_wire::{check_phone, check_segment, client_to_proto, tier_from_proto};
@@ -150,9 +153,6 @@ impl Filters {
                 ),
             );
         }
-        if let Some(rm_id) = &self.rm_id {
-            condition = condition.add(covered_by(rm_id.as_str()));
-        }
         if let Some(branch_id) = &self.branch_id {
             condition = condition.add(client::Column::HomeBranchId.eq(branch_id.as_str()));
         }
@@ -173,6 +173,57 @@ impl Filters {
         ]
     }
 }
+
+/// Runs the arm queries: on PostgreSQL as one statement (their UNION ALL, each arm
+/// still walking its own index), elsewhere one after the other.
+async fn fetch_arms(
+    db: &crm_store::Db,
+    arms: Vec<sea_orm::Select<client::Entity>>,
+    limit: u64,
+) -> Result<Vec<client::Model>> {
+    if db.get_database_backend() != DbBackend::Postgres || arms.len() < 2 {
+        let mut rows = Vec::new();
+        for arm in arms {
+            rows.extend(arm.all(db).await?);
+        }
+        return Ok(rows);
+    }
+    let mut sql = String::from("SELECT * FROM (");
+    let mut values = Vec::new();
+    for (index, arm) in arms.into_iter().enumerate() {
+        let statement = arm.build(DbBackend::Postgres);
+        let offset = values.len();
+        // Each arm numbers its parameters from $1: shift them past the arms before.
+        let renumbered = PLACEHOLDER.replace_all(&statement.sql, |captures: &regex::Captures| {
+            let n: usize = captures[1].parse().unwrap_or(0);
+            format!("${}", n + offset)
+        });
+        if index > 0 {
+            sql.push_str(" UNION ALL ");
+        }
+        sql.push('(');
+        sql.push_str(&renumbered);
+        sql.push(')');
+        if let Some(arm_values) = statement.values {
+            values.extend(arm_values.0);
+        }
+    }
+    sql.push_str(&format!(") AS arms ORDER BY client_id LIMIT {limit}"));
+    Ok(
+        client::Model::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .all(db)
+        .await?,
+    )
+}
+
+/// A positional parameter in PostgreSQL's SQL as sea-query writes it.
+static PLACEHOLDER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\$(\d+)").unwrap_or_else(|_| unreachable!("a constant pattern"))
+});
 
 impl ClientBook {
     #[tracing::instrument(skip_all, fields(filters))]
@@ -202,30 +253,48 @@ impl ClientBook {
         let after = violations.check("page_token", tokens.read(&input.page_token));
         let after = violations.finish(|| after)?;
 
-        let mut query = client::Entity::find()
-            .filter(ClientScope::of(principal).condition())
-            .filter(filters.condition(|phone| vault.lookup_hash(phone)))
-            .order_by_asc(client::Column::ClientId)
-            .limit(filters.page_size + 1);
-        if let Some(after) = &after {
-            query = query.filter(client::Column::ClientId.gt(after.as_str()));
-        }
-        let rows = query.all(db).await?;
+        // Each arm walks one index in client-id order; the first page_size + 1 of
+        // the merged, de-duplicated rows are the page. With an rm_id filter its
+        // three posts drive and the scope rides along as one condition — which an
+        // RM searching their own book doesn't need at all.
+        let filter = filters.condition(|phone| vault.lookup_hash(phone));
+        let scope = ClientScope::of(principal);
+        let (arms, scope) = match &filters.rm_id {
+            Some(rm_id) if principal.role == Role::Rm && rm_id == &principal.staff_id => {
+                (coverage_arms(rm_id.as_str()), Condition::all())
+            }
+            Some(rm_id) => (coverage_arms(rm_id.as_str()), scope.condition()),
+            None => (scope.arms(), Condition::all()),
+        };
+        let arm_queries: Vec<_> = arms
+            .into_iter()
+            .map(|arm| {
+                let mut query = client::Entity::find()
+                    .filter(arm)
+                    .filter(scope.clone())
+                    .filter(filter.clone())
+                    .order_by_asc(client::Column::ClientId)
+                    .limit(filters.page_size + 1);
+                if let Some(after) = &after {
+                    query = query.filter(client::Column::ClientId.gt(after.as_str()));
+                }
+                query
+            })
+            .collect();
+        let mut rows = fetch_arms(db, arm_queries, filters.page_size + 1).await?;
+        rows.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        rows.dedup_by(|a, b| a.client_id == b.client_id);
         let (rows, last_key) =
             crm_auth::wire::into_page(rows, filters.page_size, |row| row.client_id.clone());
 
-        let mut entries: Vec<Entry> = rows
-            .iter()
-            .map(|row| Entry::allowed(SEARCH, row).with_reason(filter_names.clone()))
-            .collect();
-        if entries.is_empty() {
-            entries.push(Entry::without_client(
-                SEARCH,
-                Decision::Allowed,
-                &filter_names,
-            ));
-        }
-        audit::record(db, &actor, entries).await?;
+        audit::record_read_of_many(
+            db,
+            &actor,
+            SEARCH,
+            &filter_names,
+            rows.iter().map(|row| row.client_id.clone()).collect(),
+        )
+        .await?;
 
         let mut clients = Vec::with_capacity(rows.len());
         for row in rows {

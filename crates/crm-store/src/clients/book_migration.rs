@@ -43,6 +43,13 @@ enum Interactions {
 }
 
 #[derive(DeriveIden)]
+enum AuditEventClients {
+    Table,
+    ClientId,
+    AuditEventId,
+}
+
+#[derive(DeriveIden)]
 enum AuditEvents {
     Table,
     AuditEventId,
@@ -81,13 +88,19 @@ END;
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER audit_events_no_update BEFORE UPDATE OR DELETE ON audit_events
   FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+CREATE TRIGGER audit_event_clients_no_update BEFORE UPDATE OR DELETE ON audit_event_clients
+  FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
 "#;
 
-const APPEND_ONLY_SQLITE: [&str; 2] = [
+const APPEND_ONLY_SQLITE: [&str; 4] = [
     "CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events \
      BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events \
      BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_event_clients_no_update BEFORE UPDATE \
+     ON audit_event_clients BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_event_clients_no_delete BEFORE DELETE \
+     ON audit_event_clients BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
 ];
 
 /// Name-prefix search compares lowercased names on both databases (SQLite's LIKE
@@ -252,6 +265,32 @@ impl MigrationTrait for Migration {
             .await?;
         }
 
+        // The clients a search showed, one narrow row each: "who saw this client"
+        // finds them without a full audit row per client shown.
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditEventClients::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(AuditEventClients::ClientId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEventClients::AuditEventId)
+                            .string()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(AuditEventClients::ClientId)
+                            .col(AuditEventClients::AuditEventId),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
         let connection = manager.get_connection();
         match manager.get_database_backend() {
             DatabaseBackend::Postgres => {
@@ -272,6 +311,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            AuditEventClients::Table.into_iden(),
             AuditEvents::Table.into_iden(),
             Interactions::Table.into_iden(),
             ClientSegments::Table.into_iden(),
