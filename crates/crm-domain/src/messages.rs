@@ -14,6 +14,9 @@ pub const TIER_CHANGED: &str = "client.tier_changed";
 pub const INTERACTION_LOGGED: &str = "client.interaction_logged";
 pub const REFERRAL_ASSIGNED: &str = "referral.assigned";
 pub const REFERRAL_ACCEPTED: &str = "referral.accepted";
+pub const REFERRAL_OUTCOME_RECORDED: &str = "referral.outcome_recorded";
+pub const REFERRAL_REASSIGNED: &str = "referral.reassigned";
+pub const REFERRAL_ESCALATED: &str = "referral.escalated";
 /// Routed to `rm.<staff_id>`: a work item was created or changed.
 pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
 

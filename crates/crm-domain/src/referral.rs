@@ -121,9 +121,142 @@ pub fn accept(current: ReferralStatus) -> Result<ReferralStatus, IllegalTransiti
     }
 }
 
+/// What an RM reports after working a referral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reached the client; the conversation goes on.
+    Contacted,
+    Converted,
+    /// Needs a reason.
+    Declined,
+    /// Tried and failed to reach the client: recorded, status unchanged.
+    Unreachable,
+}
+
+/// The lifecycle: NEW → ASSIGNED → ACCEPTED → CONTACTED → CONVERTED | DECLINED,
+/// and EXPIRED. An outcome needs the referral accepted first; CONVERTED and
+/// DECLINED are final. Recording the same outcome again is answered as the first
+/// time (a retry from a phone on a bad network).
+pub fn record_outcome(
+    current: ReferralStatus,
+    outcome: Outcome,
+) -> Result<ReferralStatus, IllegalTransition> {
+    use ReferralStatus::*;
+    let illegal = || IllegalTransition {
+        current,
+        action: "record an outcome",
+    };
+    match (current, outcome) {
+        (Accepted | Contacted, Outcome::Contacted) => Ok(Contacted),
+        (Accepted | Contacted, Outcome::Unreachable) => Ok(current),
+        (Accepted | Contacted, Outcome::Converted) | (Converted, Outcome::Converted) => {
+            Ok(Converted)
+        }
+        (Accepted | Contacted, Outcome::Declined) | (Declined, Outcome::Declined) => Ok(Declined),
+        _ => Err(illegal()),
+    }
+}
+
+/// Any open referral may move to another RM; it is theirs to accept again.
+pub fn reassign(current: ReferralStatus) -> Result<ReferralStatus, IllegalTransition> {
+    if current.is_open() {
+        Ok(ReferralStatus::Assigned)
+    } else {
+        Err(IllegalTransition {
+            current,
+            action: "reassign",
+        })
+    }
+}
+
+/// An open referral nobody worked expires; a closed one stays as it ended.
+pub fn expire(current: ReferralStatus) -> Result<ReferralStatus, IllegalTransition> {
+    if current.is_open() {
+        Ok(ReferralStatus::Expired)
+    } else {
+        Err(IllegalTransition {
+            current,
+            action: "expire",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: [ReferralStatus; 7] = [
+        ReferralStatus::New,
+        ReferralStatus::Assigned,
+        ReferralStatus::Accepted,
+        ReferralStatus::Contacted,
+        ReferralStatus::Converted,
+        ReferralStatus::Declined,
+        ReferralStatus::Expired,
+    ];
+
+    /// Every (status, action) pair: the table of legal transitions, everything
+    /// else refused naming the current status.
+    #[test]
+    fn every_transition_legal_and_illegal() {
+        use ReferralStatus::*;
+        let legal: &[(ReferralStatus, &str, ReferralStatus)] = &[
+            (Assigned, "accept", Accepted),
+            (Accepted, "accept", Accepted),
+            (Accepted, "contacted", Contacted),
+            (Contacted, "contacted", Contacted),
+            (Accepted, "unreachable", Accepted),
+            (Contacted, "unreachable", Contacted),
+            (Accepted, "converted", Converted),
+            (Contacted, "converted", Converted),
+            (Converted, "converted", Converted),
+            (Accepted, "declined", Declined),
+            (Contacted, "declined", Declined),
+            (Declined, "declined", Declined),
+            (New, "reassign", Assigned),
+            (Assigned, "reassign", Assigned),
+            (Accepted, "reassign", Assigned),
+            (Contacted, "reassign", Assigned),
+            (New, "expire", Expired),
+            (Assigned, "expire", Expired),
+            (Accepted, "expire", Expired),
+            (Contacted, "expire", Expired),
+        ];
+        let actions = [
+            "accept",
+            "contacted",
+            "unreachable",
+            "converted",
+            "declined",
+            "reassign",
+            "expire",
+        ];
+        for status in ALL {
+            for action in actions {
+                let result = match action {
+                    "accept" => accept(status),
+                    "contacted" => record_outcome(status, Outcome::Contacted),
+                    "unreachable" => record_outcome(status, Outcome::Unreachable),
+                    "converted" => record_outcome(status, Outcome::Converted),
+                    "declined" => record_outcome(status, Outcome::Declined),
+                    "reassign" => reassign(status),
+                    _ => expire(status),
+                };
+                let want = legal
+                    .iter()
+                    .find(|(from, name, _)| *from == status && *name == action)
+                    .map(|(_, _, to)| *to);
+                match (result, want) {
+                    (Ok(to), Some(want)) => assert_eq!(to, want, "{status} {action}"),
+                    (Err(error), None) => {
+                        assert_eq!(error.current, status);
+                        assert!(error.to_string().contains(status.as_str()));
+                    }
+                    (result, want) => panic!("{status} {action}: got {result:?}, want {want:?}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn only_an_assigned_referral_can_be_accepted() {

@@ -26,6 +26,7 @@ impl MigratorTrait for ReferralsMigrator {
         vec![
             Box::new(bus::migration::Migration),
             Box::new(referrals::migration::Migration),
+            Box::new(referrals::lifecycle_migration::Migration),
         ]
     }
 }
@@ -49,6 +50,7 @@ impl MigratorTrait for AllMigrator {
             Box::new(clients::migration::Migration),
             Box::new(referrals::migration::Migration),
             Box::new(clients::book_migration::Migration),
+            Box::new(referrals::lifecycle_migration::Migration),
         ]
     }
 }

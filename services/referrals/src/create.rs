@@ -4,20 +4,22 @@
 use chrono::Utc;
 use crm_auth::Principal;
 use crm_domain::messages::REFERRAL_ASSIGNED;
+use crm_domain::pii::Pii;
 use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkItemState};
 use crm_domain::routing::{RoutingError, RoutingRequest, route};
 use crm_domain::sla::acceptance_deadline;
 use crm_domain::validation::check_text;
-use crm_domain::{ClientId, Money, Role, Violations};
+use crm_domain::{BranchId, ClientId, Money, Role, Violations};
 use crm_proto::v1 as pb;
 use crm_store::db::is_unique_violation;
 use crm_store::referrals::{referral, routing_client, routing_staff, work_item};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
+    QueryFilter, Statement, TransactionTrait,
 };
 
 use crate::error::{ReferralsError, Result};
+use crate::lifecycle::{self, ChangedBy};
 use crate::referral_wire::{need_from_proto, referral_event};
 use crate::work_items::{announce, priority_from_proto};
 use crate::{ReferralsState, SERVICE, routing_inputs};
@@ -129,11 +131,58 @@ fn work_item_title(need: Need, subject: &Subject) -> String {
     }
 }
 
+/// Serialises routing per branch on PostgreSQL (SQLite's single connection already
+/// does), for the length of the caller's transaction.
+async fn lock_branch(transaction: &impl ConnectionTrait, branch_id: &BranchId) -> Result<()> {
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        transaction
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [format!("routing:{branch_id}").into()],
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What CreateReferral did: made a new referral, or found the open one for the
+/// same client (or walk-in phone) and need.
+pub enum Created {
+    New(referral::Model),
+    Duplicate(referral::Model),
+}
+
+/// `client:<id>:<need>` or `phone:<lookup hash>:<need>`: unique among open
+/// referrals (a partial unique index holds it under races).
+fn dedupe_key(subject: &Subject, need: Need, vault: &crm_store::Vault) -> String {
+    match subject {
+        Subject::Client(client_id) => format!("client:{client_id}:{}", need.as_str()),
+        Subject::Prospect { phone, .. } => format!(
+            "phone:{}:{}",
+            vault.lookup_hash(&Pii::new(phone.clone())),
+            need.as_str()
+        ),
+    }
+}
+
+async fn find_open_duplicate(
+    db: &impl ConnectionTrait,
+    dedupe_key: &str,
+) -> Result<Option<referral::Model>> {
+    let open: Vec<&str> = ReferralStatus::OPEN.iter().map(|s| s.as_str()).collect();
+    Ok(referral::Entity::find()
+        .filter(referral::Column::DedupeKey.eq(dedupe_key))
+        .filter(referral::Column::Status.is_in(open))
+        .one(db)
+        .await?)
+}
+
 pub async fn create_referral(
     state: &ReferralsState,
     principal: &Principal,
     input: &pb::CreateReferralRequest,
-) -> Result<referral::Model> {
+) -> Result<Created> {
     if principal.role != Role::Teller {
         return Err(ReferralsError::PermissionDenied(format!(
             "role {} may not create referrals; tellers refer",
@@ -146,7 +195,11 @@ pub async fn create_referral(
     if let Some(key) = &request.idempotency_key
         && let Some(existing) = find_by_key(db, &referrer_id, key).await?
     {
-        return Ok(existing);
+        return Ok(Created::New(existing));
+    }
+    let dedupe_key = dedupe_key(&request.subject, request.need, &state.vault);
+    if let Some(existing) = find_open_duplicate(db, &dedupe_key).await? {
+        return Ok(Created::Duplicate(existing));
     }
 
     let client_id = match &request.subject {
@@ -163,8 +216,13 @@ pub async fn create_referral(
         }
         None => None,
     };
+    // Routing reads the branch's loads and writes the choice in one transaction,
+    // one referral of a branch at a time: a burst spreads over the pool instead of
+    // every concurrent call seeing the same least-loaded RM.
+    let transaction = db.begin().await?;
+    lock_branch(&transaction, &principal.branch_id).await?;
     let candidates = routing_inputs::load(
-        db,
+        &transaction,
         &principal.branch_id,
         &principal.staff_id,
         coverage.as_ref().and_then(|c| c.primary_rm_id.as_deref()),
@@ -184,14 +242,21 @@ pub async fn create_referral(
     })?;
     let sla_due_at = acceptance_deadline(&state.sla, &state.calendar, request.priority, now);
     let referral_id = uuid::Uuid::now_v7().to_string();
-    let (prospect_name, prospect_phone) = match &request.subject {
-        Subject::Prospect { full_name, phone } => (Some(full_name.clone()), Some(phone.clone())),
-        Subject::Client(_) => (None, None),
+    // The walk-in's phone is stored sealed, with the hash duplicates are found by.
+    let (prospect_name, prospect_phone, prospect_phone_hash) = match &request.subject {
+        Subject::Prospect { full_name, phone } => {
+            let phone = Pii::new(phone.clone());
+            (
+                Some(full_name.clone()),
+                Some(state.vault.seal(&phone)?),
+                state.vault.lookup_hash(&phone),
+            )
+        }
+        Subject::Client(_) => (None, None, String::new()),
     };
     let routing_decision = serde_json::to_string(&decision)
         .map_err(|e| ReferralsError::Corrupt(format!("routing decision: {e}")))?;
 
-    let transaction = db.begin().await?;
     let row = referral::ActiveModel {
         referral_id: Set(referral_id.clone()),
         // Without a key from the caller, the referral's own id keeps the unique
@@ -203,6 +268,11 @@ pub async fn create_referral(
         client_id: Set(client_id.clone()),
         prospect_name: Set(prospect_name),
         prospect_phone: Set(prospect_phone),
+        prospect_phone_hash: Set(prospect_phone_hash),
+        dedupe_key: Set(Some(dedupe_key.clone())),
+        escalation_level: Set(0),
+        sla_stopped_at: Set(None),
+        outcome_note: Set(String::new()),
         referrer_id: Set(referrer_id.clone()),
         branch_id: Set(principal.branch_id.to_string()),
         need: Set(request.need.as_str().to_owned()),
@@ -230,12 +300,16 @@ pub async fn create_referral(
     let stored = match row.insert(&transaction).await {
         Ok(stored) => stored,
         Err(error) if is_unique_violation(&error) => {
-            // The same key raced in from a retry: answer with the winner.
+            // The same key raced in from a retry, or another teller's referral for
+            // the same thing won the race: answer with the winner.
             transaction.rollback().await?;
             if let Some(key) = &request.idempotency_key
                 && let Some(existing) = find_by_key(db, &referrer_id, key).await?
             {
-                return Ok(existing);
+                return Ok(Created::New(existing));
+            }
+            if let Some(existing) = find_open_duplicate(db, &dedupe_key).await? {
+                return Ok(Created::Duplicate(existing));
             }
             return Err(error.into());
         }
@@ -276,6 +350,18 @@ pub async fn create_referral(
     )
     .await?;
     announce(&transaction, &item).await?;
+    let by = ChangedBy {
+        actor_id: referrer_id.clone(),
+        reason: stored.routing_reason.clone(),
+    };
+    lifecycle::record_history(
+        &transaction,
+        "created",
+        ReferralStatus::New.as_str(),
+        &stored,
+        &by,
+    )
+    .await?;
     transaction.commit().await?;
     state.outbox.wake();
     tracing::info!(
@@ -284,7 +370,7 @@ pub async fn create_referral(
         routing_reason = %stored.routing_reason,
         "referral routed"
     );
-    Ok(stored)
+    Ok(Created::New(stored))
 }
 
 #[cfg(test)]

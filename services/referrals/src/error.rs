@@ -21,6 +21,8 @@ pub enum ReferralsError {
     Bus(#[from] crm_bus::BusError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("personal data: {0}")]
+    Vault(#[from] crm_store::VaultError),
 }
 
 impl From<Violations> for ReferralsError {
@@ -53,6 +55,10 @@ impl From<ReferralsError> for tonic::Status {
             }
             ReferralsError::Bus(error) => {
                 tracing::error!(error = ?error, "bus error");
+                tonic::Status::internal("internal error")
+            }
+            ReferralsError::Vault(error) => {
+                tracing::error!(%error, "personal data could not be sealed or opened");
                 tonic::Status::internal("internal error")
             }
             ReferralsError::Corrupt(what) => {

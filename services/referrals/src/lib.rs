@@ -8,6 +8,8 @@
 
 mod create;
 mod error;
+mod lifecycle;
+mod lifecycle_rpcs;
 mod projections;
 mod referral_wire;
 mod routing_inputs;
@@ -22,7 +24,7 @@ use crm_bus::Bus;
 use crm_bus::outbox::OutboxWaker;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy};
 use crm_proto::v1::referral_service_server::ReferralServiceServer;
-use crm_store::Db;
+use crm_store::{Db, Vault};
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
@@ -43,17 +45,20 @@ pub struct ReferralsState {
     pub calendar: BusinessCalendar,
     /// Ends live streams when the process shuts down.
     pub shutdown: CancellationToken,
+    /// Seals walk-in phones; their lookup hashes find duplicates.
+    pub vault: Arc<Vault>,
 }
 
 impl ReferralsState {
-    pub fn new(db: Db, bus: Bus, shutdown: CancellationToken) -> Self {
+    pub fn new(infra: &crm_runtime::Infra) -> Self {
         Self {
-            db,
-            bus,
+            db: infra.db.clone(),
+            bus: infra.bus.clone(),
             outbox: OutboxWaker::default(),
             sla: SlaPolicy::default(),
             calendar: BusinessCalendar::default(),
-            shutdown,
+            shutdown: infra.shutdown.clone(),
+            vault: infra.vault.clone(),
         }
     }
 }
@@ -75,11 +80,7 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
-        let state = Arc::new(ReferralsState::new(
-            infra.db.clone(),
-            infra.bus.clone(),
-            infra.shutdown.clone(),
-        ));
+        let state = Arc::new(ReferralsState::new(infra));
         server.add_service(
             "crm.v1.ReferralService",
             referral_service(state.clone(), infra.auth.clone()),

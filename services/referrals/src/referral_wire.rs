@@ -4,11 +4,12 @@
 use crm_auth::{Principal, wire};
 use crm_domain::Role;
 use crm_domain::messages::ReferralEvent;
-use crm_domain::pii::mask_phone;
-use crm_domain::referral::{Need, ReferralStatus};
+use crm_domain::pii::{Pii, mask_phone};
+use crm_domain::referral::{Need, Outcome, ReferralStatus};
 use crm_domain::routing::RoutingDecision;
 use crm_proto::v1 as pb;
-use crm_store::referrals::referral;
+use crm_store::referrals::{referral, referral_history};
+use crm_store::{Vault, VaultError};
 
 use crate::work_items::priority_to_proto;
 
@@ -51,7 +52,7 @@ pub fn status_from_proto(value: i32) -> Option<ReferralStatus> {
     }
 }
 
-fn status_to_proto(status: &str) -> pb::ReferralStatus {
+pub fn status_to_proto(status: &str) -> pb::ReferralStatus {
     match ReferralStatus::parse(status) {
         Some(ReferralStatus::New) => pb::ReferralStatus::New,
         Some(ReferralStatus::Assigned) => pb::ReferralStatus::Assigned,
@@ -93,17 +94,54 @@ fn sees_prospect_phone(principal: &Principal, model: &referral::Model) -> bool {
     }
 }
 
-pub fn to_proto(model: referral::Model, principal: &Principal) -> pb::Referral {
-    let prospect = model.prospect_name.clone().map(|full_name| {
-        let phone = model.prospect_phone.clone().unwrap_or_default();
-        pb::Prospect {
-            full_name,
-            phone: if sees_prospect_phone(principal, &model) {
-                phone
-            } else {
-                mask_phone(&phone)
-            },
-        }
+/// The stored outcome text as the wire enum.
+fn outcome_to_proto(outcome: Option<&str>) -> pb::ReferralOutcome {
+    match outcome {
+        Some("contacted") => pb::ReferralOutcome::Contacted,
+        Some("converted") => pb::ReferralOutcome::Converted,
+        Some("declined") => pb::ReferralOutcome::Declined,
+        Some("unreachable") => pb::ReferralOutcome::Unreachable,
+        _ => pb::ReferralOutcome::Unspecified,
+    }
+}
+
+pub fn outcome_from_proto(value: i32) -> Option<Outcome> {
+    match pb::ReferralOutcome::try_from(value).ok()? {
+        pb::ReferralOutcome::Unspecified => None,
+        pb::ReferralOutcome::Contacted => Some(Outcome::Contacted),
+        pb::ReferralOutcome::Converted => Some(Outcome::Converted),
+        pb::ReferralOutcome::Declined => Some(Outcome::Declined),
+        pb::ReferralOutcome::Unreachable => Some(Outcome::Unreachable),
+    }
+}
+
+pub fn outcome_text(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Contacted => "contacted",
+        Outcome::Converted => "converted",
+        Outcome::Declined => "declined",
+        Outcome::Unreachable => "unreachable",
+    }
+}
+
+/// The referral as `principal` may see it; the walk-in's sealed phone is opened
+/// only to be shown whole or masked.
+pub fn to_proto(
+    model: referral::Model,
+    principal: &Principal,
+    vault: &Vault,
+) -> Result<pb::Referral, VaultError> {
+    let phone = match &model.prospect_phone {
+        Some(sealed) => vault.open(sealed)?,
+        None => Pii::default(),
+    };
+    let prospect = model.prospect_name.clone().map(|full_name| pb::Prospect {
+        full_name,
+        phone: if sees_prospect_phone(principal, &model) {
+            phone.expose().to_owned()
+        } else {
+            mask_phone(phone.expose())
+        },
     });
     let money = |minor: Option<i64>, currency: &Option<String>| {
         minor.map(|minor_units| pb::Money {
@@ -111,7 +149,10 @@ pub fn to_proto(model: referral::Model, principal: &Principal) -> pb::Referral {
             currency: currency.clone().unwrap_or_else(|| "CNY".to_owned()),
         })
     };
-    pb::Referral {
+    Ok(pb::Referral {
+        outcome: outcome_to_proto(model.outcome.as_deref()) as i32,
+        outcome_note: model.outcome_note,
+        history: Vec::new(),
         amount_hint: money(model.amount_minor_units, &model.amount_currency),
         outcome_amount: money(model.outcome_amount_minor_units, &model.amount_currency),
         referral_id: model.referral_id,
@@ -131,8 +172,34 @@ pub fn to_proto(model: referral::Model, principal: &Principal) -> pb::Referral {
         created_at: Some(wire::timestamp(model.created_at)),
         updated_at: Some(wire::timestamp(model.updated_at)),
         priority: priority_to_proto(&model.priority) as i32,
-        outcome: 0,
         outcome_product: model.outcome_product.unwrap_or_default(),
+    })
+}
+
+/// What a teller learns about an open referral for the same client and need that
+/// they may not read whole: that it exists, its status and who holds it.
+pub fn duplicate_summary(model: &referral::Model) -> pb::Referral {
+    pb::Referral {
+        referral_id: model.referral_id.clone(),
+        duplicate_of: model.referral_id.clone(),
+        branch_id: model.branch_id.clone(),
+        need: need_to_proto(&model.need) as i32,
+        status: status_to_proto(&model.status) as i32,
+        assigned_rm_id: model.assigned_rm_id.clone(),
+        created_at: Some(wire::timestamp(model.created_at)),
+        ..Default::default()
+    }
+}
+
+pub fn change_to_proto(model: referral_history::Model) -> pb::ReferralChange {
+    pb::ReferralChange {
+        action: model.action,
+        from_status: status_to_proto(&model.from_status) as i32,
+        to_status: status_to_proto(&model.to_status) as i32,
+        actor_id: model.actor_id,
+        rm_id: model.rm_id,
+        reason: model.reason,
+        occurred_at: Some(wire::timestamp(model.occurred_at)),
     }
 }
 

@@ -9,7 +9,7 @@ use crm_domain::referral::{ReferralStatus, WorkItemState, accept};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, referral_service_server::ReferralService};
-use crm_store::referrals::{referral, routing_staff, work_item};
+use crm_store::referrals::{referral, referral_history, routing_staff, work_item};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
@@ -18,7 +18,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{ReferralsError, Result};
-use crate::referral_wire::{referral_event, status_from_proto, to_proto};
+use crate::lifecycle::{self, ChangedBy};
+use crate::referral_wire::{
+    change_to_proto, duplicate_summary, referral_event, status_from_proto, to_proto,
+};
 use crate::work_items::{announce, kind_from_proto, state_from_proto};
 use crate::{ReferralsState, SERVICE, create, watch};
 
@@ -26,7 +29,7 @@ use crate::{ReferralsState, SERVICE, create, watch};
 pub type WorkItemStream = ReceiverStream<Result<pb::WatchWorkItemsResponse, Status>>;
 
 pub struct Referrals {
-    state: Arc<ReferralsState>,
+    pub(crate) state: Arc<ReferralsState>,
 }
 
 impl Referrals {
@@ -35,7 +38,7 @@ impl Referrals {
     }
 }
 
-fn parse_uuid(violations: &mut Violations, field: &str, value: &str) -> Option<String> {
+pub(crate) fn parse_uuid(violations: &mut Violations, field: &str, value: &str) -> Option<String> {
     violations
         .check(field, crm_domain::ids::parse_uuid(value))
         .map(|id| id.to_string())
@@ -53,7 +56,10 @@ fn may_read_referral(principal: &Principal, model: &referral::Model) -> bool {
     }
 }
 
-async fn find_referral(db: &impl ConnectionTrait, referral_id: &str) -> Result<referral::Model> {
+pub(crate) async fn find_referral(
+    db: &impl ConnectionTrait,
+    referral_id: &str,
+) -> Result<referral::Model> {
     referral::Entity::find_by_id(referral_id)
         .one(db)
         .await?
@@ -148,11 +154,32 @@ impl Referrals {
     ) -> Result<Response<pb::CreateReferralResponse>> {
         let principal = principal_of(&request)?;
         tracing::Span::current().record("referrer_id", principal.staff_id.as_str());
-        let stored = create::create_referral(&self.state, &principal, request.get_ref()).await?;
-        Ok(Response::new(pb::CreateReferralResponse {
-            referral: Some(to_proto(stored, &principal)),
-            duplicate_held_by: String::new(),
-        }))
+        let created = create::create_referral(&self.state, &principal, request.get_ref()).await?;
+        let response = match created {
+            create::Created::New(stored) => pb::CreateReferralResponse {
+                referral: Some(to_proto(stored, &principal, &self.state.vault)?),
+                duplicate_held_by: String::new(),
+            },
+            // The open referral for the same thing, whole if the caller may read
+            // it, otherwise only that it exists and who holds it.
+            create::Created::Duplicate(existing) => {
+                let held_by = existing.assigned_rm_id.clone();
+                let referral = if may_read_referral(&principal, &existing) {
+                    let id = existing.referral_id.clone();
+                    pb::Referral {
+                        duplicate_of: id,
+                        ..to_proto(existing, &principal, &self.state.vault)?
+                    }
+                } else {
+                    duplicate_summary(&existing)
+                };
+                pb::CreateReferralResponse {
+                    referral: Some(referral),
+                    duplicate_held_by: held_by,
+                }
+            }
+        };
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
@@ -174,8 +201,15 @@ impl Referrals {
                 "referral is outside your scope".into(),
             ));
         }
+        let history = referral_history::Entity::find()
+            .filter(referral_history::Column::ReferralId.eq(id.as_str()))
+            .order_by_asc(referral_history::Column::HistoryId)
+            .all(&self.state.db)
+            .await?;
+        let mut referral = to_proto(stored, &principal, &self.state.vault)?;
+        referral.history = history.into_iter().map(change_to_proto).collect();
         Ok(Response::new(pb::GetReferralResponse {
-            referral: Some(to_proto(stored, &principal)),
+            referral: Some(referral),
         }))
     }
 
@@ -257,8 +291,8 @@ impl Referrals {
         Ok(Response::new(pb::ListReferralsResponse {
             referrals: rows
                 .into_iter()
-                .map(|row| to_proto(row, &principal))
-                .collect(),
+                .map(|row| to_proto(row, &principal, &self.state.vault))
+                .collect::<Result<_, _>>()?,
             next_page_token,
         }))
     }
@@ -296,15 +330,25 @@ impl Referrals {
         if status == ReferralStatus::Accepted {
             transaction.commit().await?;
             return Ok(Response::new(pb::AcceptReferralResponse {
-                referral: Some(to_proto(current, &principal)),
+                referral: Some(to_proto(current, &principal, &self.state.vault)?),
             }));
         }
         let now = Utc::now();
+        let from = current.status.clone();
+        let clock_running = current.sla_stopped_at.is_none();
         let mut row = current.into_active_model();
         row.status = Set(ReferralStatus::Accepted.as_str().to_owned());
         row.accepted_at = Set(Some(now));
+        if clock_running {
+            row.sla_stopped_at = Set(Some(now));
+        }
         row.updated_at = Set(now);
         let stored = row.update(&transaction).await?;
+        let by = ChangedBy {
+            actor_id: principal.staff_id.to_string(),
+            reason: String::new(),
+        };
+        lifecycle::record_history(&transaction, "accepted", &from, &stored, &by).await?;
         let event = referral_event(&stored);
         crm_bus::outbox::enqueue_event(
             &transaction,
@@ -317,7 +361,7 @@ impl Referrals {
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::AcceptReferralResponse {
-            referral: Some(to_proto(stored, &principal)),
+            referral: Some(to_proto(stored, &principal, &self.state.vault)?),
         }))
     }
 
@@ -509,20 +553,16 @@ impl ReferralService for Referrals {
 
     async fn record_referral_outcome(
         &self,
-        _request: Request<pb::RecordReferralOutcomeRequest>,
+        request: Request<pb::RecordReferralOutcomeRequest>,
     ) -> Result<Response<pb::RecordReferralOutcomeResponse>, Status> {
-        Err(Status::unimplemented(
-            "RecordReferralOutcome arrives with the referral lifecycle issue",
-        ))
+        Ok(self.handle_record_referral_outcome(request).await?)
     }
 
     async fn reassign_referral(
         &self,
-        _request: Request<pb::ReassignReferralRequest>,
+        request: Request<pb::ReassignReferralRequest>,
     ) -> Result<Response<pb::ReassignReferralResponse>, Status> {
-        Err(Status::unimplemented(
-            "ReassignReferral arrives with the referral lifecycle issue",
-        ))
+        Ok(self.handle_reassign_referral(request).await?)
     }
 
     async fn list_work_items(

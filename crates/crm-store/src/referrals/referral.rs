@@ -9,7 +9,18 @@ pub struct Model {
     pub idempotency_key: String,
     pub client_id: Option<String>,
     pub prospect_name: Option<String>,
+    /// Sealed by [`crate::vault::Vault`].
     pub prospect_phone: Option<String>,
+    /// Keyed lookup hash of the walk-in's phone (duplicates, linking to a client).
+    pub prospect_phone_hash: String,
+    /// `client:<id>:<need>` or `phone:<hash>:<need>`; unique among open referrals.
+    pub dedupe_key: Option<String>,
+    /// 0: within SLA; 1: escalated to the branch manager; 2: reassigned on.
+    pub escalation_level: i32,
+    /// When an interaction or an outcome stopped the acceptance clock.
+    pub sla_stopped_at: Option<DateTimeUtc>,
+    #[sea_orm(column_type = "Text")]
+    pub outcome_note: String,
     pub referrer_id: String,
     pub branch_id: String,
     pub need: String,

@@ -1,0 +1,215 @@
+//! What every change of a referral does, in the caller's transaction: the row, a
+//! line of history, an event, and the RM work items that follow it (closed for the
+//! RM who no longer holds it, opened for the one who now does — each saying why).
+//! The RPCs and the SLA job share these, so a reassignment by a manager and one by
+//! the job look the same to the RMs and in the history.
+
+use chrono::{DateTime, Utc};
+use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
+use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind, WorkItemState};
+use crm_domain::sla::acceptance_deadline;
+use crm_store::referrals::{referral, referral_history, routing_staff, work_item};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter,
+};
+
+use crate::error::{ReferralsError, Result};
+use crate::referral_wire::referral_event;
+use crate::work_items::announce;
+use crate::{ReferralsState, SERVICE};
+
+/// Who changed a referral: a staff member, or a scheduled job (`system:<job>`).
+#[derive(Debug, Clone)]
+pub struct ChangedBy {
+    pub actor_id: String,
+    pub reason: String,
+}
+
+pub fn parse_status(model: &referral::Model) -> Result<ReferralStatus> {
+    ReferralStatus::parse(&model.status)
+        .ok_or_else(|| ReferralsError::Corrupt(format!("referral status {}", model.status)))
+}
+
+/// Appends one line to the referral's history.
+pub async fn record_history(
+    connection: &impl ConnectionTrait,
+    action: &str,
+    from: &str,
+    stored: &referral::Model,
+    by: &ChangedBy,
+) -> Result<()> {
+    referral_history::ActiveModel {
+        history_id: Set(uuid::Uuid::now_v7().to_string()),
+        referral_id: Set(stored.referral_id.clone()),
+        action: Set(action.to_owned()),
+        from_status: Set(from.to_owned()),
+        to_status: Set(stored.status.clone()),
+        actor_id: Set(by.actor_id.clone()),
+        rm_id: Set(stored.assigned_rm_id.clone()),
+        reason: Set(by.reason.clone()),
+        occurred_at: Set(stored.updated_at),
+    }
+    .insert(connection)
+    .await?;
+    Ok(())
+}
+
+/// Publishes `message_type` with the referral's current state.
+pub async fn publish(
+    connection: &impl ConnectionTrait,
+    message_type: &str,
+    stored: &referral::Model,
+) -> Result<()> {
+    let event: ReferralEvent = referral_event(stored);
+    crm_bus::outbox::enqueue_event(connection, SERVICE, message_type, message_type, &event).await?;
+    Ok(())
+}
+
+/// Closes the open work items of `referral_id` held by `rm_id`, with `outcome`.
+pub async fn close_work_items(
+    connection: &impl ConnectionTrait,
+    referral_id: &str,
+    rm_id: &str,
+    outcome: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let open = work_item::Entity::find()
+        .filter(work_item::Column::SourceId.eq(referral_id))
+        .filter(work_item::Column::RmId.eq(rm_id))
+        .filter(work_item::Column::State.ne(WorkItemState::Done.as_str()))
+        .all(connection)
+        .await?;
+    for item in open {
+        let version = item.version;
+        let mut row = item.into_active_model();
+        row.state = Set(WorkItemState::Done.as_str().to_owned());
+        row.outcome = Set(Some(outcome.to_owned()));
+        row.version = Set(version + 1);
+        row.updated_at = Set(now);
+        let stored = row.update(connection).await?;
+        announce(connection, &stored).await?;
+    }
+    Ok(())
+}
+
+/// Opens a work item in `rm_id`'s queue.
+#[allow(clippy::too_many_arguments)] // one item's fields, named at the call
+pub async fn open_work_item(
+    connection: &impl ConnectionTrait,
+    rm_id: &str,
+    kind: WorkItemKind,
+    stored: &referral::Model,
+    title: String,
+    detail: String,
+    due_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<work_item::Model> {
+    let item = work_item::ActiveModel {
+        work_item_id: Set(uuid::Uuid::now_v7().to_string()),
+        rm_id: Set(rm_id.to_owned()),
+        kind: Set(kind.as_str().to_owned()),
+        client_id: Set(stored.client_id.clone()),
+        title: Set(title),
+        detail: Set(detail),
+        priority: Set(stored.priority.clone()),
+        due_at: Set(due_at),
+        state: Set(WorkItemState::Open.as_str().to_owned()),
+        source_id: Set(stored.referral_id.clone()),
+        acked_at: Set(None),
+        snoozed_until: Set(None),
+        outcome: Set(None),
+        version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(connection)
+    .await?;
+    announce(connection, &item).await?;
+    Ok(item)
+}
+
+/// Moves an open referral to `new_rm`: the old RM's item closes saying where it
+/// went and why, the new RM's item opens saying where it came from and why, the
+/// acceptance clock starts again. `escalation_level` is what the referral holds
+/// afterwards.
+pub async fn reassign(
+    connection: &impl ConnectionTrait,
+    state: &ReferralsState,
+    current: referral::Model,
+    new_rm: &str,
+    by: &ChangedBy,
+    escalation_level: i32,
+    now: DateTime<Utc>,
+) -> Result<referral::Model> {
+    let status = parse_status(&current)?;
+    crm_domain::referral::reassign(status)
+        .map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
+    if current.assigned_rm_id == new_rm {
+        return Err(ReferralsError::FailedPrecondition(format!(
+            "referral is already held by {new_rm}"
+        )));
+    }
+    let old_rm = current.assigned_rm_id.clone();
+    let priority = Priority::parse(&current.priority).unwrap_or(Priority::Normal);
+    let sla_due_at = acceptance_deadline(&state.sla, &state.calendar, priority, now);
+    let from = current.status.clone();
+    let mut row = current.into_active_model();
+    row.assigned_rm_id = Set(new_rm.to_owned());
+    row.status = Set(ReferralStatus::Assigned.as_str().to_owned());
+    row.routing_reason = Set(format!("reassigned from {old_rm}: {}", by.reason));
+    row.accepted_at = Set(None);
+    row.assigned_at = Set(now);
+    row.sla_due_at = Set(sla_due_at);
+    row.sla_stopped_at = Set(None);
+    row.escalation_level = Set(escalation_level);
+    row.updated_at = Set(now);
+    let stored = row.update(connection).await?;
+    close_work_items(
+        connection,
+        &stored.referral_id,
+        &old_rm,
+        &format!("reassigned to {new_rm} by {}: {}", by.actor_id, by.reason),
+        now,
+    )
+    .await?;
+    let title = format!(
+        "Referral (reassigned): {} — {}",
+        stored.need.replace('_', " "),
+        stored
+            .client_id
+            .clone()
+            .or_else(|| stored
+                .prospect_name
+                .clone()
+                .map(|name| format!("walk-in {name}")))
+            .unwrap_or_default()
+    );
+    let detail = format!(
+        "Reassigned from {old_rm} by {}: {}. {}",
+        by.actor_id, by.reason, stored.note
+    );
+    open_work_item(
+        connection,
+        new_rm,
+        WorkItemKind::Referral,
+        &stored,
+        title,
+        detail,
+        Some(sla_due_at),
+        now,
+    )
+    .await?;
+    routing_staff::Entity::update_many()
+        .col_expr(
+            routing_staff::Column::LastAssignedAt,
+            Expr::value(Some(now)),
+        )
+        .filter(routing_staff::Column::StaffId.eq(new_rm))
+        .exec(connection)
+        .await?;
+    record_history(connection, "reassigned", &from, &stored, by).await?;
+    publish(connection, REFERRAL_REASSIGNED, &stored).await?;
+    Ok(stored)
+}
