@@ -1,0 +1,554 @@
+//! A referral's life after the teller's call, over PostgreSQL + RabbitMQ and over
+//! the embedded default: outcomes and illegal moves, a manager reassigning (both
+//! RMs see why), the history, duplicates across branches (also when they race),
+//! a teller unable to read another teller's referrals, and a burst spread evenly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crm_domain::Role;
+use crm_proto::v1 as pb;
+use crm_testkit::{Backend, TestApp, spawn_app, with_token};
+use tonic::Code;
+
+fn teller(app: &TestApp, branch: &str) -> String {
+    app.token(&format!("{branch}-T-1"), Role::Teller, branch)
+}
+
+async fn refer_client(
+    app: &TestApp,
+    token: &str,
+    client_id: &str,
+    need: pb::Need,
+) -> pb::CreateReferralResponse {
+    app.referrals()
+        .create_referral(with_token(
+            token,
+            pb::CreateReferralRequest {
+                idempotency_key: uuid::Uuid::now_v7().to_string(),
+                client_id: client_id.into(),
+                need: need as i32,
+                priority: pb::Priority::Normal as i32,
+                note: "wants to talk about it".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn refer_walk_in(
+    app: &TestApp,
+    token: &str,
+    phone: &str,
+) -> Result<pb::CreateReferralResponse, tonic::Status> {
+    Ok(app
+        .referrals()
+        .create_referral(with_token(
+            token,
+            pb::CreateReferralRequest {
+                idempotency_key: uuid::Uuid::now_v7().to_string(),
+                prospect: Some(pb::Prospect {
+                    full_name: "Walk In".into(),
+                    phone: phone.into(),
+                }),
+                need: pb::Need::LargeDeposit as i32,
+                priority: pb::Priority::High as i32,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner())
+}
+
+async fn outcome(
+    app: &TestApp,
+    token: &str,
+    referral_id: &str,
+    outcome: pb::ReferralOutcome,
+    note: &str,
+) -> Result<pb::Referral, tonic::Status> {
+    Ok(app
+        .referrals()
+        .record_referral_outcome(with_token(
+            token,
+            pb::RecordReferralOutcomeRequest {
+                referral_id: referral_id.into(),
+                outcome: outcome as i32,
+                note: note.into(),
+                product: "time deposit".into(),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner()
+        .referral
+        .unwrap())
+}
+
+async fn accept(
+    app: &TestApp,
+    token: &str,
+    referral_id: &str,
+) -> Result<pb::Referral, tonic::Status> {
+    Ok(app
+        .referrals()
+        .accept_referral(with_token(
+            token,
+            pb::AcceptReferralRequest {
+                referral_id: referral_id.into(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .referral
+        .unwrap())
+}
+
+async fn queue(app: &TestApp, rm: &str, branch: &str) -> Vec<pb::WorkItem> {
+    let token = app.token(rm, Role::Rm, branch);
+    app.referrals()
+        .list_work_items(with_token(&token, pb::ListWorkItemsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .work_items
+}
+
+async fn lifecycle_and_reassignment(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 3).await;
+    app.seed_client("C-100", "B-001", Some("B-001-RM-1")).await;
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let rm3 = app.token("B-001-RM-3", Role::Rm, "B-001");
+    let manager = app.token("B-001-M", Role::BranchManager, "B-001");
+    let created = refer_client(&app, &teller(&app, "B-001"), "C-100", pb::Need::Loan).await;
+    let referral = created.referral.unwrap();
+    let id = referral.referral_id.clone();
+    assert_eq!(referral.assigned_rm_id, "B-001-RM-1");
+
+    // Before acceptance no outcome is possible; the answer names the status.
+    let error = outcome(&app, &rm1, &id, pb::ReferralOutcome::Contacted, "")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("assigned"), "{}", error.message());
+
+    // A manager moves it to RM-3 with a reason: RM-1's item closes saying so,
+    // RM-3's opens saying where it came from.
+    let moved = app
+        .referrals()
+        .reassign_referral(with_token(
+            &manager,
+            pb::ReassignReferralRequest {
+                referral_id: id.clone(),
+                rm_id: "B-001-RM-3".into(),
+                reason: "RM-1 on leave".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(moved.assigned_rm_id, "B-001-RM-3");
+    assert_eq!(moved.status, pb::ReferralStatus::Assigned as i32);
+    let old = queue(&app, "B-001-RM-1", "B-001").await;
+    let closed = old.iter().find(|item| item.source_id == id).unwrap();
+    assert_eq!(closed.state, pb::WorkItemState::Done as i32);
+    assert!(
+        closed.outcome.contains("reassigned to B-001-RM-3")
+            && closed.outcome.contains("RM-1 on leave")
+    );
+    let new = queue(&app, "B-001-RM-3", "B-001").await;
+    let opened = new.iter().find(|item| item.source_id == id).unwrap();
+    assert_eq!(opened.state, pb::WorkItemState::Open as i32);
+    assert!(
+        opened.detail.contains("Reassigned from B-001-RM-1")
+            && opened.detail.contains("RM-1 on leave")
+    );
+    // The old RM may no longer act on it; reassigning to a teller is refused.
+    assert_eq!(
+        accept(&app, &rm1, &id).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let error = app
+        .referrals()
+        .reassign_referral(with_token(
+            &manager,
+            pb::ReassignReferralRequest {
+                referral_id: id.clone(),
+                rm_id: "B-001-T-1".into(),
+                reason: "no".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    // An RM may not reassign.
+    let error = app
+        .referrals()
+        .reassign_referral(with_token(
+            &rm3,
+            pb::ReassignReferralRequest {
+                referral_id: id.clone(),
+                rm_id: "B-001-RM-2".into(),
+                reason: "mine".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+
+    // RM-3 works it: accept, contacted, then a decline needs a reason.
+    accept(&app, &rm3, &id).await.unwrap();
+    let contacted = outcome(&app, &rm3, &id, pb::ReferralOutcome::Contacted, "called")
+        .await
+        .unwrap();
+    assert_eq!(contacted.status, pb::ReferralStatus::Contacted as i32);
+    let error = outcome(&app, &rm3, &id, pb::ReferralOutcome::Declined, " ")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let converted = outcome(&app, &rm3, &id, pb::ReferralOutcome::Converted, "signed")
+        .await
+        .unwrap();
+    assert_eq!(converted.status, pb::ReferralStatus::Converted as i32);
+    assert_eq!(converted.outcome, pb::ReferralOutcome::Converted as i32);
+    assert_eq!(converted.outcome_product, "time deposit");
+    // Final: the same outcome again is the same answer; anything else is refused.
+    outcome(&app, &rm3, &id, pb::ReferralOutcome::Converted, "signed")
+        .await
+        .unwrap();
+    let error = outcome(
+        &app,
+        &rm3,
+        &id,
+        pb::ReferralOutcome::Declined,
+        "changed mind",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("converted"));
+    let error = app
+        .referrals()
+        .reassign_referral(with_token(
+            &manager,
+            pb::ReassignReferralRequest {
+                referral_id: id.clone(),
+                rm_id: "B-001-RM-2".into(),
+                reason: "late".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    // The work item closed with the outcome.
+    let done = queue(&app, "B-001-RM-3", "B-001").await;
+    let item = done.iter().find(|item| item.source_id == id).unwrap();
+    assert_eq!(item.state, pb::WorkItemState::Done as i32);
+
+    // The history tells the whole story, oldest first.
+    let full = app
+        .referrals()
+        .get_referral(with_token(
+            &manager,
+            pb::GetReferralRequest {
+                referral_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    let story: Vec<(String, String, String)> = full
+        .history
+        .iter()
+        .map(|c| (c.action.clone(), c.actor_id.clone(), c.rm_id.clone()))
+        .collect();
+    let step = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        story,
+        vec![
+            step("created", "B-001-T-1", "B-001-RM-1"),
+            step("reassigned", "B-001-M", "B-001-RM-3"),
+            step("accepted", "B-001-RM-3", "B-001-RM-3"),
+            step("outcome", "B-001-RM-3", "B-001-RM-3"),
+            step("outcome", "B-001-RM-3", "B-001-RM-3"),
+        ]
+    );
+    assert_eq!(full.history[1].reason, "RM-1 on leave");
+    // Every change was published.
+    for (message_type, want) in [
+        ("referral.assigned", 1),
+        ("referral.reassigned", 1),
+        ("referral.accepted", 1),
+        ("referral.outcome_recorded", 2),
+    ] {
+        let have = app
+            .count(&format!(
+                "SELECT COUNT(*) FROM outbox WHERE message_type = '{message_type}'"
+            ))
+            .await;
+        assert_eq!(have, want, "{message_type}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn lifecycle_and_reassignment_on_postgres_and_rabbitmq() {
+    lifecycle_and_reassignment(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn lifecycle_and_reassignment_on_the_embedded_default() {
+    lifecycle_and_reassignment(Backend::Embedded).await;
+}
+
+async fn duplicates_across_branches(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_branch("B-002", 2).await;
+    app.seed_client("C-200", "B-001", Some("B-001-RM-1")).await;
+    let first = refer_client(
+        &app,
+        &teller(&app, "B-001"),
+        "C-200",
+        pb::Need::WealthManagement,
+    )
+    .await;
+    let first = first.referral.unwrap();
+    // Another branch's teller, same client and need: the first one, summarised.
+    let second = refer_client(
+        &app,
+        &teller(&app, "B-002"),
+        "C-200",
+        pb::Need::WealthManagement,
+    )
+    .await;
+    assert_eq!(second.duplicate_held_by, "B-001-RM-1");
+    let summary = second.referral.unwrap();
+    assert_eq!(summary.duplicate_of, first.referral_id);
+    assert_eq!(summary.referral_id, first.referral_id);
+    assert!(
+        summary.note.is_empty()
+            && summary.routing_decision.is_none()
+            && summary.referrer_id.is_empty()
+    );
+    // The same teller again sees their own referral whole.
+    let again = refer_client(
+        &app,
+        &teller(&app, "B-001"),
+        "C-200",
+        pb::Need::WealthManagement,
+    )
+    .await;
+    let again = again.referral.unwrap();
+    assert_eq!(
+        (again.duplicate_of.as_str(), again.note.as_str()),
+        (first.referral_id.as_str(), "wants to talk about it")
+    );
+    // Another need is another referral; one work item each.
+    let loan = refer_client(&app, &teller(&app, "B-002"), "C-200", pb::Need::Loan).await;
+    assert!(loan.duplicate_held_by.is_empty());
+    assert_eq!(app.count("SELECT COUNT(*) FROM referrals").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM work_items").await, 2);
+
+    // Walk-ins by phone, stored sealed; the same phone and need is a duplicate.
+    let walk_in = refer_walk_in(&app, &teller(&app, "B-001"), "13711112222")
+        .await
+        .unwrap();
+    let dup = refer_walk_in(&app, &teller(&app, "B-002"), "13711112222")
+        .await
+        .unwrap();
+    assert_eq!(
+        dup.referral.unwrap().duplicate_of,
+        walk_in.referral.unwrap().referral_id
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM referrals WHERE prospect_phone LIKE '%13711112222%'")
+            .await,
+        0
+    );
+
+    // A closed referral no longer blocks: after a decline, a new one is made.
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    accept(&app, &rm1, &first.referral_id).await.unwrap();
+    outcome(
+        &app,
+        &rm1,
+        &first.referral_id,
+        pb::ReferralOutcome::Declined,
+        "not now",
+    )
+    .await
+    .unwrap();
+    let fresh = refer_client(
+        &app,
+        &teller(&app, "B-002"),
+        "C-200",
+        pb::Need::WealthManagement,
+    )
+    .await;
+    assert!(fresh.duplicate_held_by.is_empty());
+    assert_ne!(fresh.referral.unwrap().referral_id, first.referral_id);
+
+    // Ten tellers racing for the same client and need make one referral.
+    for n in 3..=12 {
+        let branch = format!("B-{n:03}");
+        app.seed_branch(&branch, 1).await;
+    }
+    let racers: Vec<_> = (3..=12)
+        .map(|n| {
+            let token = teller(&app, &format!("B-{n:03}"));
+            let mut referrals = app.referrals();
+            async move {
+                referrals
+                    .create_referral(with_token(
+                        &token,
+                        pb::CreateReferralRequest {
+                            idempotency_key: uuid::Uuid::now_v7().to_string(),
+                            client_id: "C-200".into(),
+                            need: pb::Need::Insurance as i32,
+                            priority: pb::Priority::Normal as i32,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        })
+        .collect();
+    let answers = futures::future::join_all(racers).await;
+    let made = answers
+        .iter()
+        .filter(|a| a.duplicate_held_by.is_empty())
+        .count();
+    assert_eq!(made, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM referrals WHERE need = 'insurance'")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn duplicates_across_branches_on_postgres_and_rabbitmq() {
+    duplicates_across_branches(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn duplicates_across_branches_on_the_embedded_default() {
+    duplicates_across_branches(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_teller_cannot_read_another_tellers_referrals() {
+    let app = spawn_app(Backend::Distributed).await;
+    app.seed_branch("B-001", 2).await;
+    let system = app.token("SYS-CORE", Role::System, "HQ-001");
+    app.directory()
+        .upsert_staff(with_token(
+            &system,
+            pb::UpsertStaffRequest {
+                staff: Some(pb::Staff {
+                    staff_id: "B-001-T-2".into(),
+                    name: "Second teller".into(),
+                    role: pb::StaffRole::Teller as i32,
+                    branch_id: "B-001".into(),
+                    active: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let mine = refer_walk_in(&app, &teller(&app, "B-001"), "13622223333")
+        .await
+        .unwrap();
+    let id = mine.referral.unwrap().referral_id;
+    let other = app.token("B-001-T-2", Role::Teller, "B-001");
+    let error = app
+        .referrals()
+        .get_referral(with_token(
+            &other,
+            pb::GetReferralRequest {
+                referral_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+    let listed = app
+        .referrals()
+        .list_referrals(with_token(&other, pb::ListReferralsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .referrals;
+    assert!(listed.is_empty());
+    app.stop().await;
+}
+
+async fn a_burst_spreads_evenly(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 4).await;
+    // An unpaired teller: every walk-in goes to the branch pool.
+    let system = app.token("SYS-CORE", Role::System, "HQ-001");
+    app.directory()
+        .upsert_staff(with_token(
+            &system,
+            pb::UpsertStaffRequest {
+                staff: Some(pb::Staff {
+                    staff_id: "B-001-T-9".into(),
+                    name: "Unpaired teller".into(),
+                    role: pb::StaffRole::Teller as i32,
+                    branch_id: "B-001".into(),
+                    active: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let token = app.token("B-001-T-9", Role::Teller, "B-001");
+    let burst: Vec<_> = (0..100)
+        .map(|n| {
+            let token = token.clone();
+            let app = &app;
+            async move {
+                refer_walk_in(app, &token, &format!("1350000{n:04}"))
+                    .await
+                    .unwrap()
+            }
+        })
+        .collect();
+    let answers = futures::future::join_all(burst).await;
+    let mut per_rm: BTreeMap<String, usize> = BTreeMap::new();
+    for answer in answers {
+        *per_rm
+            .entry(answer.referral.unwrap().assigned_rm_id)
+            .or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = (1..=4).map(|n| (format!("B-001-RM-{n}"), 25)).collect();
+    assert_eq!(per_rm, want);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_spreads_evenly_on_postgres_and_rabbitmq() {
+    a_burst_spreads_evenly(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn a_burst_spreads_evenly_on_the_embedded_default() {
+    a_burst_spreads_evenly(Backend::Embedded).await;
+}
