@@ -13,6 +13,7 @@ pub const SERVICE_QUEUES: &[ServiceQueue] = &[ServiceQueue {
     service: "referrals",
     bindings: &[
         "client.coverage_changed",
+        "client.interaction_logged",
         "directory.staff_changed",
         "directory.pair_changed",
     ],

@@ -50,6 +50,10 @@ pub struct CoverageChanged {
     pub do_not_contact: bool,
     pub reason: String,
     pub updated_at: DateTime<Utc>,
+    /// The keyed lookup hash of the client's phone (never the number): lets the
+    /// referrals service link a walk-in's referral once they become a client.
+    #[serde(default)]
+    pub phone_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

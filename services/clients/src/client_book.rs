@@ -53,6 +53,7 @@ async fn announce_coverage(
         do_not_contact: model.do_not_contact,
         reason: reason.to_owned(),
         updated_at: model.updated_at,
+        phone_hash: model.phone_hash.clone(),
     };
     crm_bus::outbox::enqueue_event(
         transaction,

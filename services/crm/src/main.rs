@@ -61,6 +61,26 @@ enum Command {
         #[command(flatten)]
         settings: crm_runtime::Settings,
     },
+    /// Scheduled jobs (run them from cron or a scheduler; each is safe to run twice
+    /// or concurrently).
+    Jobs {
+        #[command(subcommand)]
+        job: Job,
+        #[command(flatten)]
+        settings: crm_runtime::Settings,
+    },
+}
+
+#[derive(Subcommand)]
+enum Job {
+    /// Escalate referrals past their acceptance deadline: the branch manager is
+    /// told at the first breach, the referral moves down the routing chain at the
+    /// second. The referrals service's relay publishes what it writes.
+    ReferralSla {
+        /// Judge deadlines as of this time (RFC 3339) instead of now: replays, drills.
+        #[arg(long)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +121,28 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DeadLetters { action, settings } => dead_letters(action, &settings).await,
+        Command::Jobs {
+            job: Job::ReferralSla { now },
+            settings,
+        } => {
+            crm_runtime::install_crypto_provider();
+            let db = crm_store::connect(
+                &settings.database_url()?,
+                settings.database_schema.as_deref(),
+            )
+            .await?;
+            let job = crm_referrals::SlaJob {
+                db,
+                sla: Default::default(),
+                calendar: Default::default(),
+            };
+            let report = job.run(now.unwrap_or_else(chrono::Utc::now)).await?;
+            println!(
+                "referral SLA: {} escalated to their branch manager, {} reassigned",
+                report.escalated, report.reassigned
+            );
+            Ok(())
+        }
         Command::Migrate { settings } => {
             crm_runtime::install_crypto_provider();
             let db = crm_store::connect(

@@ -14,6 +14,8 @@ mod projections;
 mod referral_wire;
 mod routing_inputs;
 mod service;
+mod sla_job;
+mod snoozes;
 mod watch;
 mod work_items;
 
@@ -31,6 +33,7 @@ use tonic::service::interceptor::InterceptedService;
 pub use error::ReferralsError;
 pub use projections::Projections;
 pub use service::Referrals;
+pub use sla_job::{SlaJob, SlaReport};
 pub use work_items::WorkItemMessage;
 
 /// The outbox source, queue and consumer name of this service.
@@ -92,6 +95,11 @@ impl crm_runtime::ServiceModule for Module {
             state.outbox.clone(),
         );
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
+        infra.tasks.spawn(snoozes::run(
+            infra.db.clone(),
+            state.outbox.clone(),
+            infra.shutdown.clone(),
+        ));
         let consumer = crm_bus::run_consumer(
             infra.bus.clone(),
             infra.db.clone(),

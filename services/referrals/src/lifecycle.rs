@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
 use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind, WorkItemState};
-use crm_domain::sla::acceptance_deadline;
+use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_store::referrals::{referral, referral_history, routing_staff, work_item};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -15,10 +15,10 @@ use sea_orm::{
     QueryFilter,
 };
 
+use crate::SERVICE;
 use crate::error::{ReferralsError, Result};
 use crate::referral_wire::referral_event;
 use crate::work_items::announce;
-use crate::{ReferralsState, SERVICE};
 
 /// Who changed a referral: a staff member, or a scheduled job (`system:<job>`).
 #[derive(Debug, Clone)]
@@ -134,9 +134,11 @@ pub async fn open_work_item(
 /// went and why, the new RM's item opens saying where it came from and why, the
 /// acceptance clock starts again. `escalation_level` is what the referral holds
 /// afterwards.
+#[allow(clippy::too_many_arguments)] // the change and its context, named at the call
 pub async fn reassign(
     connection: &impl ConnectionTrait,
-    state: &ReferralsState,
+    sla: &SlaPolicy,
+    calendar: &BusinessCalendar,
     current: referral::Model,
     new_rm: &str,
     by: &ChangedBy,
@@ -153,7 +155,7 @@ pub async fn reassign(
     }
     let old_rm = current.assigned_rm_id.clone();
     let priority = Priority::parse(&current.priority).unwrap_or(Priority::Normal);
-    let sla_due_at = acceptance_deadline(&state.sla, &state.calendar, priority, now);
+    let sla_due_at = acceptance_deadline(sla, calendar, priority, now);
     let from = current.status.clone();
     let mut row = current.into_active_model();
     row.assigned_rm_id = Set(new_rm.to_owned());

@@ -193,7 +193,8 @@ impl Referrals {
         let level = current.escalation_level;
         let stored = lifecycle::reassign(
             &transaction,
-            state,
+            &state.sla,
+            &state.calendar,
             current,
             rm_id.as_str(),
             &by,

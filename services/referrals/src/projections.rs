@@ -6,14 +6,19 @@
 use chrono::{DateTime, Utc};
 use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
-    COVERAGE_CHANGED, CoverageChanged, PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged,
+    COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED, InteractionLogged, PAIR_CHANGED,
+    PairChanged, STAFF_CHANGED, StaffChanged,
 };
+use crm_domain::referral::ReferralStatus;
+use crm_store::referrals::{referral, referral_history};
 use crm_store::referrals::{routing_client, routing_pair, routing_staff};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait,
     ActiveValue::{NotSet, Set},
     DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
+use sea_orm::{ColumnTrait, QueryFilter};
 
 pub struct Projections;
 
@@ -27,7 +32,12 @@ impl MessageHandler for Projections {
         match envelope.message_type.as_str() {
             STAFF_CHANGED => apply_staff(transaction, envelope.decode()?).await,
             PAIR_CHANGED => apply_pair(transaction, envelope.decode()?).await,
-            COVERAGE_CHANGED => apply_coverage(transaction, envelope.decode()?).await,
+            COVERAGE_CHANGED => {
+                let message: CoverageChanged = envelope.decode()?;
+                link_walk_ins(transaction, &message).await?;
+                apply_coverage(transaction, message).await
+            }
+            INTERACTION_LOGGED => stop_clocks(transaction, envelope.decode()?).await,
             other => Err(HandlerError::Poison(format!(
                 "unexpected message type {other}"
             ))),
@@ -117,4 +127,60 @@ async fn apply_coverage(
         source_updated_at: Set(message.updated_at),
     };
     save_if_newer(transaction, stored, message.updated_at, row).await
+}
+
+/// A contact with the client by the RM holding their referral stops its acceptance
+/// clock: the RM is on it, even before pressing "accept".
+async fn stop_clocks(
+    transaction: &DatabaseTransaction,
+    message: InteractionLogged,
+) -> Result<(), HandlerError> {
+    referral::Entity::update_many()
+        .col_expr(
+            referral::Column::SlaStoppedAt,
+            Expr::value(Some(message.occurred_at)),
+        )
+        .filter(referral::Column::ClientId.eq(message.client_id.as_str()))
+        .filter(referral::Column::AssignedRmId.eq(message.staff_id.as_str()))
+        .filter(referral::Column::Status.eq(ReferralStatus::Assigned.as_str()))
+        .filter(referral::Column::SlaStoppedAt.is_null())
+        .exec(transaction)
+        .await?;
+    Ok(())
+}
+
+/// A walk-in who has become a client: their referrals (found by the phone's lookup
+/// hash, never the number) now name the client, and the history says so.
+async fn link_walk_ins(
+    transaction: &DatabaseTransaction,
+    message: &CoverageChanged,
+) -> Result<(), HandlerError> {
+    if message.phone_hash.is_empty() {
+        return Ok(());
+    }
+    let walk_ins = referral::Entity::find()
+        .filter(referral::Column::ProspectPhoneHash.eq(message.phone_hash.as_str()))
+        .filter(referral::Column::ClientId.is_null())
+        .all(transaction)
+        .await?;
+    for walk_in in walk_ins {
+        let status = walk_in.status.clone();
+        let mut row = walk_in.into_active_model();
+        row.client_id = Set(Some(message.client_id.clone()));
+        let stored = row.update(transaction).await?;
+        referral_history::ActiveModel {
+            history_id: Set(uuid::Uuid::now_v7().to_string()),
+            referral_id: Set(stored.referral_id.clone()),
+            action: Set("linked".to_owned()),
+            from_status: Set(status.clone()),
+            to_status: Set(status),
+            actor_id: Set("system:clients".to_owned()),
+            rm_id: Set(stored.assigned_rm_id.clone()),
+            reason: Set(format!("walk-in became client {}", message.client_id)),
+            occurred_at: Set(message.updated_at),
+        }
+        .insert(transaction)
+        .await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,242 @@
+//! `crm jobs referral-sla`: referrals not accepted by their deadline. A first
+//! breach escalates — the branch manager gets a work item and the referral is
+//! marked `escalated`, with a second window to accept; a second breach reassigns it
+//! down the routing chain (the next candidate after the RM who let it lapse).
+//!
+//! Safe to run twice or from two schedulers at once: each referral is claimed by
+//! a conditional update of its escalation level inside the transaction that acts
+//! on it, so exactly one runner acts per breach. An acceptance, an outcome or a
+//! logged contact with the client stops the clock (`sla_stopped_at`).
+
+use chrono::{DateTime, Utc};
+use crm_domain::messages::REFERRAL_ESCALATED;
+use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind};
+use crm_domain::routing::{RoutingRequest, route};
+use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
+use crm_domain::{BranchId, Role, StaffId};
+use crm_store::Db;
+use crm_store::referrals::{referral, routing_client, routing_staff};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use crate::error::Result;
+use crate::lifecycle::{self, ChangedBy};
+use crate::routing_inputs;
+
+/// The actor the history names for this job.
+pub const ACTOR: &str = "system:referral-sla";
+
+/// Referrals handled per pass; a backlog drains over consecutive runs.
+const BATCH: u64 = 500;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SlaReport {
+    pub escalated: usize,
+    pub reassigned: usize,
+}
+
+/// What the job needs: the store and the clock's rules.
+pub struct SlaJob {
+    pub db: Db,
+    pub sla: SlaPolicy,
+    pub calendar: BusinessCalendar,
+}
+
+impl SlaJob {
+    /// One pass as of `now` (the caller's clock: tests and replays pass their own).
+    pub async fn run(&self, now: DateTime<Utc>) -> Result<SlaReport> {
+        let due = referral::Entity::find()
+            .filter(referral::Column::Status.eq(ReferralStatus::Assigned.as_str()))
+            .filter(referral::Column::SlaStoppedAt.is_null())
+            .filter(referral::Column::SlaDueAt.lte(now))
+            .filter(referral::Column::EscalationLevel.lt(2))
+            .order_by_asc(referral::Column::SlaDueAt)
+            .limit(BATCH)
+            .all(&self.db)
+            .await?;
+        let mut report = SlaReport::default();
+        for breached in due {
+            match self.handle(breached, now).await? {
+                Some(1) => report.escalated += 1,
+                Some(_) => report.reassigned += 1,
+                None => {}
+            }
+        }
+        if report != SlaReport::default() {
+            tracing::info!(?report, "referral SLA pass");
+        }
+        Ok(report)
+    }
+
+    /// Acts on one breach if this runner wins it; the level it moved to.
+    async fn handle(&self, breached: referral::Model, now: DateTime<Utc>) -> Result<Option<i32>> {
+        let level = breached.escalation_level;
+        let transaction = self.db.begin().await?;
+        let claimed = referral::Entity::update_many()
+            .col_expr(referral::Column::EscalationLevel, Expr::value(level + 1))
+            .filter(referral::Column::ReferralId.eq(breached.referral_id.as_str()))
+            .filter(referral::Column::EscalationLevel.eq(level))
+            .filter(referral::Column::Status.eq(ReferralStatus::Assigned.as_str()))
+            .filter(referral::Column::SlaStoppedAt.is_null())
+            .exec(&transaction)
+            .await?;
+        if claimed.rows_affected == 0 {
+            transaction.rollback().await?;
+            return Ok(None);
+        }
+        let Some(current) = referral::Entity::find_by_id(breached.referral_id.as_str())
+            .one(&transaction)
+            .await?
+        else {
+            transaction.rollback().await?;
+            return Ok(None);
+        };
+        let holder = current.assigned_rm_id.clone();
+        let by = ChangedBy {
+            actor_id: ACTOR.to_owned(),
+            reason: format!(
+                "not accepted by {holder} by {}",
+                breached.sla_due_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+        };
+        if level == 0 {
+            self.escalate(&transaction, current, &by, now).await?;
+        } else {
+            self.reassign_on(&transaction, current, &by, now).await?;
+        }
+        transaction.commit().await?;
+        Ok(Some(level + 1))
+    }
+
+    /// First breach: the branch manager hears of it; a second window opens.
+    async fn escalate(
+        &self,
+        transaction: &sea_orm::DatabaseTransaction,
+        current: referral::Model,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let priority = Priority::parse(&current.priority).unwrap_or(Priority::Normal);
+        let from = current.status.clone();
+        let mut row = current.into_active_model();
+        row.escalated = Set(true);
+        row.sla_due_at = Set(acceptance_deadline(
+            &self.sla,
+            &self.calendar,
+            priority,
+            now,
+        ));
+        row.updated_at = Set(now);
+        let stored = row.update(transaction).await?;
+        let manager = routing_staff::Entity::find()
+            .filter(routing_staff::Column::BranchId.eq(stored.branch_id.as_str()))
+            .filter(routing_staff::Column::Role.eq(Role::BranchManager.as_str()))
+            .filter(routing_staff::Column::Active.eq(true))
+            .order_by_asc(routing_staff::Column::StaffId)
+            .one(transaction)
+            .await?;
+        match manager {
+            Some(manager) => {
+                let subject = stored
+                    .client_id
+                    .clone()
+                    .or_else(|| stored.prospect_name.clone().map(|n| format!("walk-in {n}")))
+                    .unwrap_or_default();
+                lifecycle::open_work_item(
+                    transaction,
+                    &manager.staff_id,
+                    WorkItemKind::FollowUp,
+                    &stored,
+                    format!("SLA breach: referral for {subject} not accepted"),
+                    format!(
+                        "{}. Held by {}; reassign it, or it moves on at the next breach.",
+                        by.reason, stored.assigned_rm_id
+                    ),
+                    Some(stored.sla_due_at),
+                    now,
+                )
+                .await?;
+            }
+            None => tracing::warn!(
+                referral_id = %stored.referral_id,
+                branch_id = %stored.branch_id,
+                "SLA breach with no active branch manager to tell"
+            ),
+        }
+        lifecycle::record_history(transaction, "escalated", &from, &stored, by).await?;
+        lifecycle::publish(transaction, REFERRAL_ESCALATED, &stored).await?;
+        Ok(())
+    }
+
+    /// Second breach: the next candidate of the routing chain gets it.
+    async fn reassign_on(
+        &self,
+        transaction: &sea_orm::DatabaseTransaction,
+        current: referral::Model,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let holder = current.assigned_rm_id.clone();
+        let (Ok(branch_id), Ok(teller_id)) = (
+            BranchId::parse(&current.branch_id),
+            StaffId::parse(&current.referrer_id),
+        ) else {
+            return Ok(());
+        };
+        let primary = match &current.client_id {
+            Some(id) => routing_client::Entity::find_by_id(id.as_str())
+                .one(transaction)
+                .await?
+                .and_then(|c| c.primary_rm_id),
+            None => None,
+        };
+        let mut candidates =
+            routing_inputs::load(transaction, &branch_id, &teller_id, primary.as_deref()).await?;
+        // Everyone but the RM who let it lapse (the chain still ends at the manager).
+        let lapsed = |c: &crm_domain::routing::Candidate| c.staff_id.as_str() == holder;
+        candidates.primary_rm = candidates.primary_rm.filter(|c| !lapsed(c));
+        candidates.paired_rm = candidates.paired_rm.filter(|c| !lapsed(c));
+        candidates
+            .branch_staff
+            .retain(|c| !lapsed(c) || c.role == Role::BranchManager);
+        let decision = route(&RoutingRequest {
+            branch_id: &branch_id,
+            teller_id: &teller_id,
+            primary_rm: candidates.primary_rm.as_ref(),
+            paired_rm: candidates.paired_rm.as_ref(),
+            branch_staff: &candidates.branch_staff,
+            now,
+        });
+        match decision {
+            Ok(decision) if decision.chosen_rm_id != holder => {
+                let by = ChangedBy {
+                    actor_id: by.actor_id.clone(),
+                    reason: format!("second SLA breach: {}", by.reason),
+                };
+                lifecycle::reassign(
+                    transaction,
+                    &self.sla,
+                    &self.calendar,
+                    current,
+                    &decision.chosen_rm_id,
+                    &by,
+                    2,
+                    now,
+                )
+                .await?;
+            }
+            // Nobody else to give it to: it stays, marked, with the manager told.
+            _ => {
+                let from = current.status.clone();
+                let mut row = current.into_active_model();
+                row.updated_at = Set(now);
+                let stored = row.update(transaction).await?;
+                lifecycle::record_history(transaction, "escalated", &from, &stored, by).await?;
+            }
+        }
+        Ok(())
+    }
+}
