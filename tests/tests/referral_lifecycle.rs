@@ -552,3 +552,110 @@ async fn a_burst_spreads_evenly_on_postgres_and_rabbitmq() {
 async fn a_burst_spreads_evenly_on_the_embedded_default() {
     a_burst_spreads_evenly(Backend::Embedded).await;
 }
+
+#[tokio::test]
+async fn referrer_credit_per_teller_and_branch() {
+    let app = spawn_app(Backend::Distributed).await;
+    app.seed_branch("B-001", 2).await;
+    let system = app.token("SYS-CORE", Role::System, "HQ-001");
+    app.directory()
+        .upsert_staff(with_token(
+            &system,
+            pb::UpsertStaffRequest {
+                staff: Some(pb::Staff {
+                    staff_id: "B-001-T-2".into(),
+                    name: "Second teller".into(),
+                    role: pb::StaffRole::Teller as i32,
+                    branch_id: "B-001".into(),
+                    active: true,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    for n in 1..=4 {
+        app.seed_client(&format!("C-70{n}"), "B-001", Some("B-001-RM-1"))
+            .await;
+    }
+    let t1 = teller(&app, "B-001");
+    let t2 = app.token("B-001-T-2", Role::Teller, "B-001");
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let made = refer_client(&app, &t1, &format!("C-70{n}"), pb::Need::Loan).await;
+        ids.push(made.referral.unwrap().referral_id);
+    }
+    refer_client(&app, &t2, "C-704", pb::Need::Loan).await;
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    accept(&app, &rm1, &ids[0]).await.unwrap();
+    accept(&app, &rm1, &ids[1]).await.unwrap();
+    outcome(
+        &app,
+        &rm1,
+        &ids[0],
+        pb::ReferralOutcome::Converted,
+        "opened",
+    )
+    .await
+    .unwrap();
+
+    let stats = |token: String, referrer: &str| {
+        let mut referrals = app.referrals();
+        let request = with_token(
+            &token,
+            pb::GetReferralStatsRequest {
+                referrer_id: referrer.into(),
+                ..Default::default()
+            },
+        );
+        async move { referrals.get_referral_stats(request).await }
+    };
+    let manager = app.token("B-001-M", Role::BranchManager, "B-001");
+    let all = stats(manager.clone(), "").await.unwrap().into_inner();
+    let counts = |c: &pb::ReferralCounts| (c.made, c.accepted, c.converted, c.conversion_rate_bp);
+    let per_teller: Vec<(String, (i64, i64, i64, i32))> = all
+        .referrers
+        .iter()
+        .map(|r| (r.referrer_id.clone(), counts(r.counts.as_ref().unwrap())))
+        .collect();
+    assert_eq!(
+        per_teller,
+        vec![
+            ("B-001-T-1".to_owned(), (3, 2, 1, 3333)),
+            ("B-001-T-2".to_owned(), (1, 0, 0, 0)),
+        ]
+    );
+    let branch = all.branches[0].counts.clone().unwrap();
+    assert_eq!(counts(&branch), (4, 2, 1, 2500));
+    assert!(branch.median_seconds_to_accept < 60);
+    // A teller gets their own credit, and no one else's; an RM none.
+    let own = stats(t1.clone(), "").await.unwrap().into_inner();
+    assert_eq!(own.referrers.len(), 1);
+    assert_eq!(own.referrers[0].referrer_id, "B-001-T-1");
+    assert_eq!(
+        stats(t1.clone(), "B-001-T-2").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        stats(rm1.clone(), "").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // ListReferrals by referrer shows what came of each.
+    let listed = app
+        .referrals()
+        .list_referrals(with_token(
+            &manager,
+            pb::ListReferralsRequest {
+                referrer_id: "B-001-T-1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .referrals;
+    assert_eq!(listed.len(), 3);
+    let converted = listed.iter().find(|r| r.referral_id == ids[0]).unwrap();
+    assert_eq!(converted.outcome, pb::ReferralOutcome::Converted as i32);
+    app.stop().await;
+}

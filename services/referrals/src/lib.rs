@@ -16,6 +16,7 @@ mod routing_inputs;
 mod service;
 mod sla_job;
 mod snoozes;
+mod stats;
 mod watch;
 mod work_items;
 

@@ -565,6 +565,13 @@ impl ReferralService for Referrals {
         Ok(self.handle_reassign_referral(request).await?)
     }
 
+    async fn get_referral_stats(
+        &self,
+        request: Request<pb::GetReferralStatsRequest>,
+    ) -> Result<Response<pb::GetReferralStatsResponse>, Status> {
+        Ok(self.handle_get_referral_stats(request).await?)
+    }
+
     async fn list_work_items(
         &self,
         request: Request<pb::ListWorkItemsRequest>,
