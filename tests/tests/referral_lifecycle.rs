@@ -625,7 +625,7 @@ async fn referrer_credit_per_teller_and_branch() {
             ("B-001-T-2".to_owned(), (1, 0, 0, 0)),
         ]
     );
-    let branch = all.branches[0].counts.clone().unwrap();
+    let branch = all.branches[0].counts.unwrap();
     assert_eq!(counts(&branch), (4, 2, 1, 2500));
     assert!(branch.median_seconds_to_accept < 60);
     // A teller gets their own credit, and no one else's; an RM none.
