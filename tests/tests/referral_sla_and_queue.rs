@@ -327,3 +327,69 @@ async fn a_walk_in_who_becomes_a_client_is_linked() {
     assert!(linked.history.iter().any(|c| c.action == "linked"));
     app.stop().await;
 }
+
+/// A phone on a flaky network: the stream is dropped and reopened every few
+/// hundred milliseconds while referrals keep arriving. Across the connections the
+/// RM sees every item, and no connection shows the same version of an item twice
+/// (the snapshot and the live feed overlap without duplicating).
+async fn a_flaky_phone_sees_every_item(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    for n in 0..40 {
+        app.seed_client(&format!("C-8{n:02}"), "B-001", Some("B-001-RM-1"))
+            .await;
+    }
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let producer = {
+        let app = &app;
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..40 {
+                ids.push(refer(app, &format!("C-8{n:02}")).await.referral_id);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            ids
+        }
+    };
+    let phone = {
+        let app = &app;
+        let rm1 = rm1.clone();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            let stop = tokio::time::Instant::now() + Duration::from_secs(4);
+            while tokio::time::Instant::now() < stop {
+                let mut stream = open_stream(app, &rm1).await;
+                let mut this_connection = std::collections::BTreeSet::new();
+                let reconnect_at = tokio::time::Instant::now() + Duration::from_millis(300);
+                while let Ok(Some(message)) =
+                    tokio::time::timeout_at(reconnect_at, stream.next()).await
+                {
+                    let item = message.unwrap().work_item.unwrap();
+                    assert!(
+                        this_connection.insert((item.work_item_id.clone(), item.version)),
+                        "{} v{} sent twice on one connection",
+                        item.work_item_id,
+                        item.version
+                    );
+                    seen.insert(item.source_id);
+                }
+            }
+            seen
+        }
+    };
+    let (ids, seen) = tokio::join!(producer, phone);
+    for id in &ids {
+        assert!(seen.contains(id), "referral {id} never reached the phone");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flaky_phone_sees_every_item_on_postgres_and_rabbitmq() {
+    a_flaky_phone_sees_every_item(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn a_flaky_phone_sees_every_item_on_the_embedded_default() {
+    a_flaky_phone_sees_every_item(Backend::Embedded).await;
+}
