@@ -37,10 +37,13 @@ test: services
 		--test access_matrix --test client_book --test pii_never_logged --test referral_lifecycle --test referral_sla_and_queue
 	$(CARGO) test -p crm-e2e --test broker_faults -- --test-threads=1
 
-## bench: the benchmarks, release build, against the real PostgreSQL. The first run
-## seeds 1,000,000 clients into schema bench_clients (a few minutes); later runs reuse them.
+## bench: the benchmarks, release build, against the real PostgreSQL and RabbitMQ. The
+## first run seeds 1,000,000 clients into schema bench_clients (a few minutes); later
+## runs reuse them. Then 500 referrals/s for 60 s with 50 RMs watching.
 bench: services
+	$(CARGO) build --release -p crm-bench
 	$(CARGO) run --release -p crm-bench -- clients
+	$(CARGO) run --release -p crm-bench -- referrals
 
 ## lint: formatting, clippy with warnings as errors, and buf lint of the API
 lint:

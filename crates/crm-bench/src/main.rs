@@ -4,6 +4,7 @@
 
 mod clients;
 mod load;
+mod referrals;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ enum Bench {
     Clients(clients::ClientsBench),
     /// Only fill the client-book benchmark's schema (the seeding command).
     SeedClients(clients::SeedArgs),
+    /// Sustained CreateReferral with RMs watching their streams.
+    Referrals(referrals::ReferralsBench),
 }
 
 #[tokio::main]
@@ -27,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
     crm_runtime::install_crypto_provider();
     match Cli::parse().bench {
         Bench::Clients(bench) => bench.run().await,
+        Bench::Referrals(bench) => bench.run().await,
         Bench::SeedClients(seed) => {
             let db = clients::open(&seed).await?;
             clients::seed(&db, &seed).await
