@@ -118,6 +118,37 @@ async fn queue(app: &TestApp, rm: &str, branch: &str) -> Vec<pb::WorkItem> {
         .work_items
 }
 
+/// Routing's per-RM load counters agree with the referrals they count.
+async fn assert_loads_match(app: &TestApp) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = app
+        .db
+        .query_all_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT s.staff_id, s.open_referrals, (SELECT COUNT(*) FROM referrals r \
+             WHERE r.assigned_rm_id = s.staff_id \
+             AND r.status IN ('new', 'assigned', 'accepted', 'contacted')) AS actual \
+             FROM routing_staff s",
+        ))
+        .await
+        .unwrap();
+    let drifted: Vec<(String, i32, i64)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index::<String>(0).unwrap(),
+                row.try_get_by_index::<i32>(1).unwrap(),
+                row.try_get_by_index::<i64>(2).unwrap(),
+            )
+        })
+        .filter(|(_, counted, actual)| i64::from(*counted) != *actual)
+        .collect();
+    assert!(
+        drifted.is_empty(),
+        "open-referral counters drifted: {drifted:?}"
+    );
+}
+
 async fn lifecycle_and_reassignment(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 3).await;
@@ -297,6 +328,7 @@ async fn lifecycle_and_reassignment(backend: Backend) {
             .await;
         assert_eq!(have, want, "{message_type}");
     }
+    assert_loads_match(&app).await;
     app.stop().await;
 }
 
@@ -539,6 +571,7 @@ async fn a_burst_spreads_evenly(backend: Backend) {
     }
     let want: BTreeMap<String, usize> = (1..=4).map(|n| (format!("B-001-RM-{n}"), 25)).collect();
     assert_eq!(per_rm, want);
+    assert_loads_match(&app).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     app.stop().await;
 }

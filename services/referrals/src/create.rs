@@ -12,7 +12,7 @@ use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Role, Violations};
 use crm_proto::v1 as pb;
 use crm_store::db::is_unique_violation;
-use crm_store::referrals::{referral, routing_client, routing_staff, work_item};
+use crm_store::referrals::{referral, routing_client, work_item};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
     QueryFilter, Statement, TransactionTrait,
@@ -335,11 +335,7 @@ pub async fn create_referral(
     }
     .insert(&transaction)
     .await?;
-    routing_staff::Entity::update_many()
-        .col_expr(routing_staff::Column::LastAssignedAt, Some(now).into())
-        .filter(routing_staff::Column::StaffId.eq(decision.chosen_rm_id.as_str()))
-        .exec(&transaction)
-        .await?;
+    lifecycle::adjust_load(&transaction, &decision.chosen_rm_id, 1, Some(now)).await?;
     let event = referral_event(&stored);
     crm_bus::outbox::enqueue_event(
         &transaction,

@@ -9,7 +9,7 @@ use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
 use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind, WorkItemState};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_store::referrals::{referral, referral_history, routing_staff, work_item};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
     QueryFilter,
@@ -64,6 +64,27 @@ pub async fn publish(
 ) -> Result<()> {
     let event: ReferralEvent = referral_event(stored);
     crm_bus::outbox::enqueue_event(connection, SERVICE, message_type, message_type, &event).await?;
+    Ok(())
+}
+
+/// Changes `staff_id`'s count of open referrals by `delta` (and, when one is
+/// given to them, when they last got one: ties in the pool go to the longest idle).
+pub async fn adjust_load(
+    connection: &impl ConnectionTrait,
+    staff_id: &str,
+    delta: i32,
+    assigned_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    let mut update = routing_staff::Entity::update_many()
+        .col_expr(
+            routing_staff::Column::OpenReferrals,
+            Expr::col(routing_staff::Column::OpenReferrals).add(delta),
+        )
+        .filter(routing_staff::Column::StaffId.eq(staff_id));
+    if let Some(at) = assigned_at {
+        update = update.col_expr(routing_staff::Column::LastAssignedAt, Expr::value(Some(at)));
+    }
+    update.exec(connection).await?;
     Ok(())
 }
 
@@ -203,14 +224,8 @@ pub async fn reassign(
         now,
     )
     .await?;
-    routing_staff::Entity::update_many()
-        .col_expr(
-            routing_staff::Column::LastAssignedAt,
-            Expr::value(Some(now)),
-        )
-        .filter(routing_staff::Column::StaffId.eq(new_rm))
-        .exec(connection)
-        .await?;
+    adjust_load(connection, &old_rm, -1, None).await?;
+    adjust_load(connection, new_rm, 1, Some(now)).await?;
     record_history(connection, "reassigned", &from, &stored, by).await?;
     publish(connection, REFERRAL_REASSIGNED, &stored).await?;
     Ok(stored)

@@ -127,6 +127,8 @@ impl Referrals {
                 now,
             )
             .await?;
+            // Closed: no longer part of the holder's load.
+            lifecycle::adjust_load(&transaction, &holder_id, -1, None).await?;
         }
         let by = ChangedBy {
             actor_id: principal.staff_id.to_string(),

@@ -86,6 +86,7 @@ async fn apply_staff(
         out_of_office_until: Set(message.out_of_office_until),
         // Routing's own bookkeeping, not the directory's: never overwritten here.
         last_assigned_at: NotSet,
+        open_referrals: NotSet,
         source_updated_at: Set(message.updated_at),
     };
     save_if_newer(transaction, stored, message.updated_at, row).await

@@ -1,41 +1,16 @@
 //! Loads what the routing chain looks at from the local projections.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{NaiveDate, Utc};
-use crm_domain::referral::ReferralStatus;
 use crm_domain::routing::Candidate;
 use crm_domain::{BranchId, Role, StaffId};
-use crm_store::referrals::{referral, routing_pair, routing_staff};
-use sea_orm::sea_query::{Expr, ExprTrait as _};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use crm_store::referrals::{routing_pair, routing_staff};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::error::Result;
 
-/// Open referrals per RM, for the given RMs.
-async fn open_counts(
-    db: &impl ConnectionTrait,
-    staff_ids: Vec<String>,
-) -> Result<HashMap<String, i64>> {
-    if staff_ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let open: Vec<&str> = ReferralStatus::OPEN.iter().map(|s| s.as_str()).collect();
-    let rows: Vec<(String, i64)> = referral::Entity::find()
-        .select_only()
-        .column(referral::Column::AssignedRmId)
-        .column_as(Expr::col(referral::Column::ReferralId).count(), "open")
-        .filter(referral::Column::AssignedRmId.is_in(staff_ids))
-        .filter(referral::Column::Status.is_in(open))
-        .group_by(referral::Column::AssignedRmId)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().collect())
-}
-
-fn candidate(row: &routing_staff::Model, open: &HashMap<String, i64>) -> Option<Candidate> {
+fn candidate(row: &routing_staff::Model) -> Option<Candidate> {
     Some(Candidate {
         staff_id: StaffId::parse(&row.staff_id).ok()?,
         role: Role::from_str(&row.role).ok()?,
@@ -43,7 +18,7 @@ fn candidate(row: &routing_staff::Model, open: &HashMap<String, i64>) -> Option<
         active: row.active,
         capacity: row.capacity,
         out_of_office_until: row.out_of_office_until,
-        open_referrals: open.get(&row.staff_id).copied().unwrap_or(0),
+        open_referrals: i64::from(row.open_referrals),
         last_assigned_at: row.last_assigned_at,
     })
 }
@@ -94,21 +69,13 @@ pub async fn load(
             }
         }
     }
-    let mut ids: Vec<String> = branch_rows.iter().map(|row| row.staff_id.clone()).collect();
-    ids.extend(named_rows.iter().map(|row| row.staff_id.clone()));
-    ids.sort();
-    ids.dedup();
-    let open = open_counts(db, ids).await?;
     let find_named = |id: Option<&str>| {
         id.and_then(|id| named_rows.iter().find(|row| row.staff_id == id))
-            .and_then(|row| candidate(row, &open))
+            .and_then(candidate)
     };
     Ok(Candidates {
         primary_rm: find_named(primary_rm_id),
         paired_rm: find_named(paired_rm_id.as_deref()),
-        branch_staff: branch_rows
-            .iter()
-            .filter_map(|row| candidate(row, &open))
-            .collect(),
+        branch_staff: branch_rows.iter().filter_map(candidate).collect(),
     })
 }

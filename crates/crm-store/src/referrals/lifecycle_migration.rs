@@ -23,6 +23,12 @@ enum Referrals {
 }
 
 #[derive(DeriveIden)]
+enum RoutingStaff {
+    Table,
+    OpenReferrals,
+}
+
+#[derive(DeriveIden)]
 enum ReferralHistory {
     Table,
     HistoryId,
@@ -80,6 +86,21 @@ impl MigrationTrait for Migration {
         manager
             .get_connection()
             .execute_unprepared(ONE_OPEN_PER_NEED)
+            .await?;
+        // Each RM's open referrals, kept with every change that opens or closes one,
+        // so routing reads a number instead of counting the referrals table.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(RoutingStaff::Table)
+                    .add_column(
+                        ColumnDef::new(RoutingStaff::OpenReferrals)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
             .await?;
         manager
             .create_table(

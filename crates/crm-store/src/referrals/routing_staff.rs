@@ -13,6 +13,8 @@ pub struct Model {
     pub out_of_office_until: Option<DateTimeUtc>,
     /// When routing last gave this person a referral (ties in the pool go to the idlest).
     pub last_assigned_at: Option<DateTimeUtc>,
+    /// Open referrals held now: kept by the referral changes themselves.
+    pub open_referrals: i32,
     /// The directory's `updated_at` of the copy: older events are ignored.
     pub source_updated_at: DateTimeUtc,
 }
