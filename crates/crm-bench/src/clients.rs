@@ -143,10 +143,8 @@ pub async fn seed(db: &Db, args: &SeedArgs) -> anyhow::Result<()> {
     );
     // A partial or different-sized seed starts over (the audit trail is
     // append-only by trigger; TRUNCATE is the owner's tool for a benchmark schema).
-    db.execute_unprepared(
-        "TRUNCATE clients, client_segments, audit_events, audit_event_clients, branches",
-    )
-    .await?;
+    db.execute_unprepared("TRUNCATE clients, client_segments, audit_events, branches")
+        .await?;
     let now = Utc::now();
     for b in 0..BRANCHES {
         branch::Entity::insert(branch::ActiveModel {

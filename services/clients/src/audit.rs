@@ -6,10 +6,8 @@
 
 use chrono::Utc;
 use crm_auth::Principal;
-use crm_store::clients::{audit_event, audit_event_client, client};
-use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbBackend, EntityTrait, Statement, TransactionTrait,
-};
+use crm_store::clients::{audit_event, client};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 
 /// The caller of one RPC, as the trail records them.
 #[derive(Debug, Clone)]
@@ -120,6 +118,7 @@ pub(crate) async fn record(
             client_branch_id: Set(entry.client_branch_id),
             decision: Set(entry.decision.as_str().to_owned()),
             reason: Set(entry.reason),
+            client_ids: Set(String::new()),
             request_id: Set(actor.request_id.clone()),
             occurred_at: Set(now),
         })
@@ -133,79 +132,33 @@ pub(crate) async fn record(
     Ok(())
 }
 
-/// Appends one line for a read of many clients (a search page) and one narrow
-/// row per client shown, so the trail of each of them includes it. Both land
-/// together: one statement on PostgreSQL (a search is a hot path and a round trip
-/// per statement is most of its cost), one transaction on SQLite.
+/// Appends one line for a read of many clients (a search page), naming every
+/// client it showed, so the trail of each of them includes it.
 pub(crate) async fn record_read_of_many(
-    db: &crm_store::Db,
+    db: &impl ConnectionTrait,
     actor: &Actor,
     action: &'static str,
     reason: &str,
     client_ids: Vec<String>,
 ) -> Result<(), sea_orm::DbErr> {
-    let audit_event_id = uuid::Uuid::now_v7().to_string();
-    let line: Vec<sea_orm::Value> = vec![
-        audit_event_id.clone().into(),
-        actor.principal.staff_id.to_string().into(),
-        actor.principal.role.to_string().into(),
-        actor.principal.branch_id.to_string().into(),
-        action.into(),
-        Decision::Allowed.as_str().into(),
-        reason.into(),
-        actor.request_id.clone().into(),
-        Utc::now().into(),
-    ];
-    const INSERT_LINE: &str = "INSERT INTO audit_events (audit_event_id, actor_id, actor_role, \
-        actor_branch_id, action, client_id, client_branch_id, decision, reason, request_id, \
-        occurred_at) VALUES ($1, $2, $3, $4, $5, '', '', $6, $7, $8, $9)";
-    if db.get_database_backend() == DbBackend::Postgres {
-        let sql = if client_ids.is_empty() {
-            INSERT_LINE.to_owned()
-        } else {
-            let shown: Vec<String> = (0..client_ids.len())
-                .map(|n| format!("(${})", n + 10))
-                .collect();
-            format!(
-                "WITH line AS ({INSERT_LINE} RETURNING audit_event_id) \
-                 INSERT INTO audit_event_clients (client_id, audit_event_id) \
-                 SELECT shown.client_id, line.audit_event_id FROM line \
-                 CROSS JOIN (VALUES {}) AS shown(client_id)",
-                shown.join(", ")
-            )
-        };
-        let mut values = line;
-        values.extend(client_ids.into_iter().map(sea_orm::Value::from));
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-        return Ok(());
-    }
-    let transaction = db.begin().await?;
-    transaction
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            // SQLite numbers its parameters `?N`.
-            INSERT_LINE.replace('$', "?"),
-            line,
-        ))
-        .await?;
-    if !client_ids.is_empty() {
-        let shown: Vec<audit_event_client::ActiveModel> = client_ids
-            .into_iter()
-            .map(|client_id| audit_event_client::ActiveModel {
-                client_id: Set(client_id),
-                audit_event_id: Set(audit_event_id.clone()),
-            })
-            .collect();
-        audit_event_client::Entity::insert_many(shown)
-            .exec_without_returning(&transaction)
-            .await?;
-    }
-    transaction.commit().await
+    audit_event::Entity::insert(audit_event::ActiveModel {
+        audit_event_id: Set(uuid::Uuid::now_v7().to_string()),
+        actor_id: Set(actor.principal.staff_id.to_string()),
+        actor_role: Set(actor.principal.role.to_string()),
+        actor_branch_id: Set(actor.principal.branch_id.to_string()),
+        action: Set(action.to_owned()),
+        client_id: Set(String::new()),
+        client_branch_id: Set(String::new()),
+        decision: Set(Decision::Allowed.as_str().to_owned()),
+        reason: Set(reason.to_owned()),
+        // Client ids are `[A-Z0-9-]`: a comma never occurs inside one.
+        client_ids: Set(client_ids.join(",")),
+        request_id: Set(actor.request_id.clone()),
+        occurred_at: Set(Utc::now()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 /// Records a refusal and answers PERMISSION_DENIED with its reason (or the

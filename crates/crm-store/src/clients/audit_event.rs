@@ -22,6 +22,9 @@ pub struct Model {
     pub decision: String,
     #[sea_orm(column_type = "Text")]
     pub reason: String,
+    /// For a read of many (a search page): the clients it showed, comma-separated.
+    #[sea_orm(column_type = "Text")]
+    pub client_ids: String,
     pub request_id: String,
     pub occurred_at: DateTimeUtc,
 }

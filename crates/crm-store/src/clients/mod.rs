@@ -2,7 +2,6 @@
 //! client book (clients, segments, interactions) and the audit trail.
 
 pub mod audit_event;
-pub mod audit_event_client;
 pub mod book_migration;
 pub mod branch;
 pub mod client;
