@@ -692,3 +692,77 @@ async fn referrer_credit_per_teller_and_branch() {
     assert_eq!(converted.outcome, pb::ReferralOutcome::Converted as i32);
     app.stop().await;
 }
+
+/// A phone retrying an outcome five times at once, and a manager reassigning while
+/// the holder accepts: each change happens once, and the load counters hold.
+#[tokio::test]
+async fn concurrent_changes_happen_once() {
+    let app = spawn_app(Backend::Distributed).await;
+    app.seed_branch("B-001", 3).await;
+    app.seed_client("C-900", "B-001", Some("B-001-RM-1")).await;
+    app.seed_client("C-901", "B-001", Some("B-001-RM-1")).await;
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let manager = app.token("B-001-M", Role::BranchManager, "B-001");
+    let first = refer_client(&app, &teller(&app, "B-001"), "C-900", pb::Need::Loan).await;
+    let id = first.referral.unwrap().referral_id;
+    accept(&app, &rm1, &id).await.unwrap();
+    let retries: Vec<_> = (0..5)
+        .map(|_| outcome(&app, &rm1, &id, pb::ReferralOutcome::Converted, "signed"))
+        .collect();
+    for answer in futures::future::join_all(retries).await {
+        assert_eq!(answer.unwrap().status, pb::ReferralStatus::Converted as i32);
+    }
+    let history = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM referral_history WHERE referral_id = '{id}' AND action = 'outcome'"
+        ))
+        .await;
+    assert_eq!(history, 1);
+
+    let second = refer_client(&app, &teller(&app, "B-001"), "C-901", pb::Need::Loan).await;
+    let id = second.referral.unwrap().referral_id;
+    let reassign = |rm: &str| {
+        let mut referrals = app.referrals();
+        let request = with_token(
+            &manager,
+            pb::ReassignReferralRequest {
+                referral_id: id.clone(),
+                rm_id: rm.into(),
+                reason: "rebalancing".into(),
+            },
+        );
+        async move { referrals.reassign_referral(request).await }
+    };
+    let (to_two, to_three) = tokio::join!(reassign("B-001-RM-2"), reassign("B-001-RM-3"));
+    assert!(to_two.is_ok() && to_three.is_ok());
+    // Exactly one open item for the referral, held by whoever holds it now.
+    let holder = app
+        .referrals()
+        .get_referral(with_token(
+            &manager,
+            pb::GetReferralRequest {
+                referral_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .assigned_rm_id;
+    let open_items = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM work_items WHERE source_id = '{id}' AND state <> 'done'"
+        ))
+        .await;
+    assert_eq!(open_items, 1);
+    let holders_items = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM work_items WHERE source_id = '{id}' AND state <> 'done' \
+             AND rm_id = '{holder}'"
+        ))
+        .await;
+    assert_eq!(holders_items, 1);
+    assert_loads_match(&app).await;
+    app.stop().await;
+}

@@ -325,6 +325,28 @@ async fn a_walk_in_who_becomes_a_client_is_linked() {
     let linked = get(&app, &walk_in.referral_id).await;
     assert_eq!(linked.client_id, "C-600");
     assert!(linked.history.iter().any(|c| c.action == "linked"));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE message_type = 'referral.linked'")
+            .await,
+        1
+    );
+    // The linked referral now blocks a second one for the client and that need.
+    let again = app
+        .referrals()
+        .create_referral(with_token(
+            &teller,
+            pb::CreateReferralRequest {
+                idempotency_key: uuid::Uuid::now_v7().to_string(),
+                client_id: "C-600".into(),
+                need: pb::Need::Payroll as i32,
+                priority: pb::Priority::Normal as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.referral.unwrap().duplicate_of, walk_in.referral_id);
     app.stop().await;
 }
 

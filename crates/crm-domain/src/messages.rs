@@ -17,6 +17,8 @@ pub const REFERRAL_ACCEPTED: &str = "referral.accepted";
 pub const REFERRAL_OUTCOME_RECORDED: &str = "referral.outcome_recorded";
 pub const REFERRAL_REASSIGNED: &str = "referral.reassigned";
 pub const REFERRAL_ESCALATED: &str = "referral.escalated";
+/// A walk-in's referral now names the client they became.
+pub const REFERRAL_LINKED: &str = "referral.linked";
 /// Routed to `rm.<staff_id>`: a work item was created or changed.
 pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
 

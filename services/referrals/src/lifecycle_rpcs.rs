@@ -14,7 +14,7 @@ use tonic::{Request, Response};
 use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy, parse_status};
 use crate::referral_wire::{outcome_from_proto, outcome_text, to_proto};
-use crate::service::{Referrals, find_referral, parse_uuid};
+use crate::service::{Referrals, find_referral_for_update, parse_uuid};
 
 struct OutcomeInput {
     referral_id: String,
@@ -73,7 +73,7 @@ impl Referrals {
         tracing::Span::current().record("referral_id", input.referral_id.as_str());
         let state = &self.state;
         let transaction = state.db.begin().await?;
-        let current = find_referral(&transaction, &input.referral_id).await?;
+        let current = find_referral_for_update(&transaction, &input.referral_id).await?;
         let holder = current.assigned_rm_id == principal.staff_id.as_str();
         let manager = principal.role == Role::BranchManager
             && current.branch_id == principal.branch_id.as_str();
@@ -161,7 +161,7 @@ impl Referrals {
         span.record("rm_id", rm_id.as_str());
         let state = &self.state;
         let transaction = state.db.begin().await?;
-        let current = find_referral(&transaction, &referral_id).await?;
+        let current = find_referral_for_update(&transaction, &referral_id).await?;
         if principal.role == Role::BranchManager
             && current.branch_id != principal.branch_id.as_str()
         {

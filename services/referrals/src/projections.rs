@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
     COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED, InteractionLogged, PAIR_CHANGED,
-    PairChanged, STAFF_CHANGED, StaffChanged,
+    PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
 };
 use crm_domain::referral::ReferralStatus;
 use crm_store::referrals::{referral, referral_history};
@@ -166,9 +166,31 @@ async fn link_walk_ins(
         .await?;
     for walk_in in walk_ins {
         let status = walk_in.status.clone();
+        let open = ReferralStatus::parse(&status).is_some_and(ReferralStatus::is_open);
+        // An open referral now counts as the client's for duplicates — unless the
+        // client already has an open one for that need; then the phone key stays.
+        let client_key = format!("client:{}:{}", message.client_id, walk_in.need);
+        let taken = referral::Entity::find()
+            .filter(referral::Column::DedupeKey.eq(client_key.as_str()))
+            .filter(referral::Column::Status.is_in(ReferralStatus::OPEN.map(|s| s.as_str())))
+            .one(transaction)
+            .await?
+            .is_some();
         let mut row = walk_in.into_active_model();
         row.client_id = Set(Some(message.client_id.clone()));
+        if open && !taken {
+            row.dedupe_key = Set(Some(client_key));
+        }
+        row.updated_at = Set(message.updated_at.max(Utc::now()));
         let stored = row.update(transaction).await?;
+        crm_bus::outbox::enqueue_event(
+            transaction,
+            crate::SERVICE,
+            REFERRAL_LINKED,
+            REFERRAL_LINKED,
+            &crate::referral_wire::referral_event(&stored),
+        )
+        .await?;
         referral_history::ActiveModel {
             history_id: Set(uuid::Uuid::now_v7().to_string()),
             referral_id: Set(stored.referral_id.clone()),

@@ -56,6 +56,20 @@ fn may_read_referral(principal: &Principal, model: &referral::Model) -> bool {
     }
 }
 
+/// The referral, locked for the rest of the caller's transaction (PostgreSQL; on
+/// SQLite the single connection already serialises writers): every change reads,
+/// checks the state machine, then writes — two at once must not both pass.
+pub(crate) async fn find_referral_for_update(
+    transaction: &impl ConnectionTrait,
+    referral_id: &str,
+) -> Result<referral::Model> {
+    referral::Entity::find_by_id(referral_id)
+        .lock_exclusive()
+        .one(transaction)
+        .await?
+        .ok_or_else(|| ReferralsError::NotFound(format!("referral {referral_id}")))
+}
+
 pub(crate) async fn find_referral(
     db: &impl ConnectionTrait,
     referral_id: &str,
@@ -314,7 +328,7 @@ impl Referrals {
         tracing::Span::current().record("referral_id", id.as_str());
         let db = &self.state.db;
         let transaction = db.begin().await?;
-        let current = find_referral(&transaction, &id).await?;
+        let current = find_referral_for_update(&transaction, &id).await?;
         let holder = current.assigned_rm_id == principal.staff_id.as_str();
         let manager = principal.role == Role::BranchManager
             && current.branch_id == principal.branch_id.as_str();

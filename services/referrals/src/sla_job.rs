@@ -22,7 +22,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionTrait,
 };
 
-use crate::error::Result;
+use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy};
 use crate::routing_inputs;
 
@@ -180,11 +180,16 @@ impl SlaJob {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let holder = current.assigned_rm_id.clone();
+        // Rolled back with the claim: a referral that can't be routed stays visible
+        // to the next pass and in the logs, rather than silently consumed.
         let (Ok(branch_id), Ok(teller_id)) = (
             BranchId::parse(&current.branch_id),
             StaffId::parse(&current.referrer_id),
         ) else {
-            return Ok(());
+            return Err(ReferralsError::Corrupt(format!(
+                "referral {} has unroutable branch or referrer",
+                current.referral_id
+            )));
         };
         let primary = match &current.client_id {
             Some(id) => routing_client::Entity::find_by_id(id.as_str())

@@ -48,6 +48,11 @@ const ONE_OPEN_PER_NEED: &str = "CREATE UNIQUE INDEX IF NOT EXISTS idx_referrals
      ON referrals (dedupe_key) \
      WHERE status IN ('new', 'assigned', 'accepted', 'contacted')";
 
+/// The counters start from the referrals already open.
+const COUNT_OPEN_REFERRALS: &str = "UPDATE routing_staff SET open_referrals = \
+     (SELECT COUNT(*) FROM referrals WHERE referrals.assigned_rm_id = routing_staff.staff_id \
+      AND referrals.status IN ('new', 'assigned', 'accepted', 'contacted'))";
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -101,6 +106,10 @@ impl MigrationTrait for Migration {
                     )
                     .to_owned(),
             )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(COUNT_OPEN_REFERRALS)
             .await?;
         manager
             .create_table(
