@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crm_auth::AuthInterceptor;
 use crm_bus::{Bus, BusConfig};
+use crm_domain::sla::SlaPolicy;
 use crm_domain::tier::TierPolicy;
 use crm_store::migrator::Schema;
 use crm_store::{Db, Vault};
@@ -26,6 +27,7 @@ pub struct Infra {
     /// Seals personal data at rest and signs page tokens.
     pub vault: Arc<Vault>,
     pub tiers: TierPolicy,
+    pub referral_sla: SlaPolicy,
 }
 
 /// A service of the suite, as a process mounts it.
@@ -66,6 +68,7 @@ impl App {
         let keys = settings.jwt_keys()?;
         let vault = settings.vault()?;
         let tiers = settings.tier_policy()?;
+        let referral_sla = settings.referral_sla()?;
         let database_url = settings.database_url()?;
         let db = crm_store::connect(&database_url, settings.database_schema.as_deref()).await?;
         crm_store::migrator::migrate(&db, schema).await?;
@@ -86,6 +89,7 @@ impl App {
             tasks: TaskTracker::new(),
             vault,
             tiers,
+            referral_sla,
         };
         let mut server = Server::bind(settings.listen_addr).await?;
         for module in modules {

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crm_auth::JwtKeys;
+use crm_domain::sla::SlaPolicy;
 use crm_domain::tier::{TierPolicy, TierThresholds};
 use crm_store::Vault;
 use secrecy::SecretString;
@@ -57,6 +58,16 @@ pub struct Settings {
         value_parser = clap::value_parser!(u8).range(0..=50)
     )]
     pub tier_hysteresis_percent: u8,
+    /// Acceptance deadlines of URGENT, HIGH, NORMAL and LOW referrals, in business
+    /// minutes of the branch's calendar; unset: 120, 240, one business day, one
+    /// business day.
+    #[arg(
+        long,
+        env = "CRM_REFERRAL_SLA_MINUTES",
+        value_delimiter = ',',
+        num_args = 4
+    )]
+    pub referral_sla_minutes: Option<Vec<i64>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -75,6 +86,7 @@ impl std::fmt::Debug for Settings {
             .field("pii_key", &self.pii_key.as_ref().map(|_| "***"))
             .field("tier_thresholds_cny", &self.tier_thresholds_cny)
             .field("tier_hysteresis_percent", &self.tier_hysteresis_percent)
+            .field("referral_sla_minutes", &self.referral_sla_minutes)
             .finish()
     }
 }
@@ -101,6 +113,10 @@ pub enum SettingsError {
     NoPiiKey,
     #[error(transparent)]
     PiiKey(#[from] crm_store::VaultError),
+    #[error(
+        "referral SLA minutes must be four positive numbers (urgent, high, normal, low), got {0:?}"
+    )]
+    ReferralSla(Vec<i64>),
     #[error("tier thresholds must be three positive amounts in rising order, got {0:?}")]
     TierThresholds(Vec<i64>),
     #[error("could not read {path}: {source}")]
@@ -162,6 +178,23 @@ impl Settings {
         })
     }
 
+    pub fn referral_sla(&self) -> Result<SlaPolicy, SettingsError> {
+        match self.referral_sla_minutes.as_deref() {
+            None => Ok(SlaPolicy::default()),
+            Some(&[urgent, high, normal, low])
+                if [urgent, high, normal, low].iter().all(|m| *m > 0) =>
+            {
+                Ok(SlaPolicy {
+                    urgent_minutes: urgent,
+                    high_minutes: high,
+                    normal_minutes: normal,
+                    low_minutes: low,
+                })
+            }
+            Some(other) => Err(SettingsError::ReferralSla(other.to_vec())),
+        }
+    }
+
     /// Settings for an in-process app on port 0 (tests, the demo, benchmarks): the
     /// given stores, fresh secrets, ephemeral queues, default tiers.
     pub fn for_local_app(
@@ -184,6 +217,7 @@ impl Settings {
             pii_key: Some(Vault::generate_key()?.expose_secret().to_owned()),
             tier_thresholds_cny: vec![1_000_000, 5_000_000, 10_000_000],
             tier_hysteresis_percent: 5,
+            referral_sla_minutes: None,
         })
     }
 }
@@ -191,6 +225,27 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn referral_sla_minutes_are_four_positive_numbers() {
+        let mut settings = super::Settings::for_local_app(
+            "sqlite::memory:".into(),
+            None,
+            None,
+            String::new(),
+            "secret".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.referral_sla().unwrap(),
+            super::SlaPolicy::default()
+        );
+        settings.referral_sla_minutes = Some(vec![60, 120, 240, 480]);
+        let policy = settings.referral_sla().unwrap();
+        assert_eq!((policy.urgent_minutes, policy.low_minutes), (60, 480));
+        settings.referral_sla_minutes = Some(vec![60, 0, 240, 480]);
+        assert!(settings.referral_sla().is_err());
+    }
 
     #[test]
     fn passwords_in_urls_are_redacted() {

@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             let job = crm_referrals::SlaJob {
                 db,
-                sla: Default::default(),
+                sla: settings.referral_sla()?,
                 calendar: Default::default(),
             };
             let report = job.run(now.unwrap_or_else(chrono::Utc::now)).await?;

@@ -59,7 +59,7 @@ impl ReferralsState {
             db: infra.db.clone(),
             bus: infra.bus.clone(),
             outbox: OutboxWaker::default(),
-            sla: SlaPolicy::default(),
+            sla: infra.referral_sla,
             calendar: BusinessCalendar::default(),
             shutdown: infra.shutdown.clone(),
             vault: infra.vault.clone(),
