@@ -92,6 +92,18 @@ impl MigrationTrait for Migration {
             .get_connection()
             .execute_unprepared(ONE_OPEN_PER_NEED)
             .await?;
+        // The duplicate check binds its statuses as parameters, which a generic
+        // plan can't match to the partial index's predicate: a plain index serves it.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_referrals_dedupe_key")
+                    .table(Referrals::Table)
+                    .col(Referrals::DedupeKey)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
         // Each RM's open referrals, kept with every change that opens or closes one,
         // so routing reads a number instead of counting the referrals table.
         manager
