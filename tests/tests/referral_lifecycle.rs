@@ -485,23 +485,7 @@ async fn duplicates_across_branches_on_the_embedded_default() {
 async fn a_teller_cannot_read_another_tellers_referrals() {
     let app = spawn_app(Backend::Distributed).await;
     app.seed_branch("B-001", 2).await;
-    let system = app.token("SYS-CORE", Role::System, "HQ-001");
-    app.directory()
-        .upsert_staff(with_token(
-            &system,
-            pb::UpsertStaffRequest {
-                staff: Some(pb::Staff {
-                    staff_id: "B-001-T-2".into(),
-                    name: "Second teller".into(),
-                    role: pb::StaffRole::Teller as i32,
-                    branch_id: "B-001".into(),
-                    active: true,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
+    app.seed_unpaired_teller("B-001-T-2", "B-001").await;
     let mine = refer_walk_in(&app, &teller(&app, "B-001"), "13622223333")
         .await
         .unwrap();
@@ -533,23 +517,7 @@ async fn a_burst_spreads_evenly(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 4).await;
     // An unpaired teller: every walk-in goes to the branch pool.
-    let system = app.token("SYS-CORE", Role::System, "HQ-001");
-    app.directory()
-        .upsert_staff(with_token(
-            &system,
-            pb::UpsertStaffRequest {
-                staff: Some(pb::Staff {
-                    staff_id: "B-001-T-9".into(),
-                    name: "Unpaired teller".into(),
-                    role: pb::StaffRole::Teller as i32,
-                    branch_id: "B-001".into(),
-                    active: true,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
+    app.seed_unpaired_teller("B-001-T-9", "B-001").await;
     let token = app.token("B-001-T-9", Role::Teller, "B-001");
     let burst: Vec<_> = (0..100)
         .map(|n| {
@@ -590,23 +558,7 @@ async fn a_burst_spreads_evenly_on_the_embedded_default() {
 async fn referrer_credit_per_teller_and_branch() {
     let app = spawn_app(Backend::Distributed).await;
     app.seed_branch("B-001", 2).await;
-    let system = app.token("SYS-CORE", Role::System, "HQ-001");
-    app.directory()
-        .upsert_staff(with_token(
-            &system,
-            pb::UpsertStaffRequest {
-                staff: Some(pb::Staff {
-                    staff_id: "B-001-T-2".into(),
-                    name: "Second teller".into(),
-                    role: pb::StaffRole::Teller as i32,
-                    branch_id: "B-001".into(),
-                    active: true,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .unwrap();
+    app.seed_unpaired_teller("B-001-T-2", "B-001").await;
     for n in 1..=4 {
         app.seed_client(&format!("C-70{n}"), "B-001", Some("B-001-RM-1"))
             .await;

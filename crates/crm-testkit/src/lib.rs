@@ -254,6 +254,29 @@ impl TestApp {
         }
     }
 
+    /// Adds a teller to `branch` with no paired RM (their walk-ins go to the pool);
+    /// returns their token.
+    pub async fn seed_unpaired_teller(&self, teller_id: &str, branch: &str) -> String {
+        let system = self.token("SYS-TEST", Role::System, branch);
+        self.directory()
+            .upsert_staff(with_token(
+                &system,
+                pb::UpsertStaffRequest {
+                    staff: Some(pb::Staff {
+                        staff_id: teller_id.into(),
+                        name: format!("Teller {teller_id}"),
+                        role: pb::StaffRole::Teller as i32,
+                        branch_id: branch.into(),
+                        active: true,
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+        self.token(teller_id, Role::Teller, branch)
+    }
+
     /// A client of `branch` covered by `primary_rm`, known to routing on return.
     pub async fn seed_client(&self, client_id: &str, branch: &str, primary_rm: Option<&str>) {
         let system = self.token("SYS-TEST", Role::System, branch);

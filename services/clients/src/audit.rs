@@ -99,6 +99,30 @@ impl Entry {
     }
 }
 
+/// One row of the trail: `entry` by `actor`; `client_ids` names the clients a
+/// read of many showed (empty otherwise).
+fn audit_row(
+    actor: &Actor,
+    entry: Entry,
+    client_ids: String,
+    now: chrono::DateTime<Utc>,
+) -> audit_event::ActiveModel {
+    audit_event::ActiveModel {
+        audit_event_id: Set(uuid::Uuid::now_v7().to_string()),
+        actor_id: Set(actor.principal.staff_id.to_string()),
+        actor_role: Set(actor.principal.role.to_string()),
+        actor_branch_id: Set(actor.principal.branch_id.to_string()),
+        action: Set(entry.action.to_owned()),
+        client_id: Set(entry.client_id),
+        client_branch_id: Set(entry.client_branch_id),
+        decision: Set(entry.decision.as_str().to_owned()),
+        reason: Set(entry.reason),
+        client_ids: Set(client_ids),
+        request_id: Set(actor.request_id.clone()),
+        occurred_at: Set(now),
+    }
+}
+
 /// Appends `entries` for `actor`, in one statement.
 pub(crate) async fn record(
     db: &impl ConnectionTrait,
@@ -108,20 +132,7 @@ pub(crate) async fn record(
     let now = Utc::now();
     let rows: Vec<audit_event::ActiveModel> = entries
         .into_iter()
-        .map(|entry| audit_event::ActiveModel {
-            audit_event_id: Set(uuid::Uuid::now_v7().to_string()),
-            actor_id: Set(actor.principal.staff_id.to_string()),
-            actor_role: Set(actor.principal.role.to_string()),
-            actor_branch_id: Set(actor.principal.branch_id.to_string()),
-            action: Set(entry.action.to_owned()),
-            client_id: Set(entry.client_id),
-            client_branch_id: Set(entry.client_branch_id),
-            decision: Set(entry.decision.as_str().to_owned()),
-            reason: Set(entry.reason),
-            client_ids: Set(String::new()),
-            request_id: Set(actor.request_id.clone()),
-            occurred_at: Set(now),
-        })
+        .map(|entry| audit_row(actor, entry, String::new(), now))
         .collect();
     if rows.is_empty() {
         return Ok(());
@@ -141,23 +152,12 @@ pub(crate) async fn record_read_of_many(
     reason: &str,
     client_ids: Vec<String>,
 ) -> Result<(), sea_orm::DbErr> {
-    audit_event::Entity::insert(audit_event::ActiveModel {
-        audit_event_id: Set(uuid::Uuid::now_v7().to_string()),
-        actor_id: Set(actor.principal.staff_id.to_string()),
-        actor_role: Set(actor.principal.role.to_string()),
-        actor_branch_id: Set(actor.principal.branch_id.to_string()),
-        action: Set(action.to_owned()),
-        client_id: Set(String::new()),
-        client_branch_id: Set(String::new()),
-        decision: Set(Decision::Allowed.as_str().to_owned()),
-        reason: Set(reason.to_owned()),
-        // Client ids are `[A-Z0-9-]`: a comma never occurs inside one.
-        client_ids: Set(client_ids.join(",")),
-        request_id: Set(actor.request_id.clone()),
-        occurred_at: Set(Utc::now()),
-    })
-    .exec_without_returning(db)
-    .await?;
+    let entry = Entry::without_client(action, Decision::Allowed, reason);
+    // Client ids are `[A-Z0-9-]`: a comma never occurs inside one.
+    let row = audit_row(actor, entry, client_ids.join(","), Utc::now());
+    audit_event::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
     Ok(())
 }
 

@@ -27,6 +27,15 @@ pub struct ChangedBy {
     pub reason: String,
 }
 
+/// Who a referral is about, as work items name them: the client, or the walk-in.
+pub fn subject(model: &referral::Model) -> String {
+    match (&model.client_id, &model.prospect_name) {
+        (Some(client_id), _) => client_id.clone(),
+        (None, Some(name)) => format!("walk-in {name}"),
+        (None, None) => String::new(),
+    }
+}
+
 pub fn parse_status(model: &referral::Model) -> Result<ReferralStatus> {
     ReferralStatus::parse(&model.status)
         .ok_or_else(|| ReferralsError::Corrupt(format!("referral status {}", model.status)))
@@ -200,14 +209,7 @@ pub async fn reassign(
     let title = format!(
         "Referral (reassigned): {} — {}",
         stored.need.replace('_', " "),
-        stored
-            .client_id
-            .clone()
-            .or_else(|| stored
-                .prospect_name
-                .clone()
-                .map(|name| format!("walk-in {name}")))
-            .unwrap_or_default()
+        subject(&stored)
     );
     let detail = format!(
         "Reassigned from {old_rm} by {}: {}. {}",

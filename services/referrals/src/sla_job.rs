@@ -140,11 +140,7 @@ impl SlaJob {
             .await?;
         match manager {
             Some(manager) => {
-                let subject = stored
-                    .client_id
-                    .clone()
-                    .or_else(|| stored.prospect_name.clone().map(|n| format!("walk-in {n}")))
-                    .unwrap_or_default();
+                let subject = lifecycle::subject(&stored);
                 lifecycle::open_work_item(
                     transaction,
                     &manager.staff_id,
