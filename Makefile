@@ -34,7 +34,8 @@ services:
 test: services
 	$(CARGO) test --workspace --all-targets --exclude crm-e2e
 	$(CARGO) test -p crm-e2e --test referral_flow --test bus_contract --test deploy_files --test one_trace \
-		--test access_matrix --test client_book --test pii_never_logged --test referral_lifecycle --test referral_sla_and_queue
+		--test access_matrix --test client_book --test pii_never_logged --test referral_lifecycle --test referral_sla_and_queue \
+		--test outbox_and_plans
 	$(CARGO) test -p crm-e2e --test broker_faults -- --test-threads=1
 
 ## bench: the benchmarks, release build, against the real PostgreSQL and RabbitMQ. The

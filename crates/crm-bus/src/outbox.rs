@@ -1,6 +1,7 @@
 //! The transactional outbox and its relay.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,13 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Bus, BusError, Envelope};
 
-/// Writes `envelope` into the outbox of `source`, inside the caller's transaction.
-pub async fn enqueue(
-    connection: &impl ConnectionTrait,
-    source: &str,
-    envelope: &Envelope,
-) -> Result<(), sea_orm::DbErr> {
-    let row = outbox::ActiveModel {
+/// The outbox row that will carry `envelope` from `source`.
+pub fn row(source: &str, envelope: &Envelope) -> outbox::ActiveModel {
+    outbox::ActiveModel {
         message_id: Set(envelope.message_id.clone()),
         source: Set(source.to_owned()),
         message_type: Set(envelope.message_type.clone()),
@@ -34,8 +31,28 @@ pub async fn enqueue(
         sent_at: Set(None),
         attempts: Set(0),
         last_error: Set(None),
-    };
-    outbox::Entity::insert(row)
+    }
+}
+
+/// The outbox row of a new message of `message_type` with `payload`, carrying the
+/// current trace context: for callers that write it with others in one batch.
+pub fn event_row<T: serde::Serialize>(
+    source: &str,
+    message_type: &str,
+    routing_key: &str,
+    payload: &T,
+) -> Result<outbox::ActiveModel, BusError> {
+    let envelope = Envelope::new(message_type, routing_key, payload)?;
+    Ok(row(source, &envelope))
+}
+
+/// Writes `envelope` into the outbox of `source`, inside the caller's transaction.
+pub async fn enqueue(
+    connection: &impl ConnectionTrait,
+    source: &str,
+    envelope: &Envelope,
+) -> Result<(), sea_orm::DbErr> {
+    outbox::Entity::insert(row(source, envelope))
         .exec_without_returning(connection)
         .await?;
     Ok(())
@@ -50,19 +67,72 @@ pub async fn enqueue_event<T: serde::Serialize>(
     routing_key: &str,
     payload: &T,
 ) -> Result<(), BusError> {
-    let envelope = Envelope::new(message_type, routing_key, payload)?;
-    enqueue(connection, source, &envelope).await?;
+    outbox::Entity::insert(event_row(source, message_type, routing_key, payload)?)
+        .exec_without_returning(connection)
+        .await?;
     Ok(())
 }
 
-/// Wakes the relay right after a commit, so a message doesn't wait for the next poll.
+/// Tells the relay about a commit, so a message doesn't wait for the next poll.
+///
+/// A caller that knows the ids of the rows it committed hands them over: the relay
+/// then reads those rows by primary key. Without ids, the relay scans for unsent
+/// rows — cheap while the outbox is small, but every row sent since the last
+/// vacuum is a dead index entry that a scan walks past, so the busy paths say
+/// which rows they wrote. Ids of rows that were rolled back are harmless: no row,
+/// nothing sent.
 #[derive(Clone, Default)]
-pub struct OutboxWaker(Arc<Notify>);
+pub struct OutboxWaker(Arc<WakerState>);
+
+#[derive(Default)]
+struct WakerState {
+    notify: Notify,
+    committed: Mutex<Vec<String>>,
+    scan_requested: AtomicBool,
+}
 
 impl OutboxWaker {
+    /// After a commit that wrote outbox rows: the relay scans for them.
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.0.scan_requested.store(true, Ordering::Release);
+        self.0.notify.notify_one();
     }
+
+    /// After a commit that wrote the outbox rows `message_ids`.
+    pub fn committed(&self, message_ids: impl IntoIterator<Item = String>) {
+        match self.0.committed.lock() {
+            Ok(mut committed) => committed.extend(message_ids),
+            // A poisoned list still has a relay behind it that scans.
+            Err(_) => self.0.scan_requested.store(true, Ordering::Release),
+        }
+        self.0.notify.notify_one();
+    }
+
+    fn take_committed(&self) -> Vec<String> {
+        match self.0.committed.lock() {
+            Ok(mut committed) => std::mem::take(&mut *committed),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn take_scan_request(&self) -> bool {
+        self.0.scan_requested.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The rows `ids`, by primary key alone: a condition the unsent-rows index also
+/// answers tempts the planner into walking that index, past every dead entry
+/// (tests/tests/outbox_and_plans.rs). The caller drops rows already sent.
+pub fn rows_by_id(ids: &[String]) -> sea_orm::Select<outbox::Entity> {
+    outbox::Entity::find().filter(outbox::Column::MessageId.is_in(ids.iter().map(String::as_str)))
+}
+
+/// Which unsent rows a relay pass reads.
+enum Pick<'a> {
+    /// The oldest unsent rows of the source, up to a batch.
+    Oldest,
+    /// These rows, if they are still unsent.
+    Ids(&'a [String]),
 }
 
 /// Publishes one service's outbox.
@@ -90,21 +160,39 @@ impl Relay {
         }
     }
 
-    /// Claims up to a batch of unsent rows, publishes them with confirms, marks them
-    /// sent, commits. Returns how many were sent. On any error nothing is marked
-    /// sent, and the rows are published again on the next pass.
+    /// Claims up to a batch of the oldest unsent rows, publishes them with
+    /// confirms, marks them sent, commits. Returns how many were sent. On any error
+    /// nothing is marked sent, and the rows are published again on the next pass.
     pub async fn relay_once(&self) -> Result<usize, BusError> {
+        self.relay(Pick::Oldest).await
+    }
+
+    /// [`Self::relay_once`] for the rows a caller said it committed.
+    async fn relay_committed(&self, ids: &[String]) -> Result<usize, BusError> {
+        let mut sent = 0;
+        for chunk in ids.chunks(usize::try_from(self.batch_size).unwrap_or(200).max(1)) {
+            sent += self.relay(Pick::Ids(chunk)).await?;
+        }
+        Ok(sent)
+    }
+
+    async fn relay(&self, pick: Pick<'_>) -> Result<usize, BusError> {
         let transaction = self.db.begin().await?;
-        let mut query = outbox::Entity::find()
-            .filter(outbox::Column::Source.eq(self.source.as_str()))
-            .filter(outbox::Column::SentAt.is_null())
-            .order_by_asc(outbox::Column::MessageId)
-            .limit(self.batch_size);
+        let mut query = match pick {
+            Pick::Oldest => outbox::Entity::find()
+                .filter(outbox::Column::Source.eq(self.source.as_str()))
+                .filter(outbox::Column::SentAt.is_null())
+                .order_by_asc(outbox::Column::MessageId)
+                .limit(self.batch_size),
+            Pick::Ids(ids) => rows_by_id(ids),
+        };
         if Backend::of(&transaction) == Backend::Postgres {
             // Replicas share the outbox: each claims rows no other relay holds.
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
-        let rows = query.all(&transaction).await?;
+        let mut rows = query.all(&transaction).await?;
+        rows.retain(|row| row.sent_at.is_none() && row.source == self.source);
+        rows.sort_by(|a, b| a.message_id.cmp(&b.message_id));
         if rows.is_empty() {
             transaction.commit().await?;
             return Ok(0);
@@ -166,23 +254,42 @@ impl Relay {
     }
 
     /// Relays until `shutdown`, then drains what is pending (once) and returns.
+    ///
+    /// Rows a caller named are relayed as soon as it commits; a scan for any
+    /// unsent row runs when asked, after a full batch, after a failure (with
+    /// backoff), and every `poll_interval` — which is what finds rows written by
+    /// another replica, left by a crash, or committed without a wake.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
         let mut passes: u64 = 0;
+        let mut next_scan = tokio::time::Instant::now();
         loop {
-            let result = self.relay_once().await;
-            passes += 1;
-            if passes % 10_000 == 1 {
-                self.delete_old_sent().await;
+            let committed = self.waker.take_committed();
+            let scan_requested = self.waker.take_scan_request();
+            let mut result = Ok(0);
+            if !committed.is_empty() && failures == 0 {
+                result = self.relay_committed(&committed).await;
+            }
+            let now = tokio::time::Instant::now();
+            let scan = scan_requested || now >= next_scan || result.is_err() || failures > 0;
+            if scan {
+                result = self.relay_once().await;
+                next_scan = now + self.poll_interval;
+                passes += 1;
+                if passes % 10_000 == 1 {
+                    self.delete_old_sent().await;
+                }
             }
             let wait = match result {
-                Ok(sent) if sent as u64 >= self.batch_size => {
+                Ok(sent) if scan && sent as u64 >= self.batch_size => {
+                    // More may be waiting: scan again at once.
                     failures = 0;
+                    next_scan = tokio::time::Instant::now();
                     continue;
                 }
                 Ok(_) => {
                     failures = 0;
-                    self.poll_interval
+                    next_scan.saturating_duration_since(tokio::time::Instant::now())
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
@@ -193,7 +300,7 @@ impl Relay {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.waker.0.notified(), if failures == 0 => {}
+                _ = self.waker.0.notify.notified(), if failures == 0 => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

@@ -12,7 +12,9 @@ pub mod db;
 pub mod migrator;
 pub mod referrals;
 pub mod vault;
+pub mod write_batch;
 
 pub use db::{Backend, Db, StoreError, connect};
 pub use sea_orm;
 pub use vault::{Vault, VaultError};
+pub use write_batch::WriteBatch;

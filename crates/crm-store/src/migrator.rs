@@ -14,6 +14,7 @@ impl MigratorTrait for ClientsMigrator {
             Box::new(bus::migration::Migration),
             Box::new(clients::migration::Migration),
             Box::new(clients::book_migration::Migration),
+            Box::new(bus::pending_index_migration::Migration),
         ]
     }
 }
@@ -27,6 +28,8 @@ impl MigratorTrait for ReferralsMigrator {
             Box::new(bus::migration::Migration),
             Box::new(referrals::migration::Migration),
             Box::new(referrals::lifecycle_migration::Migration),
+            Box::new(bus::pending_index_migration::Migration),
+            Box::new(referrals::request_key_migration::Migration),
         ]
     }
 }
@@ -36,7 +39,10 @@ pub struct MessagingOnlyMigrator;
 
 impl MigratorTrait for MessagingOnlyMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(bus::migration::Migration)]
+        vec![
+            Box::new(bus::migration::Migration),
+            Box::new(bus::pending_index_migration::Migration),
+        ]
     }
 }
 
@@ -51,6 +57,8 @@ impl MigratorTrait for AllMigrator {
             Box::new(referrals::migration::Migration),
             Box::new(clients::book_migration::Migration),
             Box::new(referrals::lifecycle_migration::Migration),
+            Box::new(bus::pending_index_migration::Migration),
+            Box::new(referrals::request_key_migration::Migration),
         ]
     }
 }

@@ -1,28 +1,30 @@
 //! CreateReferral: validate, route, and write referral + work item + messages in one
 //! transaction.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use crm_auth::Principal;
 use crm_domain::messages::REFERRAL_ASSIGNED;
 use crm_domain::pii::Pii;
 use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkItemState};
-use crm_domain::routing::{RoutingError, RoutingRequest, route};
+use crm_domain::routing::{RoutingDecision, RoutingError, RoutingRequest, route};
 use crm_domain::sla::acceptance_deadline;
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Role, Violations};
 use crm_proto::v1 as pb;
+use crm_store::WriteBatch;
 use crm_store::db::is_unique_violation;
 use crm_store::referrals::{referral, routing_client, work_item};
+use sea_orm::sea_query::{SelectStatement, UnionType};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
-    QueryFilter, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait,
+    Statement, TransactionTrait,
 };
 
 use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy};
-use crate::referral_wire::{need_from_proto, referral_event};
-use crate::work_items::{announce, priority_from_proto};
-use crate::{ReferralsState, SERVICE, routing_inputs};
+use crate::referral_wire::need_from_proto;
+use crate::work_items::{announcement_row, priority_from_proto};
+use crate::{ReferralsState, routing_inputs};
 
 /// A note longer than this is not a note.
 const MAX_NOTE_CHARS: usize = 2000;
@@ -111,18 +113,6 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
     })
 }
 
-async fn find_by_key(
-    db: &impl ConnectionTrait,
-    referrer_id: &str,
-    key: &str,
-) -> Result<Option<referral::Model>> {
-    Ok(referral::Entity::find()
-        .filter(referral::Column::ReferrerId.eq(referrer_id))
-        .filter(referral::Column::IdempotencyKey.eq(key))
-        .one(db)
-        .await?)
-}
-
 fn work_item_title(need: Need, subject: &Subject) -> String {
     let need = need.as_str().replace('_', " ");
     match subject {
@@ -166,16 +156,54 @@ fn dedupe_key(subject: &Subject, need: Need, vault: &crm_store::Vault) -> String
     }
 }
 
-async fn find_open_duplicate(
-    db: &impl ConnectionTrait,
-    dedupe_key: &str,
-) -> Result<Option<referral::Model>> {
+/// Names one create request: who asked, and their key.
+pub fn request_key(referrer_id: &str, idempotency_key: &str) -> String {
+    format!("{referrer_id}/{idempotency_key}")
+}
+
+/// The query of [`find_existing`]: the referral of `own_key` (a request key), if
+/// any, and the open referral of `dedupe_key`.
+///
+/// Two indexed lookups glued by UNION ALL rather than one OR: on a young table
+/// without statistics the planner answers the OR with a sequential scan, and keeps
+/// that cached plan while the table grows (tests/tests/outbox_and_plans.rs).
+pub fn earlier_request_query(own_key: Option<&str>, dedupe_key: &str) -> SelectStatement {
     let open: Vec<&str> = ReferralStatus::OPEN.iter().map(|s| s.as_str()).collect();
-    Ok(referral::Entity::find()
+    let open_duplicate = referral::Entity::find()
         .filter(referral::Column::DedupeKey.eq(dedupe_key))
         .filter(referral::Column::Status.is_in(open))
-        .one(db)
-        .await?)
+        .into_query();
+    match own_key {
+        Some(own_key) => referral::Entity::find()
+            .filter(referral::Column::RequestKey.eq(own_key))
+            .into_query()
+            .union(UnionType::All, open_duplicate)
+            .to_owned(),
+        None => open_duplicate,
+    }
+}
+
+/// What an earlier request already made: the caller's own referral under the same
+/// idempotency key (a retry gets what it made), or else the open referral for the
+/// same subject and need. One query for both: it runs on every create.
+async fn find_existing(
+    db: &impl ConnectionTrait,
+    referrer_id: &str,
+    idempotency_key: Option<&str>,
+    dedupe_key: &str,
+) -> Result<Option<Created>> {
+    let own_key = idempotency_key.map(|key| request_key(referrer_id, key));
+    let query = earlier_request_query(own_key.as_deref(), dedupe_key);
+    let backend = db.get_database_backend();
+    let rows = referral::Entity::find()
+        .from_raw_sql(backend.build(&query))
+        .all(db)
+        .await?;
+    let is_own = |row: &referral::Model| own_key.as_ref() == Some(&row.request_key);
+    if let Some(own) = rows.iter().find(|row| is_own(row)) {
+        return Ok(Some(Created::New(own.clone())));
+    }
+    Ok(rows.into_iter().next().map(Created::Duplicate))
 }
 
 pub async fn create_referral(
@@ -192,14 +220,10 @@ pub async fn create_referral(
     let request = parse(input)?;
     let db = &state.db;
     let referrer_id = principal.staff_id.to_string();
-    if let Some(key) = &request.idempotency_key
-        && let Some(existing) = find_by_key(db, &referrer_id, key).await?
-    {
-        return Ok(Created::New(existing));
-    }
     let dedupe_key = dedupe_key(&request.subject, request.need, &state.vault);
-    if let Some(existing) = find_open_duplicate(db, &dedupe_key).await? {
-        return Ok(Created::Duplicate(existing));
+    let key = request.idempotency_key.as_deref();
+    if let Some(existing) = find_existing(db, &referrer_id, key, &dedupe_key).await? {
+        return Ok(existing);
     }
 
     let client_id = match &request.subject {
@@ -208,24 +232,26 @@ pub async fn create_referral(
     };
     // A client routing has not heard of yet (a projection lagging, or a customer
     // not yet in the book) is still referred: the chain starts at the teller's pair.
-    let coverage = match &client_id {
-        Some(id) => {
-            routing_client::Entity::find_by_id(id.as_str())
-                .one(db)
-                .await?
-        }
+    let primary_rm_id = match &client_id {
+        Some(id) => routing_client::Entity::find_by_id(id.as_str())
+            .one(db)
+            .await?
+            .and_then(|coverage| coverage.primary_rm_id),
         None => None,
     };
+    let paired_rm_id = routing_inputs::paired_rm_id(db, &principal.staff_id).await?;
     // Routing reads the branch's loads and writes the choice in one transaction,
     // one referral of a branch at a time: a burst spreads over the pool instead of
-    // every concurrent call seeing the same least-loaded RM.
+    // every concurrent call seeing the same least-loaded RM. Everything that does
+    // not need the lock is done before it, and what follows it is three round
+    // trips: the pool's loads, the writes as one batch, the commit.
     let transaction = db.begin().await?;
     lock_branch(&transaction, &principal.branch_id).await?;
     let candidates = routing_inputs::load(
         &transaction,
         &principal.branch_id,
-        &principal.staff_id,
-        coverage.as_ref().and_then(|c| c.primary_rm_id.as_deref()),
+        primary_rm_id.as_deref(),
+        paired_rm_id.as_deref(),
     )
     .await?;
     let now = Utc::now();
@@ -240,126 +266,45 @@ pub async fn create_referral(
     .map_err(|error| match error {
         RoutingError::NoBranchManager(_) => ReferralsError::FailedPrecondition(error.to_string()),
     })?;
-    let sla_due_at = acceptance_deadline(&state.sla, &state.calendar, request.priority, now);
-    let referral_id = uuid::Uuid::now_v7().to_string();
-    // The walk-in's phone is stored sealed, with the hash duplicates are found by.
-    let (prospect_name, prospect_phone, prospect_phone_hash) = match &request.subject {
-        Subject::Prospect { full_name, phone } => {
-            let phone = Pii::new(phone.clone());
-            (
-                Some(full_name.clone()),
-                Some(state.vault.seal(&phone)?),
-                state.vault.lookup_hash(&phone),
-            )
-        }
-        Subject::Client(_) => (None, None, String::new()),
-    };
-    let routing_decision = serde_json::to_string(&decision)
-        .map_err(|e| ReferralsError::Corrupt(format!("routing decision: {e}")))?;
-
-    let row = referral::ActiveModel {
-        referral_id: Set(referral_id.clone()),
-        // Without a key from the caller, the referral's own id keeps the unique
-        // index satisfied and the request is simply not retry-safe.
-        idempotency_key: Set(request
-            .idempotency_key
-            .clone()
-            .unwrap_or_else(|| referral_id.clone())),
-        client_id: Set(client_id.clone()),
-        prospect_name: Set(prospect_name),
-        prospect_phone: Set(prospect_phone),
-        prospect_phone_hash: Set(prospect_phone_hash),
-        dedupe_key: Set(Some(dedupe_key.clone())),
-        escalation_level: Set(0),
-        sla_stopped_at: Set(None),
-        outcome_note: Set(String::new()),
-        referrer_id: Set(referrer_id.clone()),
-        branch_id: Set(principal.branch_id.to_string()),
-        need: Set(request.need.as_str().to_owned()),
-        note: Set(request.note.clone()),
-        amount_minor_units: Set(request.amount_hint.as_ref().map(Money::minor_units)),
-        amount_currency: Set(request
-            .amount_hint
-            .as_ref()
-            .map(|m| m.currency().to_owned())),
-        priority: Set(request.priority.as_str().to_owned()),
-        status: Set(ReferralStatus::Assigned.as_str().to_owned()),
-        assigned_rm_id: Set(decision.chosen_rm_id.clone()),
-        routing_reason: Set(decision.reason.clone()),
-        routing_decision: Set(routing_decision),
-        sla_due_at: Set(sla_due_at),
-        escalated: Set(decision.escalated),
-        outcome: Set(None),
-        outcome_product: Set(None),
-        outcome_amount_minor_units: Set(None),
-        accepted_at: Set(None),
-        assigned_at: Set(now),
-        created_at: Set(now),
-        updated_at: Set(now),
-    };
-    let stored = match row.insert(&transaction).await {
-        Ok(stored) => stored,
-        Err(error) if is_unique_violation(&error) => {
-            // The same key raced in from a retry, or another teller's referral for
-            // the same thing won the race: answer with the winner.
-            transaction.rollback().await?;
-            if let Some(key) = &request.idempotency_key
-                && let Some(existing) = find_by_key(db, &referrer_id, key).await?
-            {
-                return Ok(Created::New(existing));
-            }
-            if let Some(existing) = find_open_duplicate(db, &dedupe_key).await? {
-                return Ok(Created::Duplicate(existing));
-            }
-            return Err(error.into());
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let item = work_item::ActiveModel {
-        work_item_id: Set(uuid::Uuid::now_v7().to_string()),
-        rm_id: Set(decision.chosen_rm_id.clone()),
-        kind: Set(WorkItemKind::Referral.as_str().to_owned()),
-        client_id: Set(client_id.clone()),
-        title: Set(work_item_title(request.need, &request.subject)),
-        detail: Set(format!("{} (routing: {})", request.note, decision.reason)),
-        priority: Set(request.priority.as_str().to_owned()),
-        due_at: Set(Some(sla_due_at)),
-        state: Set(WorkItemState::Open.as_str().to_owned()),
-        source_id: Set(referral_id.clone()),
-        acked_at: Set(None),
-        snoozed_until: Set(None),
-        outcome: Set(None),
-        version: Set(1),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&transaction)
-    .await?;
-    lifecycle::adjust_load(&transaction, &decision.chosen_rm_id, 1, Some(now)).await?;
-    let event = referral_event(&stored);
-    crm_bus::outbox::enqueue_event(
-        &transaction,
-        SERVICE,
-        REFERRAL_ASSIGNED,
-        REFERRAL_ASSIGNED,
-        &event,
-    )
-    .await?;
-    announce(&transaction, &item).await?;
+    let stored = new_referral(state, principal, &request, &decision, &dedupe_key, now)?;
+    let item = new_work_item(&request, &stored, &decision);
     let by = ChangedBy {
         actor_id: referrer_id.clone(),
         reason: stored.routing_reason.clone(),
     };
-    lifecycle::record_history(
-        &transaction,
-        "created",
-        ReferralStatus::New.as_str(),
-        &stored,
-        &by,
-    )
-    .await?;
+    let messages = [
+        lifecycle::event_row(REFERRAL_ASSIGNED, &stored)?,
+        announcement_row(&item)?,
+    ];
+    let message_ids: Vec<String> = messages
+        .iter()
+        .filter_map(|row| row.message_id.try_as_ref().cloned())
+        .collect();
+    let mut writes = WriteBatch::new();
+    writes
+        .insert(stored.clone().into_active_model())
+        .insert(item.clone().into_active_model())
+        .update(lifecycle::load_change(&decision.chosen_rm_id, 1, Some(now)))
+        .insert_many(messages)
+        .insert(lifecycle::history_row(
+            "created",
+            ReferralStatus::New.as_str(),
+            &stored,
+            &by,
+        ));
+    if let Err(error) = writes.execute(&transaction).await {
+        transaction.rollback().await?;
+        // The same key raced in from a retry, or another teller's referral for
+        // the same thing won the race: answer with the winner.
+        if is_unique_violation(&error)
+            && let Some(existing) = find_existing(db, &referrer_id, key, &dedupe_key).await?
+        {
+            return Ok(existing);
+        }
+        return Err(error.into());
+    }
     transaction.commit().await?;
-    state.outbox.wake();
+    state.outbox.committed(message_ids);
     tracing::info!(
         referral_id = %stored.referral_id,
         assigned_rm_id = %stored.assigned_rm_id,
@@ -367,6 +312,103 @@ pub async fn create_referral(
         "referral routed"
     );
     Ok(Created::New(stored))
+}
+
+/// The referral as routing decided it, ready to insert.
+fn new_referral(
+    state: &ReferralsState,
+    principal: &Principal,
+    request: &NewReferral,
+    decision: &RoutingDecision,
+    dedupe_key: &str,
+    now: DateTime<Utc>,
+) -> Result<referral::Model> {
+    let sla_due_at = acceptance_deadline(&state.sla, &state.calendar, request.priority, now);
+    let referral_id = uuid::Uuid::now_v7().to_string();
+    // The walk-in's phone is stored sealed, with the hash duplicates are found by.
+    let (client_id, prospect_name, prospect_phone, prospect_phone_hash) = match &request.subject {
+        Subject::Prospect { full_name, phone } => {
+            let phone = Pii::new(phone.clone());
+            (
+                None,
+                Some(full_name.clone()),
+                Some(state.vault.seal(&phone)?),
+                state.vault.lookup_hash(&phone),
+            )
+        }
+        Subject::Client(client_id) => (Some(client_id.to_string()), None, None, String::new()),
+    };
+    let routing_decision = serde_json::to_string(decision)
+        .map_err(|e| ReferralsError::Corrupt(format!("routing decision: {e}")))?;
+    // Without a key from the caller, the referral's own id keeps the unique index
+    // satisfied and the request is simply not retry-safe.
+    let idempotency_key = request
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| referral_id.clone());
+    let referrer_id = principal.staff_id.to_string();
+    Ok(referral::Model {
+        request_key: request_key(&referrer_id, &idempotency_key),
+        idempotency_key,
+        referral_id,
+        client_id,
+        prospect_name,
+        prospect_phone,
+        prospect_phone_hash,
+        dedupe_key: Some(dedupe_key.to_owned()),
+        escalation_level: 0,
+        sla_stopped_at: None,
+        outcome_note: String::new(),
+        referrer_id,
+        branch_id: principal.branch_id.to_string(),
+        need: request.need.as_str().to_owned(),
+        note: request.note.clone(),
+        amount_minor_units: request.amount_hint.as_ref().map(Money::minor_units),
+        amount_currency: request
+            .amount_hint
+            .as_ref()
+            .map(|m| m.currency().to_owned()),
+        priority: request.priority.as_str().to_owned(),
+        status: ReferralStatus::Assigned.as_str().to_owned(),
+        assigned_rm_id: decision.chosen_rm_id.clone(),
+        routing_reason: decision.reason.clone(),
+        routing_decision,
+        sla_due_at,
+        escalated: decision.escalated,
+        outcome: None,
+        outcome_product: None,
+        outcome_amount_minor_units: None,
+        accepted_at: None,
+        assigned_at: now,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// The chosen RM's work item for a new referral.
+fn new_work_item(
+    request: &NewReferral,
+    stored: &referral::Model,
+    decision: &RoutingDecision,
+) -> work_item::Model {
+    work_item::Model {
+        work_item_id: uuid::Uuid::now_v7().to_string(),
+        rm_id: decision.chosen_rm_id.clone(),
+        kind: WorkItemKind::Referral.as_str().to_owned(),
+        client_id: stored.client_id.clone(),
+        title: work_item_title(request.need, &request.subject),
+        detail: format!("{} (routing: {})", request.note, decision.reason),
+        priority: request.priority.as_str().to_owned(),
+        due_at: Some(stored.sla_due_at),
+        state: WorkItemState::Open.as_str().to_owned(),
+        source_id: stored.referral_id.clone(),
+        acked_at: None,
+        snoozed_until: None,
+        outcome: None,
+        version: 1,
+        created_at: stored.created_at,
+        updated_at: stored.created_at,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! the outbox messages in one transaction. The relay publishes them; a
 //! WatchWorkItems stream bound to `rm.<staff_id>` receives them.
 
-mod create;
+pub mod create;
 mod error;
 mod lifecycle;
 mod lifecycle_rpcs;

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
 use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind, WorkItemState};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
+use crm_store::bus::outbox;
 use crm_store::referrals::{referral, referral_history, routing_staff, work_item};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, UpdateStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter,
+    QueryFilter, QueryTrait,
 };
 
 use crate::SERVICE;
@@ -41,14 +42,13 @@ pub fn parse_status(model: &referral::Model) -> Result<ReferralStatus> {
         .ok_or_else(|| ReferralsError::Corrupt(format!("referral status {}", model.status)))
 }
 
-/// Appends one line to the referral's history.
-pub async fn record_history(
-    connection: &impl ConnectionTrait,
+/// One line of the referral's history: `by` moved it from `from` to where it is now.
+pub fn history_row(
     action: &str,
     from: &str,
     stored: &referral::Model,
     by: &ChangedBy,
-) -> Result<()> {
+) -> referral_history::ActiveModel {
     referral_history::ActiveModel {
         history_id: Set(uuid::Uuid::now_v7().to_string()),
         referral_id: Set(stored.referral_id.clone()),
@@ -60,9 +60,31 @@ pub async fn record_history(
         reason: Set(by.reason.clone()),
         occurred_at: Set(stored.updated_at),
     }
-    .insert(connection)
-    .await?;
+}
+
+/// Appends one line to the referral's history.
+pub async fn record_history(
+    connection: &impl ConnectionTrait,
+    action: &str,
+    from: &str,
+    stored: &referral::Model,
+    by: &ChangedBy,
+) -> Result<()> {
+    history_row(action, from, stored, by)
+        .insert(connection)
+        .await?;
     Ok(())
+}
+
+/// The outbox row that publishes `message_type` with the referral's current state.
+pub fn event_row(message_type: &str, stored: &referral::Model) -> Result<outbox::ActiveModel> {
+    let event: ReferralEvent = referral_event(stored);
+    Ok(crm_bus::outbox::event_row(
+        SERVICE,
+        message_type,
+        message_type,
+        &event,
+    )?)
 }
 
 /// Publishes `message_type` with the referral's current state.
@@ -71,19 +93,19 @@ pub async fn publish(
     message_type: &str,
     stored: &referral::Model,
 ) -> Result<()> {
-    let event: ReferralEvent = referral_event(stored);
-    crm_bus::outbox::enqueue_event(connection, SERVICE, message_type, message_type, &event).await?;
+    outbox::Entity::insert(event_row(message_type, stored)?)
+        .exec_without_returning(connection)
+        .await?;
     Ok(())
 }
 
 /// Changes `staff_id`'s count of open referrals by `delta` (and, when one is
 /// given to them, when they last got one: ties in the pool go to the longest idle).
-pub async fn adjust_load(
-    connection: &impl ConnectionTrait,
+pub fn load_change(
     staff_id: &str,
     delta: i32,
     assigned_at: Option<DateTime<Utc>>,
-) -> Result<()> {
+) -> UpdateStatement {
     let mut update = routing_staff::Entity::update_many()
         .col_expr(
             routing_staff::Column::OpenReferrals,
@@ -93,7 +115,19 @@ pub async fn adjust_load(
     if let Some(at) = assigned_at {
         update = update.col_expr(routing_staff::Column::LastAssignedAt, Expr::value(Some(at)));
     }
-    update.exec(connection).await?;
+    update.into_query()
+}
+
+/// [`load_change`], now, in the caller's transaction.
+pub async fn adjust_load(
+    connection: &impl ConnectionTrait,
+    staff_id: &str,
+    delta: i32,
+    assigned_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    connection
+        .execute(&load_change(staff_id, delta, assigned_at))
+        .await?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use chrono::{NaiveDate, Utc};
 use crm_domain::routing::Candidate;
 use crm_domain::{BranchId, Role, StaffId};
 use crm_store::referrals::{routing_pair, routing_staff};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::error::Result;
 
@@ -34,48 +34,57 @@ fn pair_is_current(pair: &routing_pair::Model, today: NaiveDate) -> bool {
     pair.valid_from <= today && pair.valid_until.is_none_or(|until| until >= today)
 }
 
-pub async fn load(
+/// The teller's paired RM today, if they have one. Read before routing's lock:
+/// pairs change by directory news, not by routing.
+pub async fn paired_rm_id(
     db: &impl ConnectionTrait,
-    branch_id: &BranchId,
     teller_id: &StaffId,
-    primary_rm_id: Option<&str>,
-) -> Result<Candidates> {
+) -> Result<Option<String>> {
     let today = Utc::now()
         .with_timezone(&chrono_tz::Asia::Shanghai)
         .date_naive();
-    let paired_rm_id = routing_pair::Entity::find_by_id(teller_id.as_str())
+    Ok(routing_pair::Entity::find_by_id(teller_id.as_str())
         .one(db)
         .await?
         .filter(|pair| pair_is_current(pair, today))
-        .map(|pair| pair.rm_id);
-    let branch_rows = routing_staff::Entity::find()
-        .filter(routing_staff::Column::BranchId.eq(branch_id.as_str()))
-        .filter(
-            routing_staff::Column::Role.is_in([Role::Rm.as_str(), Role::BranchManager.as_str()]),
-        )
-        .all(db)
-        .await?;
-    let mut named_rows = Vec::new();
-    for id in [primary_rm_id, paired_rm_id.as_deref()]
+        .map(|pair| pair.rm_id))
+}
+
+/// The branch's pool and the named RMs (who may sit in other branches), as they
+/// are now: one query, since it runs under routing's lock.
+pub async fn load(
+    db: &impl ConnectionTrait,
+    branch_id: &BranchId,
+    primary_rm_id: Option<&str>,
+    paired_rm_id: Option<&str>,
+) -> Result<Candidates> {
+    let named: Vec<&str> = [primary_rm_id, paired_rm_id]
         .into_iter()
         .flatten()
-    {
-        match branch_rows.iter().find(|row| row.staff_id == id) {
-            Some(row) => named_rows.push(row.clone()),
-            None => {
-                if let Some(row) = routing_staff::Entity::find_by_id(id).one(db).await? {
-                    named_rows.push(row);
-                }
-            }
-        }
-    }
+        .collect();
+    let in_pool = Condition::all()
+        .add(routing_staff::Column::BranchId.eq(branch_id.as_str()))
+        .add(routing_staff::Column::Role.is_in([Role::Rm.as_str(), Role::BranchManager.as_str()]));
+    let rows = routing_staff::Entity::find()
+        .filter(
+            Condition::any()
+                .add(in_pool)
+                .add(routing_staff::Column::StaffId.is_in(named)),
+        )
+        .order_by_asc(routing_staff::Column::StaffId)
+        .all(db)
+        .await?;
     let find_named = |id: Option<&str>| {
-        id.and_then(|id| named_rows.iter().find(|row| row.staff_id == id))
+        id.and_then(|id| rows.iter().find(|row| row.staff_id == id))
             .and_then(candidate)
+    };
+    let is_pool = |row: &&routing_staff::Model| {
+        row.branch_id == branch_id.as_str()
+            && (row.role == Role::Rm.as_str() || row.role == Role::BranchManager.as_str())
     };
     Ok(Candidates {
         primary_rm: find_named(primary_rm_id),
-        paired_rm: find_named(paired_rm_id.as_deref()),
-        branch_staff: branch_rows.iter().filter_map(candidate).collect(),
+        paired_rm: find_named(paired_rm_id),
+        branch_staff: rows.iter().filter(is_pool).filter_map(candidate).collect(),
     })
 }

@@ -194,8 +194,14 @@ impl SlaJob {
                 .and_then(|c| c.primary_rm_id),
             None => None,
         };
-        let mut candidates =
-            routing_inputs::load(transaction, &branch_id, &teller_id, primary.as_deref()).await?;
+        let paired = routing_inputs::paired_rm_id(transaction, &teller_id).await?;
+        let mut candidates = routing_inputs::load(
+            transaction,
+            &branch_id,
+            primary.as_deref(),
+            paired.as_deref(),
+        )
+        .await?;
         // Everyone but the RM who let it lapse (the chain still ends at the manager).
         let lapsed = |c: &crm_domain::routing::Candidate| c.staff_id.as_str() == holder;
         candidates.primary_rm = candidates.primary_rm.filter(|c| !lapsed(c));

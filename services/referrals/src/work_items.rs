@@ -7,8 +7,9 @@ use crm_bus::rm_routing_key;
 use crm_domain::messages::WORK_ITEM_CHANGED;
 use crm_domain::referral::{Priority, WorkItemKind, WorkItemState};
 use crm_proto::v1 as pb;
+use crm_store::bus::outbox;
 use crm_store::referrals::work_item;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, EntityTrait};
 use serde::{Deserialize, Serialize};
 
 use crate::SERVICE;
@@ -145,15 +146,20 @@ pub fn to_proto(model: &work_item::Model) -> pb::WorkItem {
     WorkItemMessage::from(model).to_proto()
 }
 
-/// Puts the item's new state on its RM's live feed, in the caller's transaction.
-pub async fn announce(connection: &impl ConnectionTrait, model: &work_item::Model) -> Result<()> {
-    crm_bus::outbox::enqueue_event(
-        connection,
+/// The outbox row that puts the item's new state on its RM's live feed.
+pub fn announcement_row(model: &work_item::Model) -> Result<outbox::ActiveModel> {
+    Ok(crm_bus::outbox::event_row(
         SERVICE,
         WORK_ITEM_CHANGED,
         &rm_routing_key(&model.rm_id),
         &WorkItemMessage::from(model),
-    )
-    .await?;
+    )?)
+}
+
+/// Puts the item's new state on its RM's live feed, in the caller's transaction.
+pub async fn announce(connection: &impl ConnectionTrait, model: &work_item::Model) -> Result<()> {
+    outbox::Entity::insert(announcement_row(model)?)
+        .exec_without_returning(connection)
+        .await?;
     Ok(())
 }

@@ -3,3 +3,4 @@
 pub mod inbox;
 pub mod migration;
 pub mod outbox;
+pub mod pending_index_migration;

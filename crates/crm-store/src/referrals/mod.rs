@@ -5,6 +5,7 @@ pub mod lifecycle_migration;
 pub mod migration;
 pub mod referral;
 pub mod referral_history;
+pub mod request_key_migration;
 pub mod routing_client;
 pub mod routing_pair;
 pub mod routing_staff;

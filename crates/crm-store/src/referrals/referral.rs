@@ -5,8 +5,10 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub referral_id: String,
-    /// Unique per referrer: the same key again returns this referral.
+    /// The caller's key: the same referrer with the same key again gets this referral.
     pub idempotency_key: String,
+    /// `<referrer_id>/<idempotency_key>`, unique: the one column the retry check reads.
+    pub request_key: String,
     pub client_id: Option<String>,
     pub prospect_name: Option<String>,
     /// Sealed by [`crate::vault::Vault`].

@@ -1,0 +1,268 @@
+//! What keeps CreateReferral fast under sustained load, held by tests:
+//! - a write batch is one statement on PostgreSQL and all-or-nothing on both;
+//! - the relay publishes rows a caller names by id, without scanning the outbox,
+//!   and its scan still finds rows nobody named;
+//! - the hot queries get index plans on a young table without statistics, where
+//!   a cached generic plan would otherwise stay a sequential scan as it grows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::time::Duration;
+
+use crm_bus::outbox::{OutboxWaker, Relay};
+use crm_bus::{Bus, BusConfig, Envelope, SubscriptionEvent};
+use crm_domain::messages::COVERAGE_CHANGED;
+use crm_store::bus::outbox;
+use crm_store::migrator::{Schema, migrate};
+use crm_store::{Db, WriteBatch};
+use sea_orm::sea_query::{Expr, SelectStatement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Statement,
+    TransactionTrait, Value,
+};
+use tokio_util::sync::CancellationToken;
+
+struct Store {
+    db: Db,
+    schema: Option<String>,
+}
+
+async fn store(postgres: bool) -> Store {
+    crm_testkit::install_for_tests();
+    let (url, schema) = if postgres {
+        (
+            crm_testkit::postgres_url(),
+            Some(crm_testkit::unique_name("outbox")),
+        )
+    } else {
+        let folder = std::env::temp_dir().join(crm_testkit::unique_name("sqlite"));
+        std::fs::create_dir_all(&folder).unwrap();
+        (
+            format!("sqlite://{}?mode=rwc", folder.join("crm.db").display()),
+            None,
+        )
+    };
+    let db = crm_store::connect(&url, schema.as_deref()).await.unwrap();
+    migrate(&db, Schema::MessagingOnly).await.unwrap();
+    Store { db, schema }
+}
+
+impl Store {
+    async fn drop(self) {
+        if let Some(schema) = self.schema {
+            crm_store::db::drop_schema(&crm_testkit::postgres_url(), &schema)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn bus(rabbit: bool) -> Bus {
+    let config = BusConfig {
+        amqp_url: rabbit.then(crm_testkit::amqp_url),
+        prefix: format!("{}.", crm_testkit::unique_name("relay")),
+        ephemeral: true,
+    };
+    Bus::start(&config, CancellationToken::new()).await.unwrap()
+}
+
+fn event(body: &str) -> Envelope {
+    Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &body).unwrap()
+}
+
+async fn commit_row(db: &Db, envelope: &Envelope) {
+    let transaction = db.begin().await.unwrap();
+    crm_bus::outbox::enqueue(&transaction, "clients", envelope)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+}
+
+async fn next_id(subscription: &mut crm_bus::Subscription, within: Duration) -> Option<String> {
+    loop {
+        match tokio::time::timeout(within, subscription.next()).await {
+            Err(_) => return None,
+            Ok(Some(SubscriptionEvent::Message(delivery))) => {
+                let id = delivery.envelope.message_id.clone();
+                delivery.ack().await.unwrap();
+                return Some(id);
+            }
+            Ok(Some(SubscriptionEvent::Reconnected)) => continue,
+            Ok(None) => panic!("subscription closed"),
+        }
+    }
+}
+
+async fn named_rows_go_out_at_once_and_a_scan_finds_the_rest(real_parts: bool) {
+    let store = store(real_parts).await;
+    let bus = bus(real_parts).await;
+    let mut subscription = bus.consume("referrals", 8).await.unwrap();
+    let waker = OutboxWaker::default();
+    let mut relay = Relay::new(store.db.clone(), bus.clone(), "clients", waker.clone());
+    // No poll within the test: only a named row or a wake can move anything.
+    relay.poll_interval = Duration::from_secs(3600);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await; // its first scan, of nothing
+
+    let named = event("named");
+    commit_row(&store.db, &named).await;
+    waker.committed([named.message_id.clone()]);
+    assert_eq!(
+        next_id(&mut subscription, Duration::from_secs(5)).await,
+        Some(named.message_id.clone()),
+        "a row named after its commit is published without a scan"
+    );
+
+    let unnamed = event("unnamed");
+    commit_row(&store.db, &unnamed).await;
+    assert_eq!(
+        next_id(&mut subscription, Duration::from_millis(700)).await,
+        None,
+        "nothing tells the relay of this row yet"
+    );
+    // A rolled-back row's id is harmless: no row, nothing sent.
+    waker.committed(["never-committed".to_owned()]);
+    waker.wake();
+    assert_eq!(
+        next_id(&mut subscription, Duration::from_secs(5)).await,
+        Some(unnamed.message_id.clone()),
+        "a wake scans for unsent rows"
+    );
+
+    let unsent = outbox::Entity::find()
+        .filter(outbox::Column::SentAt.is_null())
+        .all(&store.db)
+        .await
+        .unwrap();
+    assert!(unsent.is_empty(), "both rows are marked sent: {unsent:?}");
+    shutdown.cancel();
+    running.await.unwrap();
+    store.drop().await;
+}
+
+#[tokio::test]
+async fn relay_named_rows_and_scans_on_postgres_and_rabbitmq() {
+    named_rows_go_out_at_once_and_a_scan_finds_the_rest(true).await;
+}
+
+#[tokio::test]
+async fn relay_named_rows_and_scans_on_sqlite_and_in_process() {
+    named_rows_go_out_at_once_and_a_scan_finds_the_rest(false).await;
+}
+
+async fn a_write_batch_is_all_or_nothing(postgres: bool) {
+    let store = store(postgres).await;
+    let existing = event("existing");
+    commit_row(&store.db, &existing).await;
+
+    let first = event("first");
+    let mut writes = WriteBatch::new();
+    writes
+        .insert(crm_bus::outbox::row("clients", &first))
+        .update(
+            outbox::Entity::update_many()
+                .col_expr(outbox::Column::Attempts, Expr::value(7))
+                .filter(outbox::Column::MessageId.eq(existing.message_id.as_str()))
+                .into_query(),
+        );
+    let transaction = store.db.begin().await.unwrap();
+    writes.execute(&transaction).await.unwrap();
+    transaction.commit().await.unwrap();
+    let stored = outbox::Entity::find().all(&store.db).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().any(|row| row.message_id == first.message_id));
+    assert!(
+        stored
+            .iter()
+            .any(|row| row.message_id == existing.message_id && row.attempts == 7)
+    );
+
+    // The second insert collides with an existing row: the batch fails whole.
+    let second = event("second");
+    let mut writes = WriteBatch::new();
+    writes
+        .insert(crm_bus::outbox::row("clients", &second))
+        .insert(crm_bus::outbox::row("clients", &existing));
+    let transaction = store.db.begin().await.unwrap();
+    let error = writes.execute(&transaction).await.unwrap_err();
+    assert!(crm_store::db::is_unique_violation(&error), "{error}");
+    transaction.rollback().await.unwrap();
+    let stored = outbox::Entity::find().all(&store.db).await.unwrap();
+    assert_eq!(stored.len(), 2, "nothing of the failed batch is kept");
+    store.drop().await;
+}
+
+#[tokio::test]
+async fn a_write_batch_is_all_or_nothing_on_postgres() {
+    a_write_batch_is_all_or_nothing(true).await;
+}
+
+#[tokio::test]
+async fn a_write_batch_is_all_or_nothing_on_sqlite() {
+    a_write_batch_is_all_or_nothing(false).await;
+}
+
+/// A string literal for EXECUTE (every parameter of the checked queries is text).
+fn literal(value: &Value) -> String {
+    match value {
+        Value::String(Some(text)) => format!("'{}'", text.replace('\'', "''")),
+        other => panic!("unexpected parameter {other:?}"),
+    }
+}
+
+/// The plan PostgreSQL caches for `statement` once it stops planning per call.
+async fn generic_plan(db: &Db, statement: Statement) -> String {
+    let transaction = db.begin().await.unwrap();
+    transaction
+        .execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    transaction
+        .execute_unprepared(&format!("PREPARE checked AS {}", statement.sql))
+        .await
+        .unwrap();
+    let arguments: Vec<String> = statement
+        .values
+        .iter()
+        .flat_map(|values| values.0.iter())
+        .map(literal)
+        .collect();
+    let rows = transaction
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("EXPLAIN EXECUTE checked({})", arguments.join(", ")),
+        ))
+        .await
+        .unwrap();
+    let plan = rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    transaction.rollback().await.unwrap();
+    plan
+}
+
+fn build(query: &SelectStatement) -> Statement {
+    DbBackend::Postgres.build(query)
+}
+
+#[tokio::test]
+async fn the_hot_queries_use_their_indexes_on_a_young_table() {
+    let app = crm_testkit::spawn_app(crm_testkit::Backend::Distributed).await;
+
+    let retry_check = crm_referrals::create::earlier_request_query(
+        Some(&crm_referrals::create::request_key("B-001-T-1", "key-1")),
+        "client:C-000001:loan",
+    );
+    let plan = generic_plan(&app.db, build(&retry_check)).await;
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.contains("idx_referrals_request_key"), "{plan}");
+
+    let by_id = crm_bus::outbox::rows_by_id(&["a".to_owned(), "b".to_owned()]).into_query();
+    let plan = generic_plan(&app.db, build(&by_id)).await;
+    assert!(plan.contains("outbox_pkey"), "{plan}");
+    assert!(!plan.contains("idx_outbox_unsent"), "{plan}");
+    app.stop().await;
+}
