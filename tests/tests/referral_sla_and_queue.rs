@@ -1,8 +1,9 @@
 //! The acceptance clock and the RM's queue, over PostgreSQL + RabbitMQ and the
 //! embedded default: SLA escalation and reassignment with a controllable clock (and
 //! two runners at once), a logged contact stopping the clock, unacknowledged items
-//! pushed again on reconnect, a snoozed item coming back, and a walk-in's referral
-//! linked once they become a client.
+//! pushed again on reconnect, a snoozed item coming back, a walk-in's referral
+//! linked once they become a client, deadlines in each branch's own hours, and
+//! referrals left untouched expiring.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -10,13 +11,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crm_domain::Role;
+use crm_domain::referral::Priority;
+use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_proto::v1 as pb;
 use crm_referrals::{SlaJob, SlaReport};
 use crm_testkit::{Backend, TestApp, spawn_app, with_token};
 use tokio_stream::StreamExt;
 
 async fn refer(app: &TestApp, client_id: &str) -> pb::Referral {
-    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    refer_from(app, "B-001", client_id).await
+}
+
+async fn refer_from(app: &TestApp, branch: &str, client_id: &str) -> pb::Referral {
+    let teller = app.token(&format!("{branch}-T-1"), Role::Teller, branch);
     app.referrals()
         .create_referral(with_token(
             &teller,
@@ -56,6 +63,88 @@ fn due(referral: &pb::Referral) -> DateTime<Utc> {
     DateTime::from_timestamp(at.seconds, 0).unwrap()
 }
 
+fn created(referral: &pb::Referral) -> DateTime<Utc> {
+    let at = referral.created_at.unwrap();
+    DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap()).unwrap()
+}
+
+/// Whole seconds: what `due` reads back.
+fn to_second(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap()
+}
+
+async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_branch("B-002", 2).await;
+    let system = app.token("SYS-TEST", Role::System, "HQ-001");
+    app.directory()
+        .upsert_branch(with_token(
+            &system,
+            pb::UpsertBranchRequest {
+                branch: Some(pb::Branch {
+                    branch_id: "B-002".into(),
+                    name: "London branch".into(),
+                    city: "London".into(),
+                    time_zone: "Europe/London".into(),
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM routing_branches WHERE branch_id = 'B-002' AND time_zone = 'Europe/London'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    app.seed_client("C-310", "B-001", Some("B-001-RM-1")).await;
+    app.seed_client("C-311", "B-002", Some("B-002-RM-1")).await;
+    let shanghai = BusinessCalendar::default();
+    let london = BusinessCalendar {
+        time_zone: chrono_tz::Europe::London,
+        ..shanghai
+    };
+    let sla = SlaPolicy::default();
+
+    let in_shanghai = refer_from(&app, "B-001", "C-310").await;
+    let in_london = refer_from(&app, "B-002", "C-311").await;
+    let expect = |calendar: &BusinessCalendar, at: DateTime<Utc>| {
+        to_second(acceptance_deadline(&sla, calendar, Priority::Normal, at))
+    };
+    assert_eq!(due(&in_shanghai), expect(&shanghai, created(&in_shanghai)));
+    assert_eq!(due(&in_london), expect(&london, created(&in_london)));
+    assert_ne!(
+        expect(&london, created(&in_london)),
+        expect(&shanghai, created(&in_london)),
+        "the two calendars disagree, so the check above means something"
+    );
+
+    // The job's second window counts London hours too.
+    let job = SlaJob {
+        db: app.db.clone(),
+        sla,
+        calendar: shanghai,
+        expire_after: chrono::Duration::days(30),
+    };
+    let after = due(&in_london) + chrono::Duration::minutes(1);
+    job.run(after).await.unwrap();
+    let escalated = get(&app, &in_london.referral_id).await;
+    assert!(escalated.escalated);
+    assert_eq!(due(&escalated), expect(&london, after));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deadlines_count_the_branchs_own_hours_on_postgres_and_rabbitmq() {
+    deadlines_count_the_branchs_own_hours(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn deadlines_count_the_branchs_own_hours_on_the_embedded_default() {
+    deadlines_count_the_branchs_own_hours(Backend::Embedded).await;
+}
+
 async fn sla_escalates_then_reassigns(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
@@ -91,6 +180,7 @@ async fn sla_escalates_then_reassigns(backend: Backend) {
         db: app.db.clone(),
         sla: Default::default(),
         calendar: Default::default(),
+        expire_after: chrono::Duration::days(30),
     };
     // Before the deadline: nothing.
     let before = job
@@ -137,7 +227,8 @@ async fn sla_escalates_then_reassigns(backend: Backend) {
         report,
         SlaReport {
             escalated: 0,
-            reassigned: 1
+            reassigned: 1,
+            expired: 0,
         }
     );
     let moved = get(&app, &lapsing.referral_id).await;
@@ -284,6 +375,111 @@ async fn unacked_items_again_and_snoozed_items_back_on_postgres_and_rabbitmq() {
 #[tokio::test]
 async fn unacked_items_again_and_snoozed_items_back_on_the_embedded_default() {
     unacked_again_and_snoozed_back(Backend::Embedded).await;
+}
+
+async fn untouched_referrals_expire(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-320", "B-001", Some("B-001-RM-1")).await;
+    app.seed_client("C-321", "B-001", Some("B-001-RM-1")).await;
+    let forgotten = refer(&app, "C-320").await;
+    let worked = refer(&app, "C-321").await;
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    app.referrals()
+        .accept_referral(with_token(
+            &rm1,
+            pb::AcceptReferralRequest {
+                referral_id: worked.referral_id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let job = SlaJob {
+        db: app.db.clone(),
+        sla: Default::default(),
+        calendar: Default::default(),
+        expire_after: chrono::Duration::days(30),
+    };
+    let load =
+        "SELECT COUNT(*) FROM routing_staff WHERE staff_id = 'B-001-RM-1' AND open_referrals = 2";
+    assert_eq!(app.count(load).await, 1);
+
+    // 29 days on, nothing has gone quiet long enough (the forgotten one escalates).
+    let early = job
+        .run(created(&forgotten) + chrono::Duration::days(29))
+        .await
+        .unwrap();
+    assert_eq!(early.expired, 0);
+    // 31 days after the escalation, both are stale; two runners expire each once.
+    let late = created(&forgotten) + chrono::Duration::days(60);
+    let (one, two) = tokio::join!(job.run(late), job.run(late));
+    assert_eq!(one.unwrap().expired + two.unwrap().expired, 2);
+
+    let expired = get(&app, &forgotten.referral_id).await;
+    assert_eq!(expired.status, pb::ReferralStatus::Expired as i32);
+    let last = expired.history.last().unwrap();
+    assert_eq!(last.action, "expired");
+    assert_eq!(last.actor_id, "system:referral-sla");
+    assert_eq!(
+        get(&app, &worked.referral_id).await.status,
+        pb::ReferralStatus::Expired as i32,
+        "accepted and then left alone: expired too"
+    );
+    // Every work item of the two closed, the manager's escalation item included.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM work_items WHERE source_id IN ('{}', '{}') AND state <> 'done'",
+            forgotten.referral_id, worked.referral_id
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM work_items WHERE source_id = '{}' AND rm_id = 'B-001-M'",
+            forgotten.referral_id
+        ))
+        .await,
+        1,
+        "the escalation item existed, and is closed"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM routing_staff WHERE staff_id = 'B-001-RM-1' AND open_referrals = 0")
+            .await,
+        1,
+        "no longer the RM's load"
+    );
+    // Expired is final, and frees the client for a new referral.
+    let refused = app
+        .referrals()
+        .accept_referral(with_token(
+            &rm1,
+            pb::AcceptReferralRequest {
+                referral_id: forgotten.referral_id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("expired"),
+        "{}",
+        refused.message()
+    );
+    let again = refer(&app, "C-320").await;
+    assert_ne!(again.referral_id, forgotten.referral_id);
+    assert!(again.duplicate_of.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn untouched_referrals_expire_on_postgres_and_rabbitmq() {
+    untouched_referrals_expire(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn untouched_referrals_expire_on_the_embedded_default() {
+    untouched_referrals_expire(Backend::Embedded).await;
 }
 
 #[tokio::test]

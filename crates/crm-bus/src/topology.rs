@@ -16,6 +16,7 @@ pub const SERVICE_QUEUES: &[ServiceQueue] = &[ServiceQueue {
         "client.interaction_logged",
         "directory.staff_changed",
         "directory.pair_changed",
+        "directory.branch_changed",
     ],
 }];
 

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 pub const STAFF_CHANGED: &str = "directory.staff_changed";
 pub const PAIR_CHANGED: &str = "directory.pair_changed";
+/// A branch was created or changed (its time zone sets its business calendar).
+pub const BRANCH_CHANGED: &str = "directory.branch_changed";
 pub const COVERAGE_CHANGED: &str = "client.coverage_changed";
 /// A client's tier changed (by the tier rule with its hysteresis).
 pub const TIER_CHANGED: &str = "client.tier_changed";
@@ -17,6 +19,8 @@ pub const REFERRAL_ACCEPTED: &str = "referral.accepted";
 pub const REFERRAL_OUTCOME_RECORDED: &str = "referral.outcome_recorded";
 pub const REFERRAL_REASSIGNED: &str = "referral.reassigned";
 pub const REFERRAL_ESCALATED: &str = "referral.escalated";
+/// An open referral nobody touched for the expiry period (`crm jobs referral-sla`).
+pub const REFERRAL_EXPIRED: &str = "referral.expired";
 /// A walk-in's referral now names the client they became.
 pub const REFERRAL_LINKED: &str = "referral.linked";
 /// Routed to `rm.<staff_id>`: a work item was created or changed.
@@ -30,6 +34,14 @@ pub struct StaffChanged {
     pub active: bool,
     pub capacity: i32,
     pub out_of_office_until: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchChanged {
+    pub branch_id: String,
+    /// IANA name, e.g. `Asia/Shanghai`.
+    pub time_zone: String,
     pub updated_at: DateTime<Utc>,
 }
 

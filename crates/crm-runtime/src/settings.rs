@@ -68,6 +68,15 @@ pub struct Settings {
         num_args = 4
     )]
     pub referral_sla_minutes: Option<Vec<i64>>,
+    /// Days an open referral may go unchanged before `crm jobs referral-sla`
+    /// expires it.
+    #[arg(
+        long,
+        env = "CRM_REFERRAL_EXPIRE_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u16).range(1..=3650)
+    )]
+    pub referral_expire_days: u16,
 }
 
 impl std::fmt::Debug for Settings {
@@ -87,6 +96,7 @@ impl std::fmt::Debug for Settings {
             .field("tier_thresholds_cny", &self.tier_thresholds_cny)
             .field("tier_hysteresis_percent", &self.tier_hysteresis_percent)
             .field("referral_sla_minutes", &self.referral_sla_minutes)
+            .field("referral_expire_days", &self.referral_expire_days)
             .finish()
     }
 }
@@ -218,6 +228,7 @@ impl Settings {
             tier_thresholds_cny: vec![1_000_000, 5_000_000, 10_000_000],
             tier_hysteresis_percent: 5,
             referral_sla_minutes: None,
+            referral_expire_days: 30,
         })
     }
 }

@@ -30,6 +30,7 @@ impl MigratorTrait for ReferralsMigrator {
             Box::new(referrals::lifecycle_migration::Migration),
             Box::new(bus::pending_index_migration::Migration),
             Box::new(referrals::request_key_migration::Migration),
+            Box::new(referrals::routing_branch_migration::Migration),
         ]
     }
 }
@@ -59,6 +60,7 @@ impl MigratorTrait for AllMigrator {
             Box::new(referrals::lifecycle_migration::Migration),
             Box::new(bus::pending_index_migration::Migration),
             Box::new(referrals::request_key_migration::Migration),
+            Box::new(referrals::routing_branch_migration::Migration),
         ]
     }
 }

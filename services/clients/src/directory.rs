@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use crm_auth::{Principal, principal_of, wire};
-use crm_domain::messages::{PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged};
+use crm_domain::messages::{
+    BRANCH_CHANGED, BranchChanged, PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged,
+};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, directory_service_server::DirectoryService};
@@ -147,10 +149,11 @@ impl Directory {
             branch_id: Set(branch_id.to_string()),
             name: Set(input.name.trim().to_owned()),
             city: Set(input.city.trim().to_owned()),
-            time_zone: Set(time_zone),
+            time_zone: Set(time_zone.clone()),
             created_at: Set(now),
             updated_at: Set(now),
         };
+        let transaction = self.state.db.begin().await?;
         branch::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(branch::Column::BranchId)
@@ -162,12 +165,28 @@ impl Directory {
                     ])
                     .to_owned(),
             )
-            .exec_without_returning(&self.state.db)
+            .exec_without_returning(&transaction)
             .await?;
+        // Routing keeps each branch's time zone: SLA deadlines count its hours.
+        let message = BranchChanged {
+            branch_id: branch_id.to_string(),
+            time_zone,
+            updated_at: now,
+        };
+        crm_bus::outbox::enqueue_event(
+            &transaction,
+            SERVICE,
+            BRANCH_CHANGED,
+            BRANCH_CHANGED,
+            &message,
+        )
+        .await?;
         let stored = branch::Entity::find_by_id(branch_id.as_str())
-            .one(&self.state.db)
+            .one(&transaction)
             .await?
             .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
+        transaction.commit().await?;
+        self.state.outbox.wake();
         Ok(Response::new(pb::UpsertBranchResponse {
             branch: Some(branch_to_proto(stored)),
         }))

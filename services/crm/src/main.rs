@@ -75,7 +75,8 @@ enum Command {
 enum Job {
     /// Escalate referrals past their acceptance deadline: the branch manager is
     /// told at the first breach, the referral moves down the routing chain at the
-    /// second. The referrals service's relay publishes what it writes.
+    /// second. Open referrals unchanged for CRM_REFERRAL_EXPIRE_DAYS expire. The
+    /// referrals service's relay publishes what it writes.
     ReferralSla {
         /// Judge deadlines as of this time (RFC 3339) instead of now: replays, drills.
         #[arg(long)]
@@ -135,11 +136,12 @@ async fn main() -> anyhow::Result<()> {
                 db,
                 sla: settings.referral_sla()?,
                 calendar: Default::default(),
+                expire_after: chrono::Duration::days(settings.referral_expire_days.into()),
             };
             let report = job.run(now.unwrap_or_else(chrono::Utc::now)).await?;
             println!(
-                "referral SLA: {} escalated to their branch manager, {} reassigned",
-                report.escalated, report.reassigned
+                "referral SLA: {} escalated to their branch manager, {} reassigned, {} expired",
+                report.escalated, report.reassigned, report.expired
             );
             Ok(())
         }

@@ -7,7 +7,7 @@ use crm_domain::messages::REFERRAL_ASSIGNED;
 use crm_domain::pii::Pii;
 use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkItemState};
 use crm_domain::routing::{RoutingDecision, RoutingError, RoutingRequest, route};
-use crm_domain::sla::acceptance_deadline;
+use crm_domain::sla::{BusinessCalendar, acceptance_deadline};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Role, Violations};
 use crm_proto::v1 as pb;
@@ -24,7 +24,7 @@ use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy};
 use crate::referral_wire::need_from_proto;
 use crate::work_items::{announcement_row, priority_from_proto};
-use crate::{ReferralsState, routing_inputs};
+use crate::{ReferralsState, calendars, routing_inputs};
 
 /// A note longer than this is not a note.
 const MAX_NOTE_CHARS: usize = 2000;
@@ -239,7 +239,9 @@ pub async fn create_referral(
             .and_then(|coverage| coverage.primary_rm_id),
         None => None,
     };
-    let paired_rm_id = routing_inputs::paired_rm_id(db, &principal.staff_id).await?;
+    let calendar = calendars::for_branch(db, principal.branch_id.as_str(), &state.calendar).await?;
+    let paired_rm_id =
+        routing_inputs::paired_rm_id(db, &principal.staff_id, calendar.time_zone).await?;
     // Routing reads the branch's loads and writes the choice in one transaction,
     // one referral of a branch at a time: a burst spreads over the pool instead of
     // every concurrent call seeing the same least-loaded RM. Everything that does
@@ -266,7 +268,15 @@ pub async fn create_referral(
     .map_err(|error| match error {
         RoutingError::NoBranchManager(_) => ReferralsError::FailedPrecondition(error.to_string()),
     })?;
-    let stored = new_referral(state, principal, &request, &decision, &dedupe_key, now)?;
+    let stored = new_referral(
+        state,
+        principal,
+        &request,
+        &decision,
+        &dedupe_key,
+        &calendar,
+        now,
+    )?;
     let item = new_work_item(&request, &stored, &decision);
     let by = ChangedBy {
         actor_id: referrer_id.clone(),
@@ -321,9 +331,10 @@ fn new_referral(
     request: &NewReferral,
     decision: &RoutingDecision,
     dedupe_key: &str,
+    calendar: &BusinessCalendar,
     now: DateTime<Utc>,
 ) -> Result<referral::Model> {
-    let sla_due_at = acceptance_deadline(&state.sla, &state.calendar, request.priority, now);
+    let sla_due_at = acceptance_deadline(&state.sla, calendar, request.priority, now);
     let referral_id = uuid::Uuid::now_v7().to_string();
     // The walk-in's phone is stored sealed, with the hash duplicates are found by.
     let (client_id, prospect_name, prospect_phone, prospect_phone_hash) = match &request.subject {

@@ -6,6 +6,7 @@
 //! the outbox messages in one transaction. The relay publishes them; a
 //! WatchWorkItems stream bound to `rm.<staff_id>` receives them.
 
+mod calendars;
 pub mod create;
 mod error;
 mod lifecycle;

@@ -131,20 +131,22 @@ pub async fn adjust_load(
     Ok(())
 }
 
-/// Closes the open work items of `referral_id` held by `rm_id`, with `outcome`.
+/// Closes the open work items of `referral_id` — those held by `rm_id`, or
+/// everyone's — with `outcome`.
 pub async fn close_work_items(
     connection: &impl ConnectionTrait,
     referral_id: &str,
-    rm_id: &str,
+    rm_id: Option<&str>,
     outcome: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let open = work_item::Entity::find()
+    let mut open = work_item::Entity::find()
         .filter(work_item::Column::SourceId.eq(referral_id))
-        .filter(work_item::Column::RmId.eq(rm_id))
-        .filter(work_item::Column::State.ne(WorkItemState::Done.as_str()))
-        .all(connection)
-        .await?;
+        .filter(work_item::Column::State.ne(WorkItemState::Done.as_str()));
+    if let Some(rm_id) = rm_id {
+        open = open.filter(work_item::Column::RmId.eq(rm_id));
+    }
+    let open = open.all(connection).await?;
     for item in open {
         let version = item.version;
         let mut row = item.into_active_model();
@@ -235,7 +237,7 @@ pub async fn reassign(
     close_work_items(
         connection,
         &stored.referral_id,
-        &old_rm,
+        Some(&old_rm),
         &format!("reassigned to {new_rm} by {}: {}", by.actor_id, by.reason),
         now,
     )

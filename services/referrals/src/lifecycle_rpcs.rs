@@ -11,6 +11,7 @@ use crm_store::referrals::routing_staff;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel, TransactionTrait};
 use tonic::{Request, Response};
 
+use crate::calendars;
 use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy, parse_status};
 use crate::referral_wire::{outcome_from_proto, outcome_text, to_proto};
@@ -122,7 +123,7 @@ impl Referrals {
             lifecycle::close_work_items(
                 &transaction,
                 &stored.referral_id,
-                &holder_id,
+                Some(&holder_id),
                 &outcome,
                 now,
             )
@@ -193,10 +194,12 @@ impl Referrals {
             reason: input.reason.trim().to_owned(),
         };
         let level = current.escalation_level;
+        let calendar =
+            calendars::for_branch(&transaction, &current.branch_id, &state.calendar).await?;
         let stored = lifecycle::reassign(
             &transaction,
             &state.sla,
-            &state.calendar,
+            &calendar,
             current,
             rm_id.as_str(),
             &by,

@@ -6,12 +6,12 @@
 use chrono::{DateTime, Utc};
 use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
-    COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED, InteractionLogged, PAIR_CHANGED,
-    PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
+    BRANCH_CHANGED, BranchChanged, COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED,
+    InteractionLogged, PAIR_CHANGED, PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
 };
 use crm_domain::referral::ReferralStatus;
 use crm_store::referrals::{referral, referral_history};
-use crm_store::referrals::{routing_client, routing_pair, routing_staff};
+use crm_store::referrals::{routing_branch, routing_client, routing_pair, routing_staff};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait,
@@ -32,6 +32,7 @@ impl MessageHandler for Projections {
         match envelope.message_type.as_str() {
             STAFF_CHANGED => apply_staff(transaction, envelope.decode()?).await,
             PAIR_CHANGED => apply_pair(transaction, envelope.decode()?).await,
+            BRANCH_CHANGED => apply_branch(transaction, envelope.decode()?).await,
             COVERAGE_CHANGED => {
                 let message: CoverageChanged = envelope.decode()?;
                 link_walk_ins(transaction, &message).await?;
@@ -105,6 +106,22 @@ async fn apply_pair(
         rm_id: Set(message.rm_id),
         valid_from: Set(message.valid_from),
         valid_until: Set(message.valid_until),
+        source_updated_at: Set(message.updated_at),
+    };
+    save_if_newer(transaction, stored, message.updated_at, row).await
+}
+
+async fn apply_branch(
+    transaction: &DatabaseTransaction,
+    message: BranchChanged,
+) -> Result<(), HandlerError> {
+    let stored = routing_branch::Entity::find_by_id(message.branch_id.as_str())
+        .one(transaction)
+        .await?
+        .map(|row| row.source_updated_at);
+    let row = routing_branch::ActiveModel {
+        branch_id: Set(message.branch_id),
+        time_zone: Set(message.time_zone),
         source_updated_at: Set(message.updated_at),
     };
     save_if_newer(transaction, stored, message.updated_at, row).await

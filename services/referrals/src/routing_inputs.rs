@@ -3,6 +3,7 @@
 use std::str::FromStr;
 
 use chrono::{NaiveDate, Utc};
+use chrono_tz::Tz;
 use crm_domain::routing::Candidate;
 use crm_domain::{BranchId, Role, StaffId};
 use crm_store::referrals::{routing_pair, routing_staff};
@@ -34,15 +35,14 @@ fn pair_is_current(pair: &routing_pair::Model, today: NaiveDate) -> bool {
     pair.valid_from <= today && pair.valid_until.is_none_or(|until| until >= today)
 }
 
-/// The teller's paired RM today, if they have one. Read before routing's lock:
-/// pairs change by directory news, not by routing.
+/// The teller's paired RM today (in the branch's time zone), if they have one.
+/// Read before routing's lock: pairs change by directory news, not by routing.
 pub async fn paired_rm_id(
     db: &impl ConnectionTrait,
     teller_id: &StaffId,
+    time_zone: Tz,
 ) -> Result<Option<String>> {
-    let today = Utc::now()
-        .with_timezone(&chrono_tz::Asia::Shanghai)
-        .date_naive();
+    let today = Utc::now().with_timezone(&time_zone).date_naive();
     Ok(routing_pair::Entity::find_by_id(teller_id.as_str())
         .one(db)
         .await?

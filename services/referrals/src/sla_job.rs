@@ -3,13 +3,20 @@
 //! marked `escalated`, with a second window to accept; a second breach reassigns it
 //! down the routing chain (the next candidate after the RM who let it lapse).
 //!
+//! The same pass expires open referrals nobody has changed for `expire_after`
+//! (30 days unless configured): the status becomes EXPIRED, every open work item
+//! of the referral closes, the holder's load drops, and `referral.expired` goes
+//! out. An open duplicate key is freed with it, so the client can be referred
+//! again.
+//!
 //! Safe to run twice or from two schedulers at once: each referral is claimed by
-//! a conditional update of its escalation level inside the transaction that acts
-//! on it, so exactly one runner acts per breach. An acceptance, an outcome or a
-//! logged contact with the client stops the clock (`sla_stopped_at`).
+//! a conditional update inside the transaction that acts on it (of its escalation
+//! level, or of its status while still untouched), so exactly one runner acts. An
+//! acceptance, an outcome or a logged contact with the client stops the clock
+//! (`sla_stopped_at`).
 
 use chrono::{DateTime, Utc};
-use crm_domain::messages::REFERRAL_ESCALATED;
+use crm_domain::messages::{REFERRAL_ESCALATED, REFERRAL_EXPIRED};
 use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind};
 use crm_domain::routing::{RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
@@ -24,7 +31,7 @@ use sea_orm::{
 
 use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy};
-use crate::routing_inputs;
+use crate::{calendars, routing_inputs};
 
 /// The actor the history names for this job.
 pub const ACTOR: &str = "system:referral-sla";
@@ -36,6 +43,7 @@ const BATCH: u64 = 500;
 pub struct SlaReport {
     pub escalated: usize,
     pub reassigned: usize,
+    pub expired: usize,
 }
 
 /// What the job needs: the store and the clock's rules.
@@ -43,11 +51,15 @@ pub struct SlaJob {
     pub db: Db,
     pub sla: SlaPolicy,
     pub calendar: BusinessCalendar,
+    /// An open referral unchanged for this long expires.
+    pub expire_after: chrono::Duration,
 }
 
 impl SlaJob {
     /// One pass as of `now` (the caller's clock: tests and replays pass their own).
     pub async fn run(&self, now: DateTime<Utc>) -> Result<SlaReport> {
+        // A referral left alone this long is expired, not escalated once more.
+        let expired = self.expire_stale(now).await?;
         let due = referral::Entity::find()
             .filter(referral::Column::Status.eq(ReferralStatus::Assigned.as_str()))
             .filter(referral::Column::SlaStoppedAt.is_null())
@@ -57,7 +69,10 @@ impl SlaJob {
             .limit(BATCH)
             .all(&self.db)
             .await?;
-        let mut report = SlaReport::default();
+        let mut report = SlaReport {
+            expired,
+            ..SlaReport::default()
+        };
         for breached in due {
             match self.handle(breached, now).await? {
                 Some(1) => report.escalated += 1,
@@ -69,6 +84,81 @@ impl SlaJob {
             tracing::info!(?report, "referral SLA pass");
         }
         Ok(report)
+    }
+
+    /// Expires open referrals unchanged since `now - expire_after`; how many.
+    async fn expire_stale(&self, now: DateTime<Utc>) -> Result<usize> {
+        let stale_before = now - self.expire_after;
+        let open: Vec<&str> = ReferralStatus::OPEN.iter().map(|s| s.as_str()).collect();
+        let stale = referral::Entity::find()
+            .filter(referral::Column::Status.is_in(open))
+            .filter(referral::Column::UpdatedAt.lte(stale_before))
+            .order_by_asc(referral::Column::UpdatedAt)
+            .limit(BATCH)
+            .all(&self.db)
+            .await?;
+        let mut expired = 0;
+        for referral in stale {
+            if self.expire(referral, stale_before, now).await? {
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Expires one referral if it is still open, untouched, and this runner wins it.
+    async fn expire(
+        &self,
+        stale: referral::Model,
+        stale_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let from = lifecycle::parse_status(&stale)?;
+        let Ok(next) = crm_domain::referral::expire(from) else {
+            return Ok(false);
+        };
+        let transaction = self.db.begin().await?;
+        let claimed = referral::Entity::update_many()
+            .col_expr(referral::Column::Status, Expr::value(next.as_str()))
+            .col_expr(referral::Column::UpdatedAt, Expr::value(now))
+            .filter(referral::Column::ReferralId.eq(stale.referral_id.as_str()))
+            .filter(referral::Column::Status.eq(from.as_str()))
+            .filter(referral::Column::UpdatedAt.lte(stale_before))
+            .exec(&transaction)
+            .await?;
+        let stored = if claimed.rows_affected == 1 {
+            referral::Entity::find_by_id(stale.referral_id.as_str())
+                .one(&transaction)
+                .await?
+        } else {
+            None
+        };
+        let Some(stored) = stored else {
+            transaction.rollback().await?;
+            return Ok(false);
+        };
+        let by = ChangedBy {
+            actor_id: ACTOR.to_owned(),
+            reason: format!(
+                "no change for {} days while {}",
+                self.expire_after.num_days(),
+                from.as_str()
+            ),
+        };
+        lifecycle::close_work_items(
+            &transaction,
+            &stored.referral_id,
+            None,
+            &format!("expired: {}", by.reason),
+            now,
+        )
+        .await?;
+        // No longer open: no longer part of the holder's load.
+        lifecycle::adjust_load(&transaction, &stored.assigned_rm_id, -1, None).await?;
+        lifecycle::record_history(&transaction, "expired", from.as_str(), &stored, &by).await?;
+        lifecycle::publish(&transaction, REFERRAL_EXPIRED, &stored).await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     /// Acts on one breach if this runner wins it; the level it moved to.
@@ -121,14 +211,11 @@ impl SlaJob {
     ) -> Result<()> {
         let priority = Priority::parse(&current.priority).unwrap_or(Priority::Normal);
         let from = current.status.clone();
+        let calendar =
+            calendars::for_branch(transaction, &current.branch_id, &self.calendar).await?;
         let mut row = current.into_active_model();
         row.escalated = Set(true);
-        row.sla_due_at = Set(acceptance_deadline(
-            &self.sla,
-            &self.calendar,
-            priority,
-            now,
-        ));
+        row.sla_due_at = Set(acceptance_deadline(&self.sla, &calendar, priority, now));
         row.updated_at = Set(now);
         let stored = row.update(transaction).await?;
         let manager = routing_staff::Entity::find()
@@ -194,7 +281,10 @@ impl SlaJob {
                 .and_then(|c| c.primary_rm_id),
             None => None,
         };
-        let paired = routing_inputs::paired_rm_id(transaction, &teller_id).await?;
+        let calendar =
+            calendars::for_branch(transaction, &current.branch_id, &self.calendar).await?;
+        let paired =
+            routing_inputs::paired_rm_id(transaction, &teller_id, calendar.time_zone).await?;
         let mut candidates = routing_inputs::load(
             transaction,
             &branch_id,
@@ -226,7 +316,7 @@ impl SlaJob {
                 lifecycle::reassign(
                     transaction,
                     &self.sla,
-                    &self.calendar,
+                    &calendar,
                     current,
                     &decision.chosen_rm_id,
                     &by,

@@ -6,6 +6,8 @@ pub mod migration;
 pub mod referral;
 pub mod referral_history;
 pub mod request_key_migration;
+pub mod routing_branch;
+pub mod routing_branch_migration;
 pub mod routing_client;
 pub mod routing_pair;
 pub mod routing_staff;
