@@ -1,7 +1,7 @@
 //! What keeps CreateReferral fast under sustained load, held by tests:
 //! - a write batch is one statement on PostgreSQL and all-or-nothing on both;
 //! - the relay publishes rows a caller names by id, without scanning the outbox,
-//!   and its scan still finds rows nobody named;
+//!   and its scan still finds rows nobody named; sent rows are pruned by id;
 //! - the hot queries get index plans on a young table without statistics, where
 //!   a cached generic plan would otherwise stay a sequential scan as it grows.
 
@@ -149,6 +149,66 @@ async fn relay_named_rows_and_scans_on_postgres_and_rabbitmq() {
 #[tokio::test]
 async fn relay_named_rows_and_scans_on_sqlite_and_in_process() {
     named_rows_go_out_at_once_and_a_scan_finds_the_rest(false).await;
+}
+
+async fn sent_rows_are_pruned_and_unsent_ones_kept(real_parts: bool) {
+    let store = store(real_parts).await;
+    let bus = bus(real_parts).await;
+    let mut subscription = bus.consume("referrals", 8).await.unwrap();
+    // Another service's row, old and unsent: never this relay's to delete.
+    let mut foreign = event("someone else's");
+    foreign.message_id = uuid::Uuid::now_v7().to_string();
+    let transaction = store.db.begin().await.unwrap();
+    crm_bus::outbox::enqueue(&transaction, "events", &foreign)
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+
+    let waker = OutboxWaker::default();
+    let mut relay = Relay::new(store.db.clone(), bus.clone(), "clients", waker.clone());
+    relay.poll_interval = Duration::from_millis(20);
+    relay.keep_sent_for = chrono::Duration::milliseconds(1);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let sent: Vec<Envelope> = (0..3).map(|n| event(&format!("row {n}"))).collect();
+    for envelope in &sent {
+        commit_row(&store.db, envelope).await;
+    }
+    waker.committed(sent.iter().map(|e| e.message_id.clone()));
+    for _ in &sent {
+        assert!(
+            next_id(&mut subscription, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = outbox::Entity::find().all(&store.db).await.unwrap();
+        if left.len() == 1 {
+            assert_eq!(left[0].message_id, foreign.message_id);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sent rows were not pruned: {} left",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+    store.drop().await;
+}
+
+#[tokio::test]
+async fn sent_rows_are_pruned_on_postgres_and_rabbitmq() {
+    sent_rows_are_pruned_and_unsent_ones_kept(true).await;
+}
+
+#[tokio::test]
+async fn sent_rows_are_pruned_on_sqlite_and_in_process() {
+    sent_rows_are_pruned_and_unsent_ones_kept(false).await;
 }
 
 async fn a_write_batch_is_all_or_nothing(postgres: bool) {

@@ -15,7 +15,10 @@ use crm_domain::referral::Priority;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_proto::v1 as pb;
 use crm_referrals::{SlaJob, SlaReport};
+use crm_store::referrals::referral;
 use crm_testkit::{Backend, TestApp, spawn_app, with_token};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio_stream::StreamExt;
 
 async fn refer(app: &TestApp, client_id: &str) -> pb::Referral {
@@ -470,6 +473,84 @@ async fn untouched_referrals_expire(backend: Backend) {
     assert_ne!(again.referral_id, forgotten.referral_id);
     assert!(again.duplicate_of.is_empty());
     app.stop().await;
+}
+
+async fn a_contact_keeps_a_referral_from_expiring(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-330", "B-001", Some("B-001-RM-1")).await;
+    app.seed_client("C-331", "B-001", Some("B-001-RM-1")).await;
+    let called = refer(&app, "C-330").await;
+    let quiet = refer(&app, "C-331").await;
+    // Both sat for 40 days...
+    let forty_days_ago = Utc::now() - chrono::Duration::days(40);
+    referral::Entity::update_many()
+        .col_expr(referral::Column::UpdatedAt, Expr::value(forty_days_ago))
+        .filter(
+            referral::Column::ReferralId
+                .is_in([called.referral_id.as_str(), quiet.referral_id.as_str()]),
+        )
+        .exec(&app.db)
+        .await
+        .unwrap();
+    // ...then the holder calls one client today.
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    app.clients()
+        .log_interaction(with_token(
+            &rm1,
+            pb::LogInteractionRequest {
+                client_id: "C-330".into(),
+                channel: pb::InteractionChannel::Phone as i32,
+                summary: "talked through the wealth plan".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = referral::Entity::find_by_id(called.referral_id.as_str())
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        if stored.updated_at > forty_days_ago + chrono::Duration::days(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the contact never reached routing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = SlaJob {
+        db: app.db.clone(),
+        sla: Default::default(),
+        calendar: Default::default(),
+        expire_after: chrono::Duration::days(30),
+    };
+    let report = job.run(Utc::now()).await.unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(
+        get(&app, &quiet.referral_id).await.status,
+        pb::ReferralStatus::Expired as i32
+    );
+    assert_eq!(
+        get(&app, &called.referral_id).await.status,
+        pb::ReferralStatus::Assigned as i32,
+        "worked on today: not expired"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_contact_keeps_a_referral_from_expiring_on_postgres_and_rabbitmq() {
+    a_contact_keeps_a_referral_from_expiring(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn a_contact_keeps_a_referral_from_expiring_on_the_embedded_default() {
+    a_contact_keeps_a_referral_from_expiring(Backend::Embedded).await;
 }
 
 #[tokio::test]

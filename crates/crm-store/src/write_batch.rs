@@ -50,6 +50,11 @@ impl WriteBatch {
     where
         A: ActiveModelTrait,
     {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
+            // No rows, no statement: an INSERT without values is not SQL.
+            return self;
+        }
         self.insert_statement(<A::Entity as EntityTrait>::insert_many(rows).into_query())
     }
 

@@ -12,6 +12,9 @@ pub enum ReferralsError {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A concurrent change won; reading again and retrying is safe.
+    #[error("{0}")]
+    Aborted(String),
     /// Answered at the edge already (authentication, role checks).
     #[error("{0}")]
     Rejected(#[from] tonic::Status),
@@ -39,6 +42,7 @@ impl From<ReferralsError> for tonic::Status {
             ReferralsError::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
             ReferralsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
             ReferralsError::FailedPrecondition(why) => tonic::Status::failed_precondition(why),
+            ReferralsError::Aborted(why) => tonic::Status::aborted(why),
             ReferralsError::Db(error) if crm_store::db::is_unavailable(&error) => {
                 tracing::warn!(%error, "database unavailable");
                 tonic::Status::unavailable("database unavailable; retry")

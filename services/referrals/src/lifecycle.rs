@@ -13,7 +13,7 @@ use crm_store::referrals::{referral, referral_history, routing_staff, work_item}
 use sea_orm::sea_query::{Expr, ExprTrait, UpdateStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryTrait,
+    QueryFilter, QuerySelect, QueryTrait,
 };
 
 use crate::SERVICE;
@@ -146,7 +146,9 @@ pub async fn close_work_items(
     if let Some(rm_id) = rm_id {
         open = open.filter(work_item::Column::RmId.eq(rm_id));
     }
-    let open = open.all(connection).await?;
+    // Locked: the snooze job and the RM's own changes write the same items, and
+    // each version must be announced once.
+    let open = open.lock_exclusive().all(connection).await?;
     for item in open {
         let version = item.version;
         let mut row = item.into_active_model();

@@ -164,6 +164,19 @@ async fn stop_clocks(
         .filter(referral::Column::SlaStoppedAt.is_null())
         .exec(transaction)
         .await?;
+    // A contact is work on every open referral the RM holds for the client: it
+    // keeps them from expiring as untouched.
+    referral::Entity::update_many()
+        .col_expr(
+            referral::Column::UpdatedAt,
+            Expr::value(message.occurred_at),
+        )
+        .filter(referral::Column::ClientId.eq(message.client_id.as_str()))
+        .filter(referral::Column::AssignedRmId.eq(message.staff_id.as_str()))
+        .filter(referral::Column::Status.is_in(ReferralStatus::OPEN.map(|s| s.as_str())))
+        .filter(referral::Column::UpdatedAt.lt(message.occurred_at))
+        .exec(transaction)
+        .await?;
     Ok(())
 }
 

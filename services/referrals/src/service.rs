@@ -140,7 +140,10 @@ async fn own_work_item(
     Ok(item)
 }
 
-/// Saves a changed work item with its version bumped and announces it.
+/// Saves a changed work item with its version bumped and announces it — if it is
+/// still the version the caller read. A job or another device may have changed
+/// it meanwhile (closed it, brought it back from a snooze): then the caller is
+/// told to read it again rather than overwrite that change.
 async fn save_work_item(
     state: &ReferralsState,
     item: work_item::Model,
@@ -148,11 +151,26 @@ async fn save_work_item(
 ) -> Result<work_item::Model> {
     let transaction = state.db.begin().await?;
     let version = item.version;
+    let work_item_id = item.work_item_id.clone();
     let mut row = item.into_active_model();
     change(&mut row);
     row.version = Set(version + 1);
     row.updated_at = Set(Utc::now());
-    let stored = row.update(&transaction).await?;
+    let stored = match work_item::Entity::update(row)
+        .validate()?
+        .filter(work_item::Column::Version.eq(version))
+        .exec(&transaction)
+        .await
+    {
+        Ok(stored) => stored,
+        Err(sea_orm::DbErr::RecordNotUpdated) => {
+            transaction.rollback().await?;
+            return Err(ReferralsError::Aborted(format!(
+                "work item {work_item_id} changed meanwhile; read it again"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
     announce(&transaction, &stored).await?;
     transaction.commit().await?;
     state.outbox.wake();

@@ -3,8 +3,9 @@
 //! marked `escalated`, with a second window to accept; a second breach reassigns it
 //! down the routing chain (the next candidate after the RM who let it lapse).
 //!
-//! The same pass expires open referrals nobody has changed for `expire_after`
-//! (30 days unless configured): the status becomes EXPIRED, every open work item
+//! The same pass expires open referrals with no change and no contact logged by
+//! their holder for `expire_after` (CRM_REFERRAL_EXPIRE_DAYS): the status becomes
+//! EXPIRED, every open work item
 //! of the referral closes, the holder's load drops, and `referral.expired` goes
 //! out. An open duplicate key is freed with it, so the client can be referred
 //! again.
@@ -140,7 +141,7 @@ impl SlaJob {
         let by = ChangedBy {
             actor_id: ACTOR.to_owned(),
             reason: format!(
-                "no change for {} days while {}",
+                "no change or contact for {} days while {}",
                 self.expire_after.num_days(),
                 from.as_str()
             ),

@@ -28,19 +28,23 @@ const BACKFILL: &str = "UPDATE referrals SET request_key = referrer_id || '/' ||
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Referrals::Table)
-                    .add_column(
-                        ColumnDef::new(Referrals::RequestKey)
-                            .string()
-                            .not_null()
-                            .default(""),
-                    )
-                    .to_owned(),
-            )
-            .await?;
+        // SQLite runs migrations outside a transaction: a rerun after a failure
+        // further down finds the column already there.
+        if !manager.has_column("referrals", "request_key").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Referrals::Table)
+                        .add_column(
+                            ColumnDef::new(Referrals::RequestKey)
+                                .string()
+                                .not_null()
+                                .default(""),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .get_connection()
             .execute_unprepared(BACKFILL)
