@@ -106,7 +106,7 @@ async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
     let shanghai = BusinessCalendar::default();
     let london = BusinessCalendar {
         time_zone: chrono_tz::Europe::London,
-        ..shanghai
+        ..shanghai.clone()
     };
     let sla = SlaPolicy::default();
 

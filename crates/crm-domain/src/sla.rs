@@ -1,6 +1,9 @@
 //! Acceptance deadlines counted in business hours of a branch's calendar.
 
-use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc, Weekday};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 
 use crate::referral::Priority;
@@ -14,12 +17,18 @@ pub struct SlaPolicy {
     pub low_minutes: i64,
 }
 
-/// The hours a branch counts as business time, Monday to Friday.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The hours a branch counts as business time: Monday to Friday in its time zone,
+/// less the bank's holidays, plus the weekend days it works instead (China moves
+/// working days around its long holidays).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusinessCalendar {
     pub time_zone: Tz,
     pub opens: NaiveTime,
     pub closes: NaiveTime,
+    /// Local dates the bank is closed although they are weekdays.
+    pub holidays: Arc<BTreeSet<NaiveDate>>,
+    /// Local dates the bank is open although they fall on a weekend.
+    pub extra_workdays: Arc<BTreeSet<NaiveDate>>,
 }
 
 impl Default for SlaPolicy {
@@ -52,6 +61,8 @@ impl Default for BusinessCalendar {
             time_zone: chrono_tz::Asia::Shanghai,
             opens: NaiveTime::from_hms_opt(9, 0, 0).unwrap_or(NaiveTime::MIN),
             closes: NaiveTime::from_hms_opt(17, 0, 0).unwrap_or(NaiveTime::MIN),
+            holidays: Arc::default(),
+            extra_workdays: Arc::default(),
         }
     }
 }
@@ -61,8 +72,11 @@ impl BusinessCalendar {
         (self.closes - self.opens).num_minutes().max(1)
     }
 
-    fn is_business_day(weekday: Weekday) -> bool {
-        !matches!(weekday, Weekday::Sat | Weekday::Sun)
+    pub fn is_business_day(&self, date: NaiveDate) -> bool {
+        if self.extra_workdays.contains(&date) {
+            return true;
+        }
+        !matches!(date.weekday(), Weekday::Sat | Weekday::Sun) && !self.holidays.contains(&date)
     }
 
     /// The instant `business_minutes` of open time after `start`.
@@ -79,7 +93,7 @@ impl BusinessCalendar {
             let day_open = self.local(date.and_time(self.opens));
             let day_close = self.local(date.and_time(self.closes));
             if let (true, Some(open), Some(close)) =
-                (Self::is_business_day(date.weekday()), day_open, day_close)
+                (self.is_business_day(date), day_open, day_close)
             {
                 let from = if cursor < open { open } else { cursor };
                 if from < close {
@@ -90,10 +104,7 @@ impl BusinessCalendar {
                     remaining -= available;
                 }
             }
-            let Some(next) = date
-                .succ_opt()
-                .and_then(|d| self.local(d.and_time(NaiveTime::MIN)))
-            else {
+            let Some(next) = date.succ_opt().and_then(|d| self.start_of(d)) else {
                 break;
             };
             cursor = next;
@@ -103,6 +114,15 @@ impl BusinessCalendar {
 
     fn local(&self, naive: chrono::NaiveDateTime) -> Option<DateTime<Tz>> {
         self.time_zone.from_local_datetime(&naive).earliest()
+    }
+
+    /// The first instant of a local date. Where a daylight-saving change skips
+    /// midnight (America/Santiago, for one), the day starts at the first hour
+    /// that exists.
+    fn start_of(&self, date: NaiveDate) -> Option<DateTime<Tz>> {
+        (0..24).find_map(|hour| {
+            NaiveTime::from_hms_opt(hour, 0, 0).and_then(|time| self.local(date.and_time(time)))
+        })
     }
 }
 
@@ -150,6 +170,60 @@ mod tests {
             shanghai(2026, 11, 27, 16, 0),
         );
         assert_eq!(due, shanghai(2026, 11, 30, 12, 0));
+    }
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default()
+    }
+
+    #[test]
+    fn holidays_are_skipped_and_makeup_saturdays_count() {
+        // National Day 2026: Thu 1 Oct to Wed 7 Oct closed; Sat 10 Oct worked.
+        let calendar = BusinessCalendar {
+            holidays: Arc::new((1..=7).map(|d| date(2026, 10, d)).collect()),
+            extra_workdays: Arc::new([date(2026, 10, 10)].into()),
+            ..BusinessCalendar::default()
+        };
+        // Wednesday 30 Sep 16:00 + 4 business hours: one hour that day, three on
+        // Thursday 8 Oct.
+        let due = acceptance_deadline(
+            &SlaPolicy::default(),
+            &calendar,
+            Priority::High,
+            shanghai(2026, 9, 30, 16, 0),
+        );
+        assert_eq!(due, shanghai(2026, 10, 8, 12, 0));
+        // Friday 9 Oct 16:00 + 4 business hours: the make-up Saturday.
+        let due = acceptance_deadline(
+            &SlaPolicy::default(),
+            &calendar,
+            Priority::High,
+            shanghai(2026, 10, 9, 16, 0),
+        );
+        assert_eq!(due, shanghai(2026, 10, 10, 12, 0));
+    }
+
+    #[test]
+    fn a_day_whose_midnight_does_not_exist_still_counts_business_hours() {
+        // Chile moves its clocks forward at 00:00 on Sunday 6 Sep 2026: that
+        // midnight never happens. Friday 4 Sep 16:00 + 4 business hours is Monday
+        // 7 Sep 12:00 local, not four plain hours later.
+        let santiago = BusinessCalendar {
+            time_zone: chrono_tz::America::Santiago,
+            ..BusinessCalendar::default()
+        };
+        let friday = chrono_tz::America::Santiago
+            .with_ymd_and_hms(2026, 9, 4, 16, 0, 0)
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let monday_noon = chrono_tz::America::Santiago
+            .with_ymd_and_hms(2026, 9, 7, 12, 0, 0)
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let due = acceptance_deadline(&SlaPolicy::default(), &santiago, Priority::High, friday);
+        assert_eq!(due, monday_noon);
     }
 
     #[test]

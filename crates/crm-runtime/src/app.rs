@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crm_auth::AuthInterceptor;
 use crm_bus::{Bus, BusConfig};
-use crm_domain::sla::SlaPolicy;
+use crm_domain::sla::{BusinessCalendar, SlaPolicy};
 use crm_domain::tier::TierPolicy;
 use crm_store::migrator::Schema;
 use crm_store::{Db, Vault};
@@ -28,6 +28,8 @@ pub struct Infra {
     pub vault: Arc<Vault>,
     pub tiers: TierPolicy,
     pub referral_sla: SlaPolicy,
+    /// Business hours and bank holidays, before each branch's time zone.
+    pub calendar: BusinessCalendar,
 }
 
 /// A service of the suite, as a process mounts it.
@@ -90,6 +92,7 @@ impl App {
             vault,
             tiers,
             referral_sla,
+            calendar: settings.business_calendar(),
         };
         let mut server = Server::bind(settings.listen_addr).await?;
         for module in modules {

@@ -2,8 +2,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use crm_auth::JwtKeys;
-use crm_domain::sla::SlaPolicy;
+use crm_domain::sla::{BusinessCalendar, SlaPolicy};
 use crm_domain::tier::{TierPolicy, TierThresholds};
 use crm_store::Vault;
 use secrecy::SecretString;
@@ -77,6 +78,13 @@ pub struct Settings {
         value_parser = clap::value_parser!(u16).range(1..=3650)
     )]
     pub referral_expire_days: u16,
+    /// Weekdays the bank is closed (YYYY-MM-DD, local dates), e.g. the Spring
+    /// Festival and National Day holidays: SLA clocks don't run on them.
+    #[arg(long, env = "CRM_BANK_HOLIDAYS", value_delimiter = ',')]
+    pub bank_holidays: Vec<NaiveDate>,
+    /// Weekend days the bank works instead (YYYY-MM-DD): SLA clocks run on them.
+    #[arg(long, env = "CRM_BANK_WORKDAYS", value_delimiter = ',')]
+    pub bank_workdays: Vec<NaiveDate>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -97,6 +105,8 @@ impl std::fmt::Debug for Settings {
             .field("tier_hysteresis_percent", &self.tier_hysteresis_percent)
             .field("referral_sla_minutes", &self.referral_sla_minutes)
             .field("referral_expire_days", &self.referral_expire_days)
+            .field("bank_holidays", &self.bank_holidays)
+            .field("bank_workdays", &self.bank_workdays)
             .finish()
     }
 }
@@ -188,6 +198,16 @@ impl Settings {
         })
     }
 
+    /// Business hours with the bank's holidays and make-up days; each branch
+    /// counts them in its own time zone.
+    pub fn business_calendar(&self) -> BusinessCalendar {
+        BusinessCalendar {
+            holidays: Arc::new(self.bank_holidays.iter().copied().collect()),
+            extra_workdays: Arc::new(self.bank_workdays.iter().copied().collect()),
+            ..BusinessCalendar::default()
+        }
+    }
+
     pub fn referral_sla(&self) -> Result<SlaPolicy, SettingsError> {
         match self.referral_sla_minutes.as_deref() {
             None => Ok(SlaPolicy::default()),
@@ -229,6 +249,8 @@ impl Settings {
             tier_hysteresis_percent: 5,
             referral_sla_minutes: None,
             referral_expire_days: 30,
+            bank_holidays: Vec::new(),
+            bank_workdays: Vec::new(),
         })
     }
 }
@@ -256,6 +278,36 @@ mod tests {
         assert_eq!((policy.urgent_minutes, policy.low_minutes), (60, 480));
         settings.referral_sla_minutes = Some(vec![60, 0, 240, 480]);
         assert!(settings.referral_sla().is_err());
+    }
+
+    /// The flags as a command line would give them.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: super::Settings,
+    }
+
+    #[test]
+    fn bank_holidays_and_workdays_make_the_calendar() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "crm",
+            "--bank-holidays",
+            "2026-10-01,2026-10-02",
+            "--bank-workdays",
+            "2026-10-10",
+        ])
+        .unwrap();
+        let calendar = cli.settings.business_calendar();
+        let date = |d| chrono::NaiveDate::from_ymd_opt(2026, 10, d).unwrap();
+        assert!(!calendar.is_business_day(date(1)), "a Thursday holiday");
+        assert!(calendar.is_business_day(date(8)), "an ordinary Thursday");
+        assert!(calendar.is_business_day(date(10)), "a make-up Saturday");
+        assert!(!calendar.is_business_day(date(11)), "an ordinary Sunday");
+        assert!(
+            Cli::try_parse_from(["crm", "--bank-holidays", "1 October"]).is_err(),
+            "dates are YYYY-MM-DD"
+        );
     }
 
     #[test]

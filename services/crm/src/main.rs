@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             let job = crm_referrals::SlaJob {
                 db,
                 sla: settings.referral_sla()?,
-                calendar: Default::default(),
+                calendar: settings.business_calendar(),
                 expire_after: chrono::Duration::days(settings.referral_expire_days.into()),
             };
             let report = job.run(now.unwrap_or_else(chrono::Utc::now)).await?;

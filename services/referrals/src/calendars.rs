@@ -1,6 +1,7 @@
-//! Each branch's business calendar: the configured hours, counted in the branch's
-//! own time zone as the directory last said it (`directory.branch_changed`). A
-//! branch routing has not heard of yet counts in the configured calendar.
+//! Each branch's business calendar: the configured hours and bank holidays,
+//! counted in the branch's own time zone as the directory last said it
+//! (`directory.branch_changed`). A branch routing has not heard of yet counts in
+//! the configured calendar.
 
 use std::str::FromStr;
 
@@ -23,8 +24,8 @@ pub async fn for_branch(
     Ok(match time_zone {
         Some(time_zone) => BusinessCalendar {
             time_zone,
-            ..*configured
+            ..configured.clone()
         },
-        None => *configured,
+        None => configured.clone(),
     })
 }

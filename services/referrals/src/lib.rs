@@ -61,7 +61,7 @@ impl ReferralsState {
             bus: infra.bus.clone(),
             outbox: OutboxWaker::default(),
             sla: infra.referral_sla,
-            calendar: BusinessCalendar::default(),
+            calendar: infra.calendar.clone(),
             shutdown: infra.shutdown.clone(),
             vault: infra.vault.clone(),
         }
