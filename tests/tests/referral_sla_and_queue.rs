@@ -563,6 +563,67 @@ async fn untouched_referrals_expire_on_the_embedded_default() {
     untouched_referrals_expire(Backend::Embedded).await;
 }
 
+/// Ten devices snooze the same item at once: each change applies to the version
+/// it read or is refused with ABORTED, so every version is written (and
+/// announced) once and the last one counts every accepted change.
+#[tokio::test]
+async fn concurrent_changes_to_one_work_item_each_get_their_own_version() {
+    let app = spawn_app(Backend::Distributed).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-340", "B-001", Some("B-001-RM-1")).await;
+    let referral = refer(&app, "C-340").await;
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let item = app
+        .referrals()
+        .list_work_items(with_token(&rm1, pb::ListWorkItemsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .work_items
+        .into_iter()
+        .find(|item| item.source_id == referral.referral_id)
+        .unwrap();
+    let snoozes = (0..10i64).map(|n| {
+        let mut referrals = app.referrals();
+        let request = with_token(
+            &rm1,
+            pb::SnoozeWorkItemRequest {
+                work_item_id: item.work_item_id.clone(),
+                until: Some(prost_types::Timestamp {
+                    seconds: (Utc::now() + chrono::Duration::hours(n + 1)).timestamp(),
+                    nanos: 0,
+                }),
+            },
+        );
+        async move { referrals.snooze_work_item(request).await }
+    });
+    let answers = futures::future::join_all(snoozes).await;
+    let mut versions = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok(response) => versions.push(response.into_inner().work_item.unwrap().version),
+            Err(status) => assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}"),
+        }
+    }
+    assert!(!versions.is_empty());
+    let written = versions.len();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), written, "no version written twice");
+    let now = app
+        .referrals()
+        .list_work_items(with_token(&rm1, pb::ListWorkItemsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .work_items
+        .into_iter()
+        .find(|found| found.work_item_id == item.work_item_id)
+        .unwrap();
+    assert_eq!(now.version, item.version + i64::try_from(written).unwrap());
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_walk_in_who_becomes_a_client_is_linked() {
     let app = spawn_app(Backend::Distributed).await;
