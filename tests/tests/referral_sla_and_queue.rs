@@ -15,7 +15,7 @@ use crm_domain::referral::Priority;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_proto::v1 as pb;
 use crm_referrals::{SlaJob, SlaReport};
-use crm_store::referrals::referral;
+use crm_store::referrals::{referral, routing_branch};
 use crm_testkit::{Backend, TestApp, spawn_app, with_token};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -76,18 +76,16 @@ fn to_second(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(at.timestamp(), 0).unwrap()
 }
 
-async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
-    let app = spawn_app(backend).await;
-    app.seed_branch("B-001", 2).await;
-    app.seed_branch("B-002", 2).await;
+/// Gives `branch` the Europe/London time zone and waits until routing knows it.
+async fn move_to_london(app: &TestApp, branch: &str) {
     let system = app.token("SYS-TEST", Role::System, "HQ-001");
     app.directory()
         .upsert_branch(with_token(
             &system,
             pb::UpsertBranchRequest {
                 branch: Some(pb::Branch {
-                    branch_id: "B-002".into(),
-                    name: "London branch".into(),
+                    branch_id: branch.into(),
+                    name: format!("Branch {branch}"),
                     city: "London".into(),
                     time_zone: "Europe/London".into(),
                 }),
@@ -96,11 +94,20 @@ async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
         .await
         .unwrap();
     app.wait_for_count(
-        "SELECT COUNT(*) FROM routing_branches WHERE branch_id = 'B-002' AND time_zone = 'Europe/London'",
+        &format!(
+            "SELECT COUNT(*) FROM routing_branches WHERE branch_id = '{branch}' AND time_zone = 'Europe/London'"
+        ),
         1,
         Duration::from_secs(10),
     )
     .await;
+}
+
+async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_branch("B-002", 2).await;
+    move_to_london(&app, "B-002").await;
     app.seed_client("C-310", "B-001", Some("B-001-RM-1")).await;
     app.seed_client("C-311", "B-002", Some("B-002-RM-1")).await;
     let shanghai = BusinessCalendar::default();
@@ -136,6 +143,56 @@ async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
     assert!(escalated.escalated);
     assert_eq!(due(&escalated), expect(&london, after));
     app.stop().await;
+}
+
+/// A copy routing lost (or never had: branch time zones came in an upgrade) is
+/// rebuilt by republishing the directory; routing's own counters survive it.
+async fn republishing_the_directory_rebuilds_routings_copies(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    move_to_london(&app, "B-001").await;
+    let in_london = "SELECT COUNT(*) FROM routing_branches WHERE branch_id = 'B-001' AND time_zone = 'Europe/London'";
+    app.seed_client("C-350", "B-001", Some("B-001-RM-1")).await;
+    refer(&app, "C-350").await;
+    routing_branch::Entity::delete_many()
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(app.count(in_london).await, 0);
+
+    let sent = crm_clients::republish_directory(&app.db).await.unwrap();
+    assert_eq!(
+        sent,
+        crm_clients::Republished {
+            branches: 1,
+            staff: 4,
+            pairs: 1
+        }
+    );
+    app.wait_for_count(in_london, 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM routing_staff WHERE staff_id = 'B-001-RM-1' AND open_referrals = 1")
+            .await,
+        1,
+        "routing's own counter is not the directory's to reset"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM routing_pairs WHERE teller_id = 'B-001-T-1' AND rm_id = 'B-001-RM-2'")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn republishing_the_directory_rebuilds_routings_copies_on_postgres_and_rabbitmq() {
+    republishing_the_directory_rebuilds_routings_copies(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn republishing_the_directory_rebuilds_routings_copies_on_the_embedded_default() {
+    republishing_the_directory_rebuilds_routings_copies(Backend::Embedded).await;
 }
 
 #[tokio::test]

@@ -78,6 +78,9 @@ pub async fn enqueue_event<T: serde::Serialize>(
 const PRUNE_BATCH: u64 = 5_000;
 const PRUNE_EVERY_SCANS: u64 = 10;
 
+/// Ids a waker holds for the relay at most (a few seconds of peak load).
+const MAX_NAMED_ROWS: usize = 100_000;
+
 /// Tells the relay about a commit, so a message doesn't wait for the next poll.
 ///
 /// A caller that knows the ids of the rows it committed hands them over: the relay
@@ -106,6 +109,11 @@ impl OutboxWaker {
     /// After a commit that wrote the outbox rows `message_ids`.
     pub fn committed(&self, message_ids: impl IntoIterator<Item = String>) {
         match self.0.committed.lock() {
+            // Nobody draining the list (no relay running, or one stuck on the
+            // broker): stop collecting; the rows are found by a scan instead.
+            Ok(committed) if committed.len() >= MAX_NAMED_ROWS => {
+                self.0.scan_requested.store(true, Ordering::Release);
+            }
             Ok(mut committed) => committed.extend(message_ids),
             // A poisoned list still has a relay behind it that scans.
             Err(_) => self.0.scan_requested.store(true, Ordering::Release),

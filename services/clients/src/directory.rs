@@ -5,22 +5,21 @@ use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use crm_auth::{Principal, principal_of, wire};
-use crm_domain::messages::{
-    BRANCH_CHANGED, BranchChanged, PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged,
-};
+use crm_domain::messages::{BRANCH_CHANGED, PAIR_CHANGED, STAFF_CHANGED};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, directory_service_server::DirectoryService};
 use crm_store::clients::{branch, staff, teller_pair};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use tonic::{Request, Response, Status};
 
+use crate::ClientsState;
+use crate::directory_news::{self, branch_changed, pair_changed, staff_changed};
 use crate::error::{ClientsError, Result};
-use crate::{ClientsState, SERVICE};
 
 pub struct Directory {
     state: Arc<ClientsState>,
@@ -149,7 +148,7 @@ impl Directory {
             branch_id: Set(branch_id.to_string()),
             name: Set(input.name.trim().to_owned()),
             city: Set(input.city.trim().to_owned()),
-            time_zone: Set(time_zone.clone()),
+            time_zone: Set(time_zone),
             created_at: Set(now),
             updated_at: Set(now),
         };
@@ -167,24 +166,12 @@ impl Directory {
             )
             .exec_without_returning(&transaction)
             .await?;
-        // Routing keeps each branch's time zone: SLA deadlines count its hours.
-        let message = BranchChanged {
-            branch_id: branch_id.to_string(),
-            time_zone,
-            updated_at: now,
-        };
-        crm_bus::outbox::enqueue_event(
-            &transaction,
-            SERVICE,
-            BRANCH_CHANGED,
-            BRANCH_CHANGED,
-            &message,
-        )
-        .await?;
         let stored = branch::Entity::find_by_id(branch_id.as_str())
             .one(&transaction)
             .await?
             .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
+        // Routing keeps each branch's time zone: SLA deadlines count its hours.
+        directory_news::publish(&transaction, BRANCH_CHANGED, &branch_changed(&stored)).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertBranchResponse {
@@ -260,24 +247,8 @@ impl Directory {
             )
             .exec_without_returning(&transaction)
             .await?;
-        let message = StaffChanged {
-            staff_id: staff_id.to_string(),
-            role: role.to_string(),
-            branch_id: branch_id.to_string(),
-            active: input.active,
-            capacity: input.capacity,
-            out_of_office_until,
-            updated_at: now,
-        };
-        crm_bus::outbox::enqueue_event(
-            &transaction,
-            SERVICE,
-            STAFF_CHANGED,
-            STAFF_CHANGED,
-            &message,
-        )
-        .await?;
         let stored = find_staff(&transaction, &staff_id).await?;
+        directory_news::publish(&transaction, STAFF_CHANGED, &staff_changed(&stored)).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertStaffResponse {
@@ -338,27 +309,19 @@ impl Directory {
             .filter(teller_pair::Column::Active.eq(true))
             .exec(&transaction)
             .await?;
-        let row = teller_pair::ActiveModel {
-            pair_id: Set(uuid::Uuid::now_v7().to_string()),
-            teller_id: Set(teller_id.to_string()),
-            rm_id: Set(rm_id.to_string()),
-            valid_from: Set(valid_from),
-            valid_until: Set(valid_until),
-            active: Set(true),
-            created_at: Set(now),
-        };
-        teller_pair::Entity::insert(row)
-            .exec_without_returning(&transaction)
-            .await?;
-        let message = PairChanged {
+        let pair = teller_pair::Model {
+            pair_id: uuid::Uuid::now_v7().to_string(),
             teller_id: teller_id.to_string(),
             rm_id: rm_id.to_string(),
             valid_from,
             valid_until,
-            updated_at: now,
+            active: true,
+            created_at: now,
         };
-        crm_bus::outbox::enqueue_event(&transaction, SERVICE, PAIR_CHANGED, PAIR_CHANGED, &message)
+        teller_pair::Entity::insert(pair.clone().into_active_model())
+            .exec_without_returning(&transaction)
             .await?;
+        directory_news::publish(&transaction, PAIR_CHANGED, &pair_changed(&pair)).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::PairTellerResponse {

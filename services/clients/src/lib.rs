@@ -1,6 +1,7 @@
 //! The clients service: the bank's directory (branches, staff, teller↔RM pairs) and
 //! the client book. Every change other services depend on leaves through the outbox
-//! in the same transaction: `directory.staff_changed`, `directory.pair_changed`,
+//! in the same transaction: `directory.branch_changed`, `directory.staff_changed`,
+//! `directory.pair_changed`,
 //! `client.coverage_changed`, `client.tier_changed`, `client.interaction_logged`.
 
 mod access;
@@ -9,6 +10,7 @@ mod audit_log;
 mod client_book;
 mod client_wire;
 mod directory;
+mod directory_news;
 mod error;
 mod interactions;
 mod page_token;
@@ -27,6 +29,7 @@ use tonic::service::interceptor::InterceptedService;
 
 pub use client_book::ClientBook;
 pub use directory::Directory;
+pub use directory_news::{Republished, republish_directory};
 pub use error::ClientsError;
 
 /// The outbox source and consumer name of this service.

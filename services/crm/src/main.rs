@@ -82,6 +82,11 @@ enum Job {
         #[arg(long)]
         now: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Send every branch, staff member and active teller pair again, so the
+    /// referrals service rebuilds its copies (after a restore, or to fill a copy
+    /// added in an upgrade, such as branch time zones). Run it against the clients
+    /// service's database; the clients service's relay publishes what it writes.
+    RepublishDirectory,
 }
 
 #[derive(Subcommand)]
@@ -126,12 +131,7 @@ async fn main() -> anyhow::Result<()> {
             job: Job::ReferralSla { now },
             settings,
         } => {
-            crm_runtime::install_crypto_provider();
-            let db = crm_store::connect(
-                &settings.database_url()?,
-                settings.database_schema.as_deref(),
-            )
-            .await?;
+            let db = open_database(&settings).await?;
             let job = crm_referrals::SlaJob {
                 db,
                 sla: settings.referral_sla()?,
@@ -145,18 +145,35 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Jobs {
+            job: Job::RepublishDirectory,
+            settings,
+        } => {
+            let db = open_database(&settings).await?;
+            let sent = crm_clients::republish_directory(&db).await?;
+            println!(
+                "directory: {} branches, {} staff, {} teller pairs queued for publishing",
+                sent.branches, sent.staff, sent.pairs
+            );
+            Ok(())
+        }
         Command::Migrate { settings } => {
-            crm_runtime::install_crypto_provider();
-            let db = crm_store::connect(
-                &settings.database_url()?,
-                settings.database_schema.as_deref(),
-            )
-            .await?;
+            let db = open_database(&settings).await?;
             crm_store::migrator::migrate(&db, Schema::All).await?;
             println!("migrations applied");
             Ok(())
         }
     }
+}
+
+/// The database a one-off command works on (jobs, migrations).
+async fn open_database(settings: &crm_runtime::Settings) -> anyhow::Result<crm_store::Db> {
+    crm_runtime::install_crypto_provider();
+    Ok(crm_store::connect(
+        &settings.database_url()?,
+        settings.database_schema.as_deref(),
+    )
+    .await?)
 }
 
 async fn serve(settings: crm_runtime::Settings) -> anyhow::Result<()> {
