@@ -61,6 +61,32 @@ async fn get(app: &TestApp, referral_id: &str) -> pb::Referral {
         .unwrap()
 }
 
+/// The SLA job with API.md's deadlines, the default calendar and 30-day expiry.
+fn sla_job(app: &TestApp) -> SlaJob {
+    SlaJob {
+        db: app.db.clone(),
+        sla: SlaPolicy::default(),
+        calendar: BusinessCalendar::default(),
+        expire_after: chrono::Duration::days(30),
+    }
+}
+
+/// `token`'s holder logs a phone call with `client_id`.
+async fn log_call(app: &TestApp, token: &str, client_id: &str) {
+    app.clients()
+        .log_interaction(with_token(
+            token,
+            pb::LogInteractionRequest {
+                client_id: client_id.into(),
+                channel: pb::InteractionChannel::Phone as i32,
+                summary: "called about the referral".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+}
+
 fn due(referral: &pb::Referral) -> DateTime<Utc> {
     let at = referral.sla_due_at.unwrap();
     DateTime::from_timestamp(at.seconds, 0).unwrap()
@@ -214,18 +240,7 @@ async fn sla_escalates_then_reassigns(backend: Backend) {
     let contacted = refer(&app, "C-301").await;
     // RM-1 calls C-301 before accepting: that referral's clock stops.
     let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
-    app.clients()
-        .log_interaction(with_token(
-            &rm1,
-            pb::LogInteractionRequest {
-                client_id: "C-301".into(),
-                channel: pb::InteractionChannel::Phone as i32,
-                summary: "called back about the referral".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    log_call(&app, &rm1, "C-301").await;
     app.wait_for_count(
         &format!(
             "SELECT COUNT(*) FROM referrals WHERE referral_id = '{}' AND sla_stopped_at IS NOT NULL",
@@ -236,12 +251,7 @@ async fn sla_escalates_then_reassigns(backend: Backend) {
     )
     .await;
 
-    let job = SlaJob {
-        db: app.db.clone(),
-        sla: Default::default(),
-        calendar: Default::default(),
-        expire_after: chrono::Duration::days(30),
-    };
+    let job = sla_job(&app);
     // Before the deadline: nothing.
     let before = job
         .run(due(&lapsing) - chrono::Duration::minutes(1))
@@ -454,12 +464,7 @@ async fn untouched_referrals_expire(backend: Backend) {
         ))
         .await
         .unwrap();
-    let job = SlaJob {
-        db: app.db.clone(),
-        sla: Default::default(),
-        calendar: Default::default(),
-        expire_after: chrono::Duration::days(30),
-    };
+    let job = sla_job(&app);
     let load =
         "SELECT COUNT(*) FROM routing_staff WHERE staff_id = 'B-001-RM-1' AND open_referrals = 2";
     assert_eq!(app.count(load).await, 1);
@@ -551,19 +556,7 @@ async fn a_contact_keeps_a_referral_from_expiring(backend: Backend) {
         .await
         .unwrap();
     // ...then the holder calls one client today.
-    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
-    app.clients()
-        .log_interaction(with_token(
-            &rm1,
-            pb::LogInteractionRequest {
-                client_id: "C-330".into(),
-                channel: pb::InteractionChannel::Phone as i32,
-                summary: "talked through the wealth plan".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    log_call(&app, &app.token("B-001-RM-1", Role::Rm, "B-001"), "C-330").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stored = referral::Entity::find_by_id(called.referral_id.as_str())
@@ -580,12 +573,7 @@ async fn a_contact_keeps_a_referral_from_expiring(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let job = SlaJob {
-        db: app.db.clone(),
-        sla: Default::default(),
-        calendar: Default::default(),
-        expire_after: chrono::Duration::days(30),
-    };
+    let job = sla_job(&app);
     let report = job.run(Utc::now()).await.unwrap();
     assert_eq!(report.expired, 1);
     assert_eq!(
