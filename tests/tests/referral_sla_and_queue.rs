@@ -15,7 +15,7 @@ use crm_domain::referral::Priority;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_proto::v1 as pb;
 use crm_referrals::{SlaJob, SlaReport};
-use crm_store::referrals::{referral, routing_branch};
+use crm_store::referrals::{referral, routing_branch, routing_staff};
 use crm_testkit::{Backend, TestApp, spawn_app, with_token};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -219,6 +219,69 @@ async fn republishing_the_directory_rebuilds_routings_copies_on_postgres_and_rab
 #[tokio::test]
 async fn republishing_the_directory_rebuilds_routings_copies_on_the_embedded_default() {
     republishing_the_directory_rebuilds_routings_copies(Backend::Embedded).await;
+}
+
+/// After a restore that lost routing's counters, the recount sets them from the
+/// open referrals (a closed one no longer counts).
+async fn the_recount_restores_routings_load(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    for client in ["C-360", "C-361", "C-362"] {
+        app.seed_client(client, "B-001", Some("B-001-RM-1")).await;
+    }
+    refer(&app, "C-360").await;
+    refer(&app, "C-361").await;
+    let closed = refer(&app, "C-362").await;
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    app.referrals()
+        .accept_referral(with_token(
+            &rm1,
+            pb::AcceptReferralRequest {
+                referral_id: closed.referral_id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    app.referrals()
+        .record_referral_outcome(with_token(
+            &rm1,
+            pb::RecordReferralOutcomeRequest {
+                referral_id: closed.referral_id.clone(),
+                outcome: pb::ReferralOutcome::Declined as i32,
+                note: "moved abroad".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let rm1_holds = |n: i32| {
+        format!(
+            "SELECT COUNT(*) FROM routing_staff WHERE staff_id = 'B-001-RM-1' AND open_referrals = {n}"
+        )
+    };
+    assert_eq!(app.count(&rm1_holds(2)).await, 1);
+    routing_staff::Entity::update_many()
+        .col_expr(routing_staff::Column::OpenReferrals, Expr::value(0))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(app.count(&rm1_holds(0)).await, 1);
+    let set = crm_store::referrals::recount_open_referrals(&app.db)
+        .await
+        .unwrap();
+    assert!(set >= 3, "every routed staff row is set, got {set}");
+    assert_eq!(app.count(&rm1_holds(2)).await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_recount_restores_routings_load_on_postgres_and_rabbitmq() {
+    the_recount_restores_routings_load(Backend::Distributed).await;
+}
+
+#[tokio::test]
+async fn the_recount_restores_routings_load_on_the_embedded_default() {
+    the_recount_restores_routings_load(Backend::Embedded).await;
 }
 
 #[tokio::test]

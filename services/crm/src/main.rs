@@ -87,6 +87,10 @@ enum Job {
     /// added in an upgrade, such as branch time zones). Run it against the clients
     /// service's database; the clients service's relay publishes what it writes.
     RepublishDirectory,
+    /// Set every RM's count of open referrals (what routing balances on) from the
+    /// referrals themselves: after restoring the referrals database. Run it with
+    /// the referrals service stopped.
+    RecountReferralLoad,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +159,15 @@ async fn main() -> anyhow::Result<()> {
                 "directory: {} branches, {} staff, {} teller pairs queued for publishing",
                 sent.branches, sent.staff, sent.pairs
             );
+            Ok(())
+        }
+        Command::Jobs {
+            job: Job::RecountReferralLoad,
+            settings,
+        } => {
+            let db = open_database(&settings).await?;
+            let staff = crm_store::referrals::recount_open_referrals(&db).await?;
+            println!("open referrals recounted for {staff} staff");
             Ok(())
         }
         Command::Migrate { settings } => {

@@ -49,7 +49,7 @@ const ONE_OPEN_PER_NEED: &str = "CREATE UNIQUE INDEX IF NOT EXISTS idx_referrals
      WHERE status IN ('new', 'assigned', 'accepted', 'contacted')";
 
 /// The counters start from the referrals already open.
-const COUNT_OPEN_REFERRALS: &str = "UPDATE routing_staff SET open_referrals = \
+pub(crate) const COUNT_OPEN_REFERRALS: &str = "UPDATE routing_staff SET open_referrals = \
      (SELECT COUNT(*) FROM referrals WHERE referrals.assigned_rm_id = routing_staff.staff_id \
       AND referrals.status IN ('new', 'assigned', 'accepted', 'contacted'))";
 
