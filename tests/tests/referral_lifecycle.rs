@@ -89,25 +89,6 @@ async fn outcome(
         .unwrap())
 }
 
-async fn accept(
-    app: &TestApp,
-    token: &str,
-    referral_id: &str,
-) -> Result<pb::Referral, tonic::Status> {
-    Ok(app
-        .referrals()
-        .accept_referral(with_token(
-            token,
-            pb::AcceptReferralRequest {
-                referral_id: referral_id.into(),
-            },
-        ))
-        .await?
-        .into_inner()
-        .referral
-        .unwrap())
-}
-
 async fn queue(app: &TestApp, rm: &str, branch: &str) -> Vec<pb::WorkItem> {
     let token = app.token(rm, Role::Rm, branch);
     app.referrals()
@@ -203,7 +184,7 @@ async fn lifecycle_and_reassignment(backend: Backend) {
     );
     // The old RM may no longer act on it; reassigning to a teller is refused.
     assert_eq!(
-        accept(&app, &rm1, &id).await.unwrap_err().code(),
+        app.accept(&rm1, &id).await.unwrap_err().code(),
         Code::PermissionDenied
     );
     let error = app
@@ -235,7 +216,7 @@ async fn lifecycle_and_reassignment(backend: Backend) {
     assert_eq!(error.code(), Code::PermissionDenied);
 
     // RM-3 works it: accept, contacted, then a decline needs a reason.
-    accept(&app, &rm3, &id).await.unwrap();
+    app.accept(&rm3, &id).await.unwrap();
     let contacted = outcome(&app, &rm3, &id, pb::ReferralOutcome::Contacted, "called")
         .await
         .unwrap();
@@ -410,7 +391,7 @@ async fn duplicates_across_branches(backend: Backend) {
 
     // A closed referral no longer blocks: after a decline, a new one is made.
     let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
-    accept(&app, &rm1, &first.referral_id).await.unwrap();
+    app.accept(&rm1, &first.referral_id).await.unwrap();
     outcome(
         &app,
         &rm1,
@@ -572,8 +553,8 @@ async fn referrer_credit_per_teller_and_branch() {
     }
     refer_client(&app, &t2, "C-704", pb::Need::Loan).await;
     let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
-    accept(&app, &rm1, &ids[0]).await.unwrap();
-    accept(&app, &rm1, &ids[1]).await.unwrap();
+    app.accept(&rm1, &ids[0]).await.unwrap();
+    app.accept(&rm1, &ids[1]).await.unwrap();
     outcome(
         &app,
         &rm1,
@@ -657,7 +638,7 @@ async fn concurrent_changes_happen_once() {
     let manager = app.token("B-001-M", Role::BranchManager, "B-001");
     let first = refer_client(&app, &teller(&app, "B-001"), "C-900", pb::Need::Loan).await;
     let id = first.referral.unwrap().referral_id;
-    accept(&app, &rm1, &id).await.unwrap();
+    app.accept(&rm1, &id).await.unwrap();
     let retries: Vec<_> = (0..5)
         .map(|_| outcome(&app, &rm1, &id, pb::ReferralOutcome::Converted, "signed"))
         .collect();

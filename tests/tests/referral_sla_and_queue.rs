@@ -102,38 +102,11 @@ fn to_second(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(at.timestamp(), 0).unwrap()
 }
 
-/// Gives `branch` the Europe/London time zone and waits until routing knows it.
-async fn move_to_london(app: &TestApp, branch: &str) {
-    let system = app.token("SYS-TEST", Role::System, "HQ-001");
-    app.directory()
-        .upsert_branch(with_token(
-            &system,
-            pb::UpsertBranchRequest {
-                branch: Some(pb::Branch {
-                    branch_id: branch.into(),
-                    name: format!("Branch {branch}"),
-                    city: "London".into(),
-                    time_zone: "Europe/London".into(),
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-    app.wait_for_count(
-        &format!(
-            "SELECT COUNT(*) FROM routing_branches WHERE branch_id = '{branch}' AND time_zone = 'Europe/London'"
-        ),
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
-}
-
 async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
     app.seed_branch("B-002", 2).await;
-    move_to_london(&app, "B-002").await;
+    app.set_branch_time_zone("B-002", "Europe/London").await;
     app.seed_client("C-310", "B-001", Some("B-001-RM-1")).await;
     app.seed_client("C-311", "B-002", Some("B-002-RM-1")).await;
     let shanghai = BusinessCalendar::default();
@@ -176,7 +149,7 @@ async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
 async fn republishing_the_directory_rebuilds_routings_copies(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
-    move_to_london(&app, "B-001").await;
+    app.set_branch_time_zone("B-001", "Europe/London").await;
     let in_london = "SELECT COUNT(*) FROM routing_branches WHERE branch_id = 'B-001' AND time_zone = 'Europe/London'";
     app.seed_client("C-350", "B-001", Some("B-001-RM-1")).await;
     refer(&app, "C-350").await;
@@ -233,15 +206,7 @@ async fn the_recount_restores_routings_load(backend: Backend) {
     refer(&app, "C-361").await;
     let closed = refer(&app, "C-362").await;
     let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
-    app.referrals()
-        .accept_referral(with_token(
-            &rm1,
-            pb::AcceptReferralRequest {
-                referral_id: closed.referral_id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    app.accept(&rm1, &closed.referral_id).await.unwrap();
     app.referrals()
         .record_referral_outcome(with_token(
             &rm1,
@@ -518,15 +483,7 @@ async fn untouched_referrals_expire(backend: Backend) {
     let forgotten = refer(&app, "C-320").await;
     let worked = refer(&app, "C-321").await;
     let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
-    app.referrals()
-        .accept_referral(with_token(
-            &rm1,
-            pb::AcceptReferralRequest {
-                referral_id: worked.referral_id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    app.accept(&rm1, &worked.referral_id).await.unwrap();
     let job = sla_job(&app);
     let load =
         "SELECT COUNT(*) FROM routing_staff WHERE staff_id = 'B-001-RM-1' AND open_referrals = 2";
@@ -578,16 +535,7 @@ async fn untouched_referrals_expire(backend: Backend) {
         "no longer the RM's load"
     );
     // Expired is final, and frees the client for a new referral.
-    let refused = app
-        .referrals()
-        .accept_referral(with_token(
-            &rm1,
-            pb::AcceptReferralRequest {
-                referral_id: forgotten.referral_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let refused = app.accept(&rm1, &forgotten.referral_id).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
         refused.message().contains("expired"),

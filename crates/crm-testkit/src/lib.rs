@@ -320,6 +320,53 @@ impl TestApp {
         }
     }
 
+    /// Gives `branch` a time zone and waits until routing's copy has it.
+    pub async fn set_branch_time_zone(&self, branch: &str, time_zone: &str) {
+        let system = self.token("SYS-TEST", Role::System, "HQ-001");
+        self.directory()
+            .upsert_branch(with_token(
+                &system,
+                pb::UpsertBranchRequest {
+                    branch: Some(pb::Branch {
+                        branch_id: branch.into(),
+                        name: format!("Branch {branch}"),
+                        city: "Elsewhere".into(),
+                        time_zone: time_zone.into(),
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+        self.wait_for_count(
+            &format!(
+                "SELECT COUNT(*) FROM routing_branches WHERE branch_id = '{branch}' AND time_zone = '{time_zone}'"
+            ),
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    /// AcceptReferral as the holder of `token`.
+    pub async fn accept(
+        &self,
+        token: &str,
+        referral_id: &str,
+    ) -> Result<pb::Referral, tonic::Status> {
+        Ok(self
+            .referrals()
+            .accept_referral(with_token(
+                token,
+                pb::AcceptReferralRequest {
+                    referral_id: referral_id.into(),
+                },
+            ))
+            .await?
+            .into_inner()
+            .referral
+            .unwrap())
+    }
+
     /// Shuts the app down (draining relays and consumers) and drops its schema.
     pub async fn stop(self) {
         self.shutdown.cancel();
