@@ -15,6 +15,7 @@ async fn bus(rabbit: bool) -> Bus {
         amqp_url: rabbit.then(crm_testkit::amqp_url),
         prefix: format!("{}.", crm_testkit::unique_name("bus")),
         ephemeral: true,
+        queues: crm_runtime::suite_queues(crm::MODULES),
     };
     Bus::start(&config, CancellationToken::new()).await.unwrap()
 }

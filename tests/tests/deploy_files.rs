@@ -1,5 +1,6 @@
 //! No container engine runs on the development machines, so the compose file is
-//! checked here: it parses, and its services match the binaries the workspace builds.
+//! checked here: it parses, and it runs every service of the suite (`crm::MODULES`)
+//! in its own container, on its own schema as its own database role.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -10,29 +11,8 @@ fn workspace_file(path: &str) -> String {
     std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The `[[bin]]` names of the per-service crates.
-fn service_binaries() -> BTreeSet<String> {
-    ["clients", "referrals", "events", "campaigns"]
-        .iter()
-        .flat_map(|service| {
-            let manifest: String = workspace_file(&format!("services/{service}/Cargo.toml"));
-            manifest
-                .split("[[bin]]")
-                .skip(1)
-                .filter_map(|section| {
-                    section.lines().find_map(|line| {
-                        line.trim()
-                            .strip_prefix("name = ")
-                            .map(|n| n.trim_matches('"').to_owned())
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[test]
-fn compose_runs_every_service_binary_with_its_dependencies_and_health_checks() {
+fn compose_runs_every_service_of_the_suite_with_its_dependencies_and_health_checks() {
     let mut compose: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&workspace_file("deploy/compose.yaml")).unwrap();
     // Services share settings through YAML anchors and merge keys, as compose does.
@@ -48,19 +28,19 @@ fn compose_runs_every_service_binary_with_its_dependencies_and_health_checks() {
             "compose lacks {infrastructure}"
         );
     }
-    let binaries = service_binaries();
-    assert_eq!(binaries.len(), 4, "one binary per service: {binaries:?}");
-    for binary in &binaries {
+    let init_sql = workspace_file("deploy/postgres-init.sql");
+    for module in crm::MODULES {
+        let name = module.name();
+        let binary = format!("crm-{name}");
         let service = &compose["services"][binary.as_str()];
-        assert!(
-            !service.is_null(),
-            "compose lacks a service for binary {binary}"
-        );
-        assert_eq!(
-            service["command"][0].as_str(),
-            Some(binary.as_str()),
-            "{binary} runs its own binary"
-        );
+        assert!(!service.is_null(), "compose lacks a container for {name}");
+        let command: Vec<_> = service["command"]
+            .as_sequence()
+            .expect("command")
+            .iter()
+            .filter_map(|part| part.as_str())
+            .collect();
+        assert_eq!(command, ["crm", "serve"], "{binary} runs `crm serve`");
         assert!(
             !service["healthcheck"].is_null(),
             "{binary} has a health check"
@@ -76,6 +56,23 @@ fn compose_runs_every_service_binary_with_its_dependencies_and_health_checks() {
         ] {
             assert!(!env[key].is_null(), "{binary} sets {key}");
         }
+        assert_eq!(
+            env["CRM_SERVICES"].as_str(),
+            Some(name),
+            "{binary} mounts {name}"
+        );
+        assert_eq!(env["CRM_DATABASE_SCHEMA"].as_str(), Some(name));
+        let role = format!("crm_{name}");
+        assert!(
+            env["CRM_DATABASE_URL"]
+                .as_str()
+                .is_some_and(|url| url.starts_with(&format!("postgres://{role}:"))),
+            "{binary} connects as its own role {role}"
+        );
+        assert!(
+            init_sql.contains(&format!("CREATE SCHEMA {name} AUTHORIZATION {role};")),
+            "postgres-init.sql gives {role} its schema"
+        );
         let depends = service["depends_on"].as_mapping().expect("depends_on");
         for dependency in ["postgres", "rabbitmq"] {
             assert!(

@@ -13,7 +13,6 @@ use crm_bus::outbox::{OutboxWaker, Relay};
 use crm_bus::{Bus, BusConfig, Envelope, SubscriptionEvent};
 use crm_domain::messages::COVERAGE_CHANGED;
 use crm_store::bus::outbox;
-use crm_store::migrator::{Schema, migrate};
 use crm_store::{Db, WriteBatch};
 use sea_orm::sea_query::{Expr, SelectStatement};
 use sea_orm::{
@@ -43,7 +42,7 @@ async fn store(postgres: bool) -> Store {
         )
     };
     let db = crm_store::connect(&url, schema.as_deref()).await.unwrap();
-    migrate(&db, Schema::MessagingOnly).await.unwrap();
+    crm_runtime::migrate(&db, &[]).await.unwrap();
     Store { db, schema }
 }
 
@@ -62,6 +61,7 @@ async fn bus(rabbit: bool) -> Bus {
         amqp_url: rabbit.then(crm_testkit::amqp_url),
         prefix: format!("{}.", crm_testkit::unique_name("relay")),
         ephemeral: true,
+        queues: crm_runtime::suite_queues(crm::MODULES),
     };
     Bus::start(&config, CancellationToken::new()).await.unwrap()
 }

@@ -14,8 +14,8 @@ use crm_domain::Role;
 use crm_domain::referral::Priority;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_proto::v1 as pb;
+use crm_referrals::store::{referral, routing_branch, routing_staff};
 use crm_referrals::{SlaJob, SlaReport};
-use crm_store::referrals::{referral, routing_branch, routing_staff};
 use crm_testkit::{Backend, TestApp, spawn_app, with_token};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -231,7 +231,7 @@ async fn the_recount_restores_routings_load(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(app.count(&rm1_holds(0)).await, 1);
-    let set = crm_store::referrals::recount_open_referrals(&app.db)
+    let set = crm_referrals::store::recount_open_referrals(&app.db)
         .await
         .unwrap();
     assert!(set >= 3, "every routed staff row is set, got {set}");

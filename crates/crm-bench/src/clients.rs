@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
+use crm_clients::store::{branch, client};
 use crm_domain::pii::Pii;
 use crm_domain::tier::TierPolicy;
 use crm_domain::{BranchId, Role, StaffId};
 use crm_proto::v1 as pb;
 use crm_proto::v1::client_service_client::ClientServiceClient;
 use crm_proto::v1::directory_service_client::DirectoryServiceClient;
-use crm_store::clients::{branch, client};
-use crm_store::migrator::Schema;
 use crm_store::{Db, Vault};
 use rand::Rng;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, PaginatorTrait};
@@ -86,7 +85,7 @@ pub async fn open(args: &SeedArgs) -> anyhow::Result<Db> {
     let db = crm_store::connect(&args.database_url, Some(&args.schema))
         .await
         .context("PostgreSQL for the benchmark (is it running? `make services`)")?;
-    crm_store::migrator::migrate(&db, Schema::Clients).await?;
+    crm_runtime::migrate(&db, &[&crm_clients::Module]).await?;
     Ok(db)
 }
 
@@ -225,12 +224,13 @@ impl ClientsBench {
             String::new(),
             BENCH_JWT_SECRET.to_owned(),
         )?;
-        settings.pii_key = Some(BENCH_PII_KEY.to_owned());
+        settings.pii_key = Some(secrecy::SecretString::from(BENCH_PII_KEY));
+        settings.services = vec![crm_clients::SERVICE.to_owned()];
         let shutdown = CancellationToken::new();
         let app = crm_runtime::App::build(
             &settings,
-            Schema::Clients,
-            &[&crm_clients::Module],
+            &crm_runtime::ModuleSettings::defaults(crm::MODULES)?,
+            crm::MODULES,
             shutdown.clone(),
         )
         .await?;

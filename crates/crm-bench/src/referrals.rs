@@ -16,7 +16,6 @@ use crm_domain::{BranchId, Role, StaffId};
 use crm_proto::v1 as pb;
 use crm_proto::v1::directory_service_client::DirectoryServiceClient;
 use crm_proto::v1::referral_service_client::ReferralServiceClient;
-use crm_store::migrator::Schema;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use secrecy::SecretString;
@@ -135,17 +134,20 @@ impl ReferralsBench {
     pub async fn run(self) -> anyhow::Result<()> {
         let schema = format!("bench_referrals_{}", uuid_suffix());
         let prefix = format!("{schema}.");
-        let settings = crm_runtime::Settings::for_local_app(
+        let mut settings = crm_runtime::Settings::for_local_app(
             self.database_url.clone(),
             Some(schema.clone()),
             Some(self.amqp_url.clone()),
             prefix,
             JWT_SECRET.to_owned(),
         )?;
+        settings.services = vec![
+            crm_clients::SERVICE.to_owned(),
+            crm_referrals::SERVICE.to_owned(),
+        ];
         let shutdown = CancellationToken::new();
-        let modules: [&dyn crm_runtime::ServiceModule; 2] =
-            [&crm_clients::Module, &crm_referrals::Module];
-        let app = crm_runtime::App::build(&settings, Schema::All, &modules, shutdown.clone())
+        let sections = crm_runtime::ModuleSettings::defaults(crm::MODULES)?;
+        let app = crm_runtime::App::build(&settings, &sections, crm::MODULES, shutdown.clone())
             .await
             .context("the app on PostgreSQL and RabbitMQ (are they running? `make services`)")?;
         let addr = app.local_addr()?;
@@ -169,7 +171,7 @@ impl ReferralsBench {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             use sea_orm::{EntityTrait, PaginatorTrait};
-            let have = crm_store::referrals::routing_staff::Entity::find()
+            let have = crm_referrals::store::routing_staff::Entity::find()
                 .count(db)
                 .await?;
             if have as usize >= want {

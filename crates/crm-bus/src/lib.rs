@@ -24,5 +24,5 @@ pub use consumer::{HandlerError, MessageHandler, run_consumer};
 pub use dead_letters::DeadLetter;
 pub use envelope::Envelope;
 pub use error::BusError;
-pub use topology::{SERVICE_QUEUES, ServiceQueue, Topology, rm_routing_key};
+pub use topology::{ServiceQueue, Topology, rm_routing_key};
 pub use transport::{Bus, BusConfig, Delivery, Subscription, SubscriptionEvent};

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::must_be_routed;
 use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
-use crate::{BusError, DeadLetter, Envelope, SERVICE_QUEUES, Topology, topic};
+use crate::{BusError, DeadLetter, Envelope, Topology, topic};
 
 struct Pending {
     envelope: Envelope,
@@ -133,20 +132,20 @@ impl InProcessBus {
         let mut state = self.state();
         let dead = self.topology.dead_queue();
         state.queues.entry(dead).or_insert_with(MemoryQueue::new);
-        for service_queue in SERVICE_QUEUES {
-            let name = self.topology.service_queue(service_queue.service);
+        for service_queue in self.topology.queues() {
+            let name = self.topology.service_queue(&service_queue.service);
             state
                 .queues
                 .entry(name.clone())
                 .or_insert_with(MemoryQueue::new);
-            for pattern in service_queue.bindings {
+            for pattern in &service_queue.bindings {
                 let exists = state
                     .bindings
                     .iter()
                     .any(|b| b.pattern == *pattern && b.queue == name);
                 if !exists {
                     state.bindings.push(Binding {
-                        pattern: (*pattern).to_owned(),
+                        pattern: pattern.clone(),
                         queue: name.clone(),
                     });
                 }
@@ -166,7 +165,7 @@ impl InProcessBus {
                 .filter(|b| topic::matches(&b.pattern, &envelope.routing_key))
                 .filter_map(|b| state.queues.get(&b.queue).cloned())
                 .collect();
-            if queues.is_empty() && must_be_routed(&envelope.routing_key) {
+            if queues.is_empty() && self.topology.must_be_routed(&envelope.routing_key) {
                 return Err(BusError::Unroutable(envelope.routing_key.clone()));
             }
             routes.push(queues);

@@ -22,9 +22,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::topology::must_be_routed;
 use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
-use crate::{BusError, DeadLetter, Envelope, SERVICE_QUEUES, Topology};
+use crate::{BusError, DeadLetter, Envelope, Topology};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
@@ -251,17 +250,17 @@ impl RabbitBus {
                 FieldTable::default(),
             )
             .await?;
-        for service_queue in SERVICE_QUEUES {
-            let name = self.topology.service_queue(service_queue.service);
+        for service_queue in self.topology.queues() {
+            let name = self.topology.service_queue(&service_queue.service);
             channel
                 .queue_declare(name.as_str().into(), durable, self.queue_arguments(true))
                 .await?;
-            for binding in service_queue.bindings {
+            for binding in &service_queue.bindings {
                 channel
                     .queue_bind(
                         name.as_str().into(),
                         self.topology.exchange().as_str().into(),
-                        (*binding).into(),
+                        binding.as_str().into(),
                         QueueBindOptions::default(),
                         FieldTable::default(),
                     )
@@ -309,7 +308,7 @@ impl RabbitBus {
             // A consumed event must reach its queue: unroutable, it comes back and
             // is an error. Live feeds may have nobody listening, which is fine: the
             // database holds the work item.
-            let mandatory = must_be_routed(&envelope.routing_key);
+            let mandatory = self.topology.must_be_routed(&envelope.routing_key);
             let confirm = channel
                 .basic_publish(
                     exchange.as_str().into(),

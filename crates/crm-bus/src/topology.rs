@@ -1,39 +1,32 @@
 //! Names and shape of the broker topology. Every process declares all of it at
 //! start (idempotently), so no message is published before its queues exist.
 
-/// A consuming service's durable queue and the event types it wants.
-#[derive(Debug, Clone, Copy)]
+use std::sync::Arc;
+
+/// A consuming service's durable queue and the event types it wants. Each service
+/// declares its own (`ServiceModule::consumes`); the process hands the whole suite's
+/// list to the bus, because every process declares every queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceQueue {
-    pub service: &'static str,
-    pub bindings: &'static [&'static str],
+    pub service: String,
+    pub bindings: Vec<String>,
 }
 
-/// Who consumes what. Routing keys are the event types.
-pub const SERVICE_QUEUES: &[ServiceQueue] = &[ServiceQueue {
-    service: "referrals",
-    bindings: &[
-        "client.coverage_changed",
-        "client.interaction_logged",
-        "directory.staff_changed",
-        "directory.pair_changed",
-        "directory.branch_changed",
-    ],
-}];
+impl ServiceQueue {
+    pub fn new(service: &str, bindings: &[&str]) -> Self {
+        Self {
+            service: service.to_owned(),
+            bindings: bindings
+                .iter()
+                .map(|binding| (*binding).to_owned())
+                .collect(),
+        }
+    }
+}
 
 /// The routing key of an RM's live work-item feed.
 pub fn rm_routing_key(staff_id: &str) -> String {
     format!("rm.{staff_id}")
-}
-
-/// True when some service consumes messages with this routing key: publishing such
-/// a message must reach a queue (mandatory), or it is an error. Live feeds (`rm.*`)
-/// may have nobody listening, and event types nobody consumes yet are published for
-/// whoever binds later; neither is an error.
-pub(crate) fn must_be_routed(routing_key: &str) -> bool {
-    SERVICE_QUEUES
-        .iter()
-        .flat_map(|queue| queue.bindings.iter())
-        .any(|pattern| crate::topic::matches(pattern, routing_key))
 }
 
 #[derive(Debug, Clone)]
@@ -44,15 +37,34 @@ pub struct Topology {
     /// Tests: queues expire once unused and exchanges auto-delete, so a test run
     /// leaves nothing behind on the broker.
     pub ephemeral: bool,
+    /// Every consuming service's queue, this process's own and the others'.
+    queues: Arc<[ServiceQueue]>,
 }
 
 impl Topology {
-    pub fn new(prefix: &str, ephemeral: bool) -> Self {
+    pub fn new(prefix: &str, ephemeral: bool, queues: Vec<ServiceQueue>) -> Self {
         Self {
             prefix: prefix.to_owned(),
             delivery_limit: 5,
             ephemeral,
+            queues: queues.into(),
         }
+    }
+
+    /// The consuming services' queues with their bindings.
+    pub fn queues(&self) -> &[ServiceQueue] {
+        &self.queues
+    }
+
+    /// True when some service consumes messages with this routing key: publishing
+    /// such a message must reach a queue (mandatory), or it is an error. Live feeds
+    /// (`rm.*`) may have nobody listening, and event types nobody consumes yet are
+    /// published for whoever binds later; neither is an error.
+    pub(crate) fn must_be_routed(&self, routing_key: &str) -> bool {
+        self.queues
+            .iter()
+            .flat_map(|queue| queue.bindings.iter())
+            .any(|pattern| crate::topic::matches(pattern, routing_key))
     }
 
     pub fn exchange(&self) -> String {
@@ -71,7 +83,7 @@ impl Topology {
         format!("{}crm.{service}", self.prefix)
     }
 
-    pub fn service(&self, service: &str) -> Option<&'static ServiceQueue> {
-        SERVICE_QUEUES.iter().find(|queue| queue.service == service)
+    pub fn service(&self, service: &str) -> Option<&ServiceQueue> {
+        self.queues.iter().find(|queue| queue.service == service)
     }
 }

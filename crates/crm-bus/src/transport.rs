@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::memory::{InProcessBus, MemoryAck};
 use crate::rabbit::RabbitBus;
-use crate::{BusError, DeadLetter, Envelope, Topology};
+use crate::{BusError, DeadLetter, Envelope, ServiceQueue, Topology};
 
 #[derive(Debug, Clone)]
 pub struct BusConfig {
@@ -16,6 +16,10 @@ pub struct BusConfig {
     /// Prefixed to every exchange and queue name (tests use one per test).
     pub prefix: String,
     pub ephemeral: bool,
+    /// Every consuming service's queue in the suite (not only this process's):
+    /// each process declares them all, so nothing is published before its queue
+    /// exists, and publishes what some service consumes as mandatory.
+    pub queues: Vec<ServiceQueue>,
 }
 
 #[derive(Clone)]
@@ -28,7 +32,7 @@ impl Bus {
     /// Connects (RabbitMQ) or creates (in-process) the transport and declares the
     /// whole topology.
     pub async fn start(config: &BusConfig, shutdown: CancellationToken) -> Result<Bus, BusError> {
-        let topology = Topology::new(&config.prefix, config.ephemeral);
+        let topology = Topology::new(&config.prefix, config.ephemeral, config.queues.clone());
         let bus = match &config.amqp_url {
             Some(url) => Bus::Rabbit(Arc::new(RabbitBus::new(url, topology, shutdown))),
             None => Bus::InProcess(Arc::new(InProcessBus::new(topology))),

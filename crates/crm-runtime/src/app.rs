@@ -5,14 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crm_auth::AuthInterceptor;
-use crm_bus::{Bus, BusConfig};
-use crm_domain::sla::{BusinessCalendar, SlaPolicy};
-use crm_domain::tier::TierPolicy;
-use crm_store::migrator::Schema;
+use crm_bus::Bus;
+use crm_domain::sla::BusinessCalendar;
 use crm_store::{Db, Vault};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::module::{self, ModuleError, ModuleSettings, ServiceModule};
 use crate::{Server, ServerError, Settings, SettingsError};
 
 /// What every service module gets to build itself with.
@@ -26,17 +25,10 @@ pub struct Infra {
     pub tasks: TaskTracker,
     /// Seals personal data at rest and signs page tokens.
     pub vault: Arc<Vault>,
-    pub tiers: TierPolicy,
-    pub referral_sla: SlaPolicy,
     /// Business hours and bank holidays, before each branch's time zone.
     pub calendar: BusinessCalendar,
-}
-
-/// A service of the suite, as a process mounts it.
-pub trait ServiceModule: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// Adds the gRPC services to `server` and spawns background work on `infra.tasks`.
-    fn mount(&self, infra: &Infra, server: &mut Server);
+    /// Every module's settings section; each module reads its own.
+    pub settings: ModuleSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +43,11 @@ pub enum AppError {
     Bus(#[from] crm_bus::BusError),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("service {service}: {source}")]
+    Module {
+        service: &'static str,
+        source: ModuleError,
+    },
 }
 
 pub struct App {
@@ -60,29 +57,32 @@ pub struct App {
 
 impl App {
     /// Opens everything and binds the listener; nothing is served until [`App::run`].
+    ///
+    /// `suite` is every module of the suite (the bus declares all their queues);
+    /// the process mounts, and migrates the tables of, those `settings.services`
+    /// names (all when unset).
     pub async fn build(
         settings: &Settings,
-        schema: Schema,
-        modules: &[&dyn ServiceModule],
+        sections: &ModuleSettings,
+        suite: &[&dyn ServiceModule],
         shutdown: CancellationToken,
     ) -> Result<App, AppError> {
         crate::install_crypto_provider();
+        let mounted = module::select(suite, &settings.services)?;
+        for module in &mounted {
+            module
+                .check_settings(sections)
+                .map_err(|source| AppError::Module {
+                    service: module.name(),
+                    source: source.into(),
+                })?;
+        }
         let keys = settings.jwt_keys()?;
         let vault = settings.vault()?;
-        let tiers = settings.tier_policy()?;
-        let referral_sla = settings.referral_sla()?;
         let database_url = settings.database_url()?;
         let db = crm_store::connect(&database_url, settings.database_schema.as_deref()).await?;
-        crm_store::migrator::migrate(&db, schema).await?;
-        let bus = Bus::start(
-            &BusConfig {
-                amqp_url: settings.amqp_url.clone(),
-                prefix: settings.queue_prefix.clone(),
-                ephemeral: settings.ephemeral_queues,
-            },
-            shutdown.clone(),
-        )
-        .await?;
+        module::migrate(&db, &mounted).await?;
+        let bus = Bus::start(&settings.bus_config(suite), shutdown.clone()).await?;
         let infra = Infra {
             db,
             bus,
@@ -90,13 +90,17 @@ impl App {
             shutdown,
             tasks: TaskTracker::new(),
             vault,
-            tiers,
-            referral_sla,
             calendar: settings.business_calendar(),
+            settings: sections.clone(),
         };
         let mut server = Server::bind(settings.listen_addr).await?;
-        for module in modules {
-            module.mount(&infra, &mut server);
+        for module in &mounted {
+            module
+                .mount(&infra, &mut server)
+                .map_err(|source| AppError::Module {
+                    service: module.name(),
+                    source,
+                })?;
             tracing::info!(service = module.name(), "mounted");
         }
         Ok(App { server, infra })
@@ -125,18 +129,18 @@ impl App {
 }
 
 /// The whole life of a service process: telemetry, signals, build, serve, drain,
-/// flush. Every binary's `main` is this call with its own name and modules.
+/// flush: `crm serve`, mounting the services its settings name.
 pub async fn run_process(
     process_name: &str,
     settings: &Settings,
-    schema: Schema,
-    modules: &[&dyn ServiceModule],
+    sections: &ModuleSettings,
+    suite: &[&dyn ServiceModule],
 ) -> Result<(), ProcessError> {
     let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env(process_name))?;
     let shutdown = CancellationToken::new();
     crate::shutdown_on_signals(shutdown.clone());
     let result = async {
-        let app = App::build(settings, schema, modules, shutdown).await?;
+        let app = App::build(settings, sections, suite, shutdown).await?;
         let addr = app
             .local_addr()
             .map_err(|e| AppError::Server(ServerError::Io(e)))?;

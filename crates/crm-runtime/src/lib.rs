@@ -1,12 +1,18 @@
 //! What every server process of the suite shares: its settings, opening the
 //! database and the bus, the gRPC server (health, reflection, auth, a span per RPC),
-//! and one shutdown token that drains everything on SIGTERM or ctrl-c.
+//! one shutdown token that drains everything on SIGTERM or ctrl-c, and the
+//! [`ServiceModule`] contract through which a service declares itself once.
 
 mod app;
+mod module;
 mod server;
 mod settings;
 
-pub use app::{App, AppError, Infra, ProcessError, ServiceModule, run_process};
+pub use app::{App, AppError, Infra, ProcessError, run_process};
+pub use module::{
+    Job, JobContext, JobFuture, ModuleError, ModuleSettings, ServiceModule, SettingsSection,
+    migrate, select, suite_queues,
+};
 pub use server::{Server, ServerError, shutdown_on_signals};
 pub use settings::{Settings, SettingsError};
 

@@ -4,14 +4,18 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use crm_auth::JwtKeys;
-use crm_domain::sla::{BusinessCalendar, SlaPolicy};
-use crm_domain::tier::{TierPolicy, TierThresholds};
+use crm_domain::sla::BusinessCalendar;
 use crm_store::Vault;
 use secrecy::SecretString;
 
 /// The settings of API.md, each a flag and a `CRM_*` environment variable.
 #[derive(clap::Args, Clone)]
 pub struct Settings {
+    /// The services this process mounts (comma-separated names, e.g.
+    /// `referrals`); unset: every service of the suite. The distributed mode runs
+    /// one per process, each on its own database schema.
+    #[arg(long, env = "CRM_SERVICES", value_delimiter = ',')]
+    pub services: Vec<String>,
     /// Address the gRPC server listens on.
     #[arg(long, env = "CRM_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
     pub listen_addr: SocketAddr,
@@ -31,53 +35,15 @@ pub struct Settings {
     #[arg(long, env = "CRM_EPHEMERAL_QUEUES", default_value_t = false)]
     pub ephemeral_queues: bool,
     /// HS256 secret for tokens (at least 16 bytes).
-    #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<SecretString>,
     /// RS256 public key (PEM) of the identity provider; takes precedence.
     #[arg(long, env = "CRM_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
     /// 32 random bytes, base64 (`openssl rand -base64 32`): seals national ids and
     /// phone numbers at rest and keys their lookup hashes and page tokens.
-    #[arg(long, env = "CRM_PII_KEY", hide_env_values = true)]
-    pub pii_key: Option<String>,
-    /// Lower bounds of TIER_WEALTH, TIER_HNW and TIER_PRIVATE, in CNY of 30-day
-    /// daily-average AUM.
-    #[arg(
-        long,
-        env = "CRM_TIER_THRESHOLDS_CNY",
-        value_delimiter = ',',
-        num_args = 3,
-        default_values_t = [1_000_000, 5_000_000, 10_000_000]
-    )]
-    pub tier_thresholds_cny: Vec<i64>,
-    /// How far (percent) below its tier's lower bound a client's average may fall
-    /// before the tier drops (see the README's tier rule).
-    #[arg(
-        long,
-        env = "CRM_TIER_HYSTERESIS_PERCENT",
-        default_value_t = 5,
-        value_parser = clap::value_parser!(u8).range(0..=50)
-    )]
-    pub tier_hysteresis_percent: u8,
-    /// Acceptance deadlines of URGENT, HIGH, NORMAL and LOW referrals, in business
-    /// minutes of the branch's calendar; unset: 120, 240, one business day, one
-    /// business day.
-    #[arg(
-        long,
-        env = "CRM_REFERRAL_SLA_MINUTES",
-        value_delimiter = ',',
-        num_args = 4
-    )]
-    pub referral_sla_minutes: Option<Vec<i64>>,
-    /// Days an open referral may go unchanged before `crm jobs referral-sla`
-    /// expires it.
-    #[arg(
-        long,
-        env = "CRM_REFERRAL_EXPIRE_DAYS",
-        default_value_t = 30,
-        value_parser = clap::value_parser!(u16).range(1..=3650)
-    )]
-    pub referral_expire_days: u16,
+    #[arg(long, env = "CRM_PII_KEY", hide_env_values = true, value_parser = secret)]
+    pub pii_key: Option<SecretString>,
     /// Weekdays the bank is closed (YYYY-MM-DD, local dates), e.g. the Spring
     /// Festival and National Day holidays: SLA clocks don't run on them.
     #[arg(long, env = "CRM_BANK_HOLIDAYS", value_delimiter = ',')]
@@ -89,7 +55,9 @@ pub struct Settings {
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets print as `[REDACTED]` (SecretString); URLs lose their passwords.
         f.debug_struct("Settings")
+            .field("services", &self.services)
             .field("listen_addr", &self.listen_addr)
             .field(
                 "database_url",
@@ -98,17 +66,18 @@ impl std::fmt::Debug for Settings {
             .field("database_schema", &self.database_schema)
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
             .field("queue_prefix", &self.queue_prefix)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
+            .field("jwt_secret", &self.jwt_secret)
             .field("jwt_public_key", &self.jwt_public_key)
-            .field("pii_key", &self.pii_key.as_ref().map(|_| "***"))
-            .field("tier_thresholds_cny", &self.tier_thresholds_cny)
-            .field("tier_hysteresis_percent", &self.tier_hysteresis_percent)
-            .field("referral_sla_minutes", &self.referral_sla_minutes)
-            .field("referral_expire_days", &self.referral_expire_days)
+            .field("pii_key", &self.pii_key)
             .field("bank_holidays", &self.bank_holidays)
             .field("bank_workdays", &self.bank_workdays)
             .finish()
     }
+}
+
+/// Reads a secret straight into a type that never prints it.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
 }
 
 /// `scheme://user:password@host/…` → `scheme://user:***@host/…`.
@@ -133,12 +102,14 @@ pub enum SettingsError {
     NoPiiKey,
     #[error(transparent)]
     PiiKey(#[from] crm_store::VaultError),
-    #[error(
-        "referral SLA minutes must be four positive numbers (urgent, high, normal, low), got {0:?}"
-    )]
-    ReferralSla(Vec<i64>),
-    #[error("tier thresholds must be three positive amounts in rising order, got {0:?}")]
-    TierThresholds(Vec<i64>),
+    /// A service's settings section is invalid; the text names the setting.
+    #[error("{0}")]
+    Section(String),
+    #[error("no service named {name:?} (CRM_SERVICES); the suite has {known:?}")]
+    UnknownService {
+        name: String,
+        known: Vec<&'static str>,
+    },
     #[error("could not read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -168,34 +139,26 @@ impl Settings {
             })?;
             return Ok(Arc::new(JwtKeys::rs256_public(&pem)?));
         }
-        let secret = self.jwt_secret.clone().ok_or(SettingsError::NoJwtKey)?;
-        Ok(Arc::new(JwtKeys::hs256(&SecretString::from(secret))?))
+        let secret = self.jwt_secret.as_ref().ok_or(SettingsError::NoJwtKey)?;
+        Ok(Arc::new(JwtKeys::hs256(secret)?))
     }
 }
 
 impl Settings {
     pub fn vault(&self) -> Result<Arc<Vault>, SettingsError> {
-        let key = self.pii_key.clone().ok_or(SettingsError::NoPiiKey)?;
-        Ok(Arc::new(Vault::from_base64(&SecretString::from(key))?))
+        let key = self.pii_key.as_ref().ok_or(SettingsError::NoPiiKey)?;
+        Ok(Arc::new(Vault::from_base64(key)?))
     }
 
-    pub fn tier_policy(&self) -> Result<TierPolicy, SettingsError> {
-        let fen = |yuan: i64| yuan.checked_mul(100);
-        let bad = || SettingsError::TierThresholds(self.tier_thresholds_cny.clone());
-        let [wealth, hnw, private] = self.tier_thresholds_cny[..] else {
-            return Err(bad());
-        };
-        if !(0 < wealth && wealth < hnw && hnw < private) {
-            return Err(bad());
+    /// The bus of a process in `suite`: this process's transport and prefix, and
+    /// every consuming service's queue.
+    pub fn bus_config(&self, suite: &[&dyn crate::ServiceModule]) -> crm_bus::BusConfig {
+        crm_bus::BusConfig {
+            amqp_url: self.amqp_url.clone(),
+            prefix: self.queue_prefix.clone(),
+            ephemeral: self.ephemeral_queues,
+            queues: crate::module::suite_queues(suite),
         }
-        Ok(TierPolicy {
-            thresholds: TierThresholds {
-                wealth: fen(wealth).ok_or_else(bad)?,
-                hnw: fen(hnw).ok_or_else(bad)?,
-                private: fen(private).ok_or_else(bad)?,
-            },
-            hysteresis_percent: self.tier_hysteresis_percent,
-        })
     }
 
     /// Business hours with the bank's holidays and make-up days; each branch
@@ -208,23 +171,6 @@ impl Settings {
         }
     }
 
-    pub fn referral_sla(&self) -> Result<SlaPolicy, SettingsError> {
-        match self.referral_sla_minutes.as_deref() {
-            None => Ok(SlaPolicy::default()),
-            Some(&[urgent, high, normal, low])
-                if [urgent, high, normal, low].iter().all(|m| *m > 0) =>
-            {
-                Ok(SlaPolicy {
-                    urgent_minutes: urgent,
-                    high_minutes: high,
-                    normal_minutes: normal,
-                    low_minutes: low,
-                })
-            }
-            Some(other) => Err(SettingsError::ReferralSla(other.to_vec())),
-        }
-    }
-
     /// Settings for an in-process app on port 0 (tests, the demo, benchmarks): the
     /// given stores, fresh secrets, ephemeral queues, default tiers.
     pub fn for_local_app(
@@ -234,21 +180,17 @@ impl Settings {
         queue_prefix: String,
         jwt_secret: String,
     ) -> Result<Settings, SettingsError> {
-        use secrecy::ExposeSecret;
         Ok(Settings {
+            services: Vec::new(),
             listen_addr: ([127, 0, 0, 1], 0).into(),
             database_url: Some(database_url),
             database_schema,
             amqp_url,
             queue_prefix,
             ephemeral_queues: true,
-            jwt_secret: Some(jwt_secret),
+            jwt_secret: Some(SecretString::from(jwt_secret)),
             jwt_public_key: None,
-            pii_key: Some(Vault::generate_key()?.expose_secret().to_owned()),
-            tier_thresholds_cny: vec![1_000_000, 5_000_000, 10_000_000],
-            tier_hysteresis_percent: 5,
-            referral_sla_minutes: None,
-            referral_expire_days: 30,
+            pii_key: Some(Vault::generate_key()?),
             bank_holidays: Vec::new(),
             bank_workdays: Vec::new(),
         })
@@ -258,27 +200,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::redact_url;
-
-    #[test]
-    fn referral_sla_minutes_are_four_positive_numbers() {
-        let mut settings = super::Settings::for_local_app(
-            "sqlite::memory:".into(),
-            None,
-            None,
-            String::new(),
-            "secret".into(),
-        )
-        .unwrap();
-        assert_eq!(
-            settings.referral_sla().unwrap(),
-            super::SlaPolicy::default()
-        );
-        settings.referral_sla_minutes = Some(vec![60, 120, 240, 480]);
-        let policy = settings.referral_sla().unwrap();
-        assert_eq!((policy.urgent_minutes, policy.low_minutes), (60, 480));
-        settings.referral_sla_minutes = Some(vec![60, 0, 240, 480]);
-        assert!(settings.referral_sla().is_err());
-    }
 
     /// The flags as a command line would give them.
     #[derive(clap::Parser)]

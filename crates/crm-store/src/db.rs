@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+};
 
 /// The database handle every service shares (cheap to clone: a pool).
 pub type Db = DatabaseConnection;
@@ -56,9 +58,22 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<Db, StoreError> 
                 .to_owned(),
         )
         .await?;
-        admin
-            .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .await?;
+        // A service's role owns its schema and has no right to create schemas: only
+        // ask for one where it is missing (CREATE SCHEMA IF NOT EXISTS checks that
+        // right before it checks existence).
+        let exists = admin
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                [schema.into()],
+            ))
+            .await?
+            .is_some();
+        if !exists {
+            admin
+                .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .await?;
+        }
         admin.close().await?;
     }
     let mut options = quiet(ConnectOptions::new(url));

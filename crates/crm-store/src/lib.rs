@@ -1,16 +1,13 @@
-//! Persistence of every service: sea-orm entities and migrations, on PostgreSQL
-//! (production) and SQLite (the embedded default).
+//! Storage plumbing every service shares, on PostgreSQL (production) and SQLite
+//! (the embedded default): opening a connection, dialect differences, write
+//! batches, the PII vault, and the messaging tables (`bus`: outbox and inbox).
 //!
-//! Each service owns its tables (`clients`, `referrals`) and shares only the shape of
-//! the messaging tables (`bus`: outbox and inbox). In the distributed mode each
-//! service migrates its own schema with its own migrator; the embedded default runs
-//! [`migrator::AllMigrator`] over one SQLite file.
+//! It knows no particular service: each service crate keeps its own entities and
+//! migrations (`services/<name>/src/store`), and the process runs the migrations of
+//! the services it mounts (see `crm_runtime::migrate`).
 
 pub mod bus;
-pub mod clients;
 pub mod db;
-pub mod migrator;
-pub mod referrals;
 pub mod vault;
 pub mod write_batch;
 

@@ -14,7 +14,6 @@ use crm_proto::v1::{
     referral_service_client::ReferralServiceClient,
 };
 use crm_store::Db;
-use crm_store::migrator::Schema;
 use sea_orm::{ConnectionTrait, Statement};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -58,6 +57,8 @@ pub struct TestApp {
     sqlite_folder: Option<std::path::PathBuf>,
 }
 
+/// Every service of the suite in one process on `backend`, with a fresh schema (or
+/// SQLite file) and queue prefix.
 pub async fn spawn_app(backend: Backend) -> TestApp {
     crm_telemetry::init_for_tests();
     let (database_url, schema, sqlite_folder, amqp) = match backend {
@@ -79,18 +80,25 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         database_url,
         schema.clone(),
         amqp,
-        queue_prefix.clone(),
+        queue_prefix,
         TEST_JWT_SECRET.to_owned(),
     )
     .unwrap();
+    let mut app = spawn_process(backend, settings).await;
+    app.schema = schema;
+    app.sqlite_folder = sqlite_folder;
+    app
+}
+
+/// A process of the suite with exactly these settings (e.g. one service on its own
+/// schema, connecting as its own database role, for the distributed mode). The
+/// caller owns the schema: [`TestApp::stop`] leaves it in place.
+pub async fn spawn_process(backend: Backend, settings: crm_runtime::Settings) -> TestApp {
+    crm_telemetry::init_for_tests();
     let shutdown = CancellationToken::new();
-    let modules: [&dyn crm_runtime::ServiceModule; 4] = [
-        &crm_clients::Module,
-        &crm_referrals::Module,
-        &crm_events::Module,
-        &crm_campaigns::Module,
-    ];
-    let app = crm_runtime::App::build(&settings, Schema::All, &modules, shutdown.clone())
+    let sections = crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap();
+    let queue_prefix = settings.queue_prefix.clone();
+    let app = crm_runtime::App::build(&settings, &sections, crm::MODULES, shutdown.clone())
         .await
         .expect("the app starts (are PostgreSQL and RabbitMQ running? `make services`)");
     let addr = app.local_addr().unwrap();
@@ -110,8 +118,8 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         keys: JwtKeys::hs256(&secrecy::SecretString::from(TEST_JWT_SECRET)).unwrap(),
         shutdown,
         server,
-        schema,
-        sqlite_folder,
+        schema: None,
+        sqlite_folder: None,
     }
 }
 

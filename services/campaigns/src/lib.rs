@@ -9,6 +9,8 @@ use crm_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+pub mod store;
+
 pub const SERVICE: &str = "campaigns";
 
 pub struct Campaigns;
@@ -61,6 +63,7 @@ impl CampaignService for Campaigns {
     }
 }
 
+/// The campaigns service as a process mounts it.
 pub struct Module;
 
 impl crm_runtime::ServiceModule for Module {
@@ -68,10 +71,19 @@ impl crm_runtime::ServiceModule for Module {
         SERVICE
     }
 
-    fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
+    fn migrations(&self) -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        store::migrations()
+    }
+
+    fn mount(
+        &self,
+        infra: &crm_runtime::Infra,
+        server: &mut crm_runtime::Server,
+    ) -> Result<(), crm_runtime::ModuleError> {
         server.add_service(
             "crm.v1.CampaignService",
             CampaignServiceServer::with_interceptor(Campaigns, infra.auth.clone()),
         );
+        Ok(())
     }
 }

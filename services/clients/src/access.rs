@@ -11,9 +11,9 @@
 //! Single reads check the loaded row with [`view_for`]; searches put the same rule
 //! into SQL with [`ClientScope`], so no query ever fetches rows outside the scope.
 
+use crate::store::client;
 use crm_auth::Principal;
 use crm_domain::{Role, StaffId};
-use crm_store::clients::client;
 use sea_orm::{ColumnTrait, Condition};
 
 /// How much of a client record a caller may see.

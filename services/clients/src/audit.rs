@@ -4,9 +4,9 @@
 //! transaction; reads and denials record theirs before the answer leaves, and a
 //! read whose audit row cannot be written fails rather than go unrecorded.
 
+use crate::store::{audit_event, client};
 use chrono::Utc;
 use crm_auth::Principal;
-use crm_store::clients::{audit_event, client};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 
 /// The caller of one RPC, as the trail records them.

@@ -3,10 +3,10 @@
 //! their branch (its clients, or its staff as actors). Reading the trail is itself
 //! recorded.
 
+use crate::store::{audit_event, client, staff};
 use chrono::{DateTime, Utc};
 use crm_domain::{ClientId, Role, StaffId, Violations};
 use crm_proto::v1 as pb;
-use crm_store::clients::{audit_event, client, staff};
 use sea_orm::DbBackend;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};

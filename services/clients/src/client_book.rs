@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use crate::store::{client, client_segment, staff};
 use chrono::Utc;
 use crm_domain::messages::{COVERAGE_CHANGED, CoverageChanged};
 use crm_domain::validation::check_text;
 use crm_domain::{ClientId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, client_service_server::ClientService};
-use crm_store::clients::{client, client_segment, staff};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
     QueryFilter, TransactionTrait,

@@ -2,13 +2,13 @@
 //! and building the `Client` a caller may see (sealed PII opened, then masked or
 //! dropped per the caller's view).
 
+use crate::store::client;
 use crm_domain::pii::{Pii, mask_national_id, mask_phone};
 use crm_domain::tier::Tier;
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Violations};
 use crm_proto::v1 as pb;
 use crm_store::Vault;
-use crm_store::clients::client;
 
 use crate::access::View;
 use crate::error::Result;

@@ -3,13 +3,13 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::store::{branch, staff, teller_pair};
 use chrono::{NaiveDate, Utc};
 use crm_auth::{Principal, principal_of, wire};
 use crm_domain::messages::{BRANCH_CHANGED, PAIR_CHANGED, STAFF_CHANGED};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, directory_service_server::DirectoryService};
-use crm_store::clients::{branch, staff, teller_pair};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,

@@ -7,11 +7,11 @@
 //! written before it existed. Each message carries the row's own `updated_at`, and
 //! the copies ignore older news, so it is safe to run at any time.
 
+use crate::store::{branch, staff, teller_pair};
 use crm_domain::messages::{
     BRANCH_CHANGED, BranchChanged, PAIR_CHANGED, PairChanged, STAFF_CHANGED, StaffChanged,
 };
 use crm_store::Db;
-use crm_store::clients::{branch, staff, teller_pair};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
     TransactionTrait,
@@ -143,3 +143,24 @@ where
         }
     }
 }
+
+/// `crm jobs republish-directory`, run against the clients service's database;
+/// the serving process's relay publishes what it writes.
+pub const REPUBLISH_DIRECTORY_JOB: crm_runtime::Job = crm_runtime::Job {
+    name: "republish-directory",
+    about: "Send every branch, staff member and active teller pair again, so the \
+            referrals service rebuilds its copies (after a restore, or to fill a copy \
+            added in an upgrade, such as branch time zones)",
+    args: |command| command,
+    run: |context| {
+        Box::pin(async move {
+            let sent = republish_directory(&context.db)
+                .await
+                .map_err(crm_runtime::ModuleError::failed)?;
+            Ok(format!(
+                "directory: {} branches, {} staff, {} teller pairs queued for publishing",
+                sent.branches, sent.staff, sent.pairs
+            ))
+        })
+    },
+};

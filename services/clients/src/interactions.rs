@@ -3,12 +3,12 @@
 //! (for the services that follow contact: referral SLAs, contact cadence), all in
 //! one transaction. ListInteractions reads it newest first.
 
+use crate::store::{client, interaction};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use crm_domain::messages::{INTERACTION_LOGGED, InteractionLogged};
 use crm_domain::validation::check_text;
 use crm_domain::{ClientId, Violations};
 use crm_proto::v1 as pb;
-use crm_store::clients::{client, interaction};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter,

@@ -15,6 +15,8 @@ mod error;
 mod interactions;
 mod page_token;
 mod search;
+mod settings;
+pub mod store;
 mod tiering;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ pub use client_book::ClientBook;
 pub use directory::Directory;
 pub use directory_news::{Republished, republish_directory};
 pub use error::ClientsError;
+pub use settings::ClientsSettings;
 
 /// The outbox source and consumer name of this service.
 pub const SERVICE: &str = "clients";
@@ -44,13 +47,16 @@ pub struct ClientsState {
 }
 
 impl ClientsState {
-    pub fn new(infra: &crm_runtime::Infra) -> Self {
-        Self {
+    pub fn new(infra: &crm_runtime::Infra) -> Result<Self, crm_runtime::SettingsError> {
+        let settings: ClientsSettings = infra.settings.section()?;
+        Ok(Self {
             db: infra.db.clone(),
             outbox: OutboxWaker::default(),
             vault: infra.vault.clone(),
-            tiers: infra.tiers,
-        }
+            tiers: settings
+                .tier_policy()
+                .map_err(crm_runtime::SettingsError::Section)?,
+        })
     }
 }
 
@@ -68,7 +74,8 @@ pub fn client_service(
     ClientServiceServer::with_interceptor(ClientBook::new(state), auth)
 }
 
-/// The clients service as a process mounts it: both gRPC services and the outbox relay.
+/// The clients service as a process mounts it: both gRPC services and the outbox
+/// relay. It consumes no events.
 pub struct Module;
 
 impl crm_runtime::ServiceModule for Module {
@@ -76,8 +83,27 @@ impl crm_runtime::ServiceModule for Module {
         SERVICE
     }
 
-    fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
-        let state = Arc::new(ClientsState::new(infra));
+    fn migrations(&self) -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        store::migrations()
+    }
+
+    fn settings(&self, command: clap::Command) -> clap::Command {
+        <ClientsSettings as clap::Args>::augment_args(command)
+    }
+
+    fn check_settings(
+        &self,
+        settings: &crm_runtime::ModuleSettings,
+    ) -> Result<(), crm_runtime::SettingsError> {
+        settings.section::<ClientsSettings>().map(drop)
+    }
+
+    fn mount(
+        &self,
+        infra: &crm_runtime::Infra,
+        server: &mut crm_runtime::Server,
+    ) -> Result<(), crm_runtime::ModuleError> {
+        let state = Arc::new(ClientsState::new(infra)?);
         server.add_service(
             "crm.v1.DirectoryService",
             directory_service(state.clone(), infra.auth.clone()),
@@ -93,5 +119,10 @@ impl crm_runtime::ServiceModule for Module {
             state.outbox.clone(),
         );
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
+        Ok(())
+    }
+
+    fn jobs(&self) -> Vec<crm_runtime::Job> {
+        vec![directory_news::REPUBLISH_DIRECTORY_JOB]
     }
 }

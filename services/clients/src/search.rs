@@ -2,12 +2,12 @@
 //! client id, in keyset pages with signed page tokens. Every client a page shows is
 //! a line in the audit trail; the line names the filters used, never their values.
 
+use crate::store::{client, client_segment};
 use crm_domain::pii::Pii;
 use crm_domain::tier::Tier;
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Role, StaffId, Violations};
 use crm_proto::v1 as pb;
-use crm_store::clients::{client, client_segment};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
     ColumnTrait, Condition, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,

@@ -2,10 +2,10 @@
 //! hysteresis ([`crm_domain::tier::TierPolicy`]); a change is announced as
 //! `client.tier_changed` in the transaction that stores it.
 
+use crate::store::client;
 use chrono::Utc;
 use crm_domain::messages::{TIER_CHANGED, TierChanged};
 use crm_domain::tier::{Tier, TierPolicy};
-use crm_store::clients::client;
 use sea_orm::ConnectionTrait;
 
 use crate::SERVICE;

@@ -9,7 +9,6 @@ use crm_proto::v1::{
     directory_service_client::DirectoryServiceClient,
     referral_service_client::ReferralServiceClient,
 };
-use crm_store::migrator::Schema;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -41,12 +40,6 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
     };
     println!("== RM CRM demo: embedded default (SQLite + in-process transport)");
     let shutdown = CancellationToken::new();
-    let modules: [&dyn crm_runtime::ServiceModule; 4] = [
-        &crm_clients::Module,
-        &crm_referrals::Module,
-        &crm_events::Module,
-        &crm_campaigns::Module,
-    ];
     let app = crm_runtime::App::build(
         &crm_runtime::Settings::for_local_app(
             database_url,
@@ -55,8 +48,8 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
             String::new(),
             secret.clone(),
         )?,
-        Schema::All,
-        &modules,
+        &crm_runtime::ModuleSettings::defaults(crm::MODULES)?,
+        crm::MODULES,
         shutdown.clone(),
     )
     .await?;

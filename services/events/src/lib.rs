@@ -9,6 +9,8 @@ use crm_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+pub mod store;
+
 pub const SERVICE: &str = "events";
 
 pub struct Events;
@@ -43,6 +45,7 @@ impl EventService for Events {
     }
 }
 
+/// The events service as a process mounts it.
 pub struct Module;
 
 impl crm_runtime::ServiceModule for Module {
@@ -50,10 +53,19 @@ impl crm_runtime::ServiceModule for Module {
         SERVICE
     }
 
-    fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
+    fn migrations(&self) -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        store::migrations()
+    }
+
+    fn mount(
+        &self,
+        infra: &crm_runtime::Infra,
+        server: &mut crm_runtime::Server,
+    ) -> Result<(), crm_runtime::ModuleError> {
         server.add_service(
             "crm.v1.EventService",
             EventServiceServer::with_interceptor(Events, infra.auth.clone()),
         );
+        Ok(())
     }
 }

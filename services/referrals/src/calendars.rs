@@ -5,9 +5,9 @@
 
 use std::str::FromStr;
 
+use crate::store::routing_branch;
 use chrono_tz::Tz;
 use crm_domain::sla::BusinessCalendar;
-use crm_store::referrals::routing_branch;
 use sea_orm::{ConnectionTrait, EntityTrait};
 
 use crate::error::Result;

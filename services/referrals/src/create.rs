@@ -1,6 +1,7 @@
 //! CreateReferral: validate, route, and write referral + work item + messages in one
 //! transaction.
 
+use crate::store::{referral, routing_client, work_item};
 use chrono::{DateTime, Utc};
 use crm_auth::Principal;
 use crm_domain::messages::REFERRAL_ASSIGNED;
@@ -13,7 +14,6 @@ use crm_domain::{BranchId, ClientId, Money, Role, Violations};
 use crm_proto::v1 as pb;
 use crm_store::WriteBatch;
 use crm_store::db::is_unique_violation;
-use crm_store::referrals::{referral, routing_client, work_item};
 use sea_orm::sea_query::{SelectStatement, UnionType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait,

@@ -9,15 +9,18 @@
 mod calendars;
 pub mod create;
 mod error;
+mod jobs;
 mod lifecycle;
 mod lifecycle_rpcs;
 mod projections;
 mod referral_wire;
 mod routing_inputs;
 mod service;
+mod settings;
 mod sla_job;
 mod snoozes;
 mod stats;
+pub mod store;
 mod watch;
 mod work_items;
 
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use crm_auth::AuthInterceptor;
 use crm_bus::Bus;
 use crm_bus::outbox::OutboxWaker;
+use crm_domain::messages;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy};
 use crm_proto::v1::referral_service_server::ReferralServiceServer;
 use crm_store::{Db, Vault};
@@ -35,6 +39,7 @@ use tonic::service::interceptor::InterceptedService;
 pub use error::ReferralsError;
 pub use projections::Projections;
 pub use service::Referrals;
+pub use settings::ReferralsSettings;
 pub use sla_job::{SlaJob, SlaReport};
 pub use work_items::WorkItemMessage;
 
@@ -55,16 +60,19 @@ pub struct ReferralsState {
 }
 
 impl ReferralsState {
-    pub fn new(infra: &crm_runtime::Infra) -> Self {
-        Self {
+    pub fn new(infra: &crm_runtime::Infra) -> Result<Self, crm_runtime::SettingsError> {
+        let settings: ReferralsSettings = infra.settings.section()?;
+        Ok(Self {
             db: infra.db.clone(),
             bus: infra.bus.clone(),
             outbox: OutboxWaker::default(),
-            sla: infra.referral_sla,
+            sla: settings
+                .referral_sla()
+                .map_err(crm_runtime::SettingsError::Section)?,
             calendar: infra.calendar.clone(),
             shutdown: infra.shutdown.clone(),
             vault: infra.vault.clone(),
-        }
+        })
     }
 }
 
@@ -76,7 +84,8 @@ pub fn referral_service(
 }
 
 /// The referrals service as a process mounts it: the gRPC service, the outbox
-/// relay and the consumer that keeps routing's projections current.
+/// relay, the snooze timer and the consumer that keeps routing's copies of the
+/// directory and of client coverage current.
 pub struct Module;
 
 impl crm_runtime::ServiceModule for Module {
@@ -84,8 +93,41 @@ impl crm_runtime::ServiceModule for Module {
         SERVICE
     }
 
-    fn mount(&self, infra: &crm_runtime::Infra, server: &mut crm_runtime::Server) {
-        let state = Arc::new(ReferralsState::new(infra));
+    fn migrations(&self) -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        store::migrations()
+    }
+
+    fn consumes(&self) -> &'static [&'static str] {
+        &[
+            messages::COVERAGE_CHANGED,
+            messages::INTERACTION_LOGGED,
+            messages::STAFF_CHANGED,
+            messages::PAIR_CHANGED,
+            messages::BRANCH_CHANGED,
+        ]
+    }
+
+    fn settings(&self, command: clap::Command) -> clap::Command {
+        <ReferralsSettings as clap::Args>::augment_args(command)
+    }
+
+    fn check_settings(
+        &self,
+        settings: &crm_runtime::ModuleSettings,
+    ) -> Result<(), crm_runtime::SettingsError> {
+        settings.section::<ReferralsSettings>().map(drop)
+    }
+
+    fn jobs(&self) -> Vec<crm_runtime::Job> {
+        vec![jobs::REFERRAL_SLA, jobs::RECOUNT_REFERRAL_LOAD]
+    }
+
+    fn mount(
+        &self,
+        infra: &crm_runtime::Infra,
+        server: &mut crm_runtime::Server,
+    ) -> Result<(), crm_runtime::ModuleError> {
+        let state = Arc::new(ReferralsState::new(infra)?);
         server.add_service(
             "crm.v1.ReferralService",
             referral_service(state.clone(), infra.auth.clone()),
@@ -119,5 +161,6 @@ impl crm_runtime::ServiceModule for Module {
                 shutdown.cancel();
             }
         });
+        Ok(())
     }
 }

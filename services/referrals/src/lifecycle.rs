@@ -4,12 +4,12 @@
 //! The RPCs and the SLA job share these, so a reassignment by a manager and one by
 //! the job look the same to the RMs and in the history.
 
+use crate::store::{referral, referral_history, routing_staff, work_item};
 use chrono::{DateTime, Utc};
 use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
 use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind, WorkItemState};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_store::bus::outbox;
-use crm_store::referrals::{referral, referral_history, routing_staff, work_item};
 use sea_orm::sea_query::{Expr, ExprTrait, UpdateStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,

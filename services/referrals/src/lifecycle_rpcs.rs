@@ -1,5 +1,6 @@
 //! RecordReferralOutcome and ReassignReferral.
 
+use crate::store::routing_staff;
 use chrono::Utc;
 use crm_auth::principal_of;
 use crm_domain::messages::REFERRAL_OUTCOME_RECORDED;
@@ -7,7 +8,6 @@ use crm_domain::referral::{Outcome, ReferralStatus, record_outcome};
 use crm_domain::validation::check_text;
 use crm_domain::{Money, Role, StaffId, Violations};
 use crm_proto::v1 as pb;
-use crm_store::referrals::routing_staff;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel, TransactionTrait};
 use tonic::{Request, Response};
 

@@ -3,6 +3,8 @@
 //! tables. Each copy keeps the source's `updated_at` and ignores older news, so
 //! out-of-order delivery can't roll a copy back.
 
+use crate::store::{referral, referral_history};
+use crate::store::{routing_branch, routing_client, routing_pair, routing_staff};
 use chrono::{DateTime, Utc};
 use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
@@ -10,8 +12,6 @@ use crm_domain::messages::{
     InteractionLogged, PAIR_CHANGED, PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
 };
 use crm_domain::referral::ReferralStatus;
-use crm_store::referrals::{referral, referral_history};
-use crm_store::referrals::{routing_branch, routing_client, routing_pair, routing_staff};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait,

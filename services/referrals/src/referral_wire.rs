@@ -1,6 +1,7 @@
 //! Referrals on the wire: the stored row as `crm.v1.Referral`, with the prospect's
 //! phone masked for callers who may not see it whole.
 
+use crate::store::{referral, referral_history};
 use crm_auth::{Principal, wire};
 use crm_domain::Role;
 use crm_domain::messages::ReferralEvent;
@@ -8,7 +9,6 @@ use crm_domain::pii::{Pii, mask_phone};
 use crm_domain::referral::{Need, Outcome, ReferralStatus};
 use crm_domain::routing::RoutingDecision;
 use crm_proto::v1 as pb;
-use crm_store::referrals::{referral, referral_history};
 use crm_store::{Vault, VaultError};
 
 use crate::work_items::priority_to_proto;

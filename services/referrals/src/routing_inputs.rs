@@ -2,11 +2,11 @@
 
 use std::str::FromStr;
 
+use crate::store::{routing_pair, routing_staff};
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
 use crm_domain::routing::Candidate;
 use crm_domain::{BranchId, Role, StaffId};
-use crm_store::referrals::{routing_pair, routing_staff};
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::error::Result;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::store::{referral, referral_history, routing_staff, work_item};
 use chrono::Utc;
 use crm_auth::{Principal, principal_of, wire};
 use crm_domain::messages::REFERRAL_ACCEPTED;
@@ -9,7 +10,6 @@ use crm_domain::referral::{ReferralStatus, WorkItemState, accept};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, referral_service_server::ReferralService};
-use crm_store::referrals::{referral, referral_history, routing_staff, work_item};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,

@@ -16,6 +16,7 @@
 //! acceptance, an outcome or a logged contact with the client stops the clock
 //! (`sla_stopped_at`).
 
+use crate::store::{referral, routing_client, routing_staff};
 use chrono::{DateTime, Utc};
 use crm_domain::messages::{REFERRAL_ESCALATED, REFERRAL_EXPIRED};
 use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind};
@@ -23,7 +24,6 @@ use crm_domain::routing::{RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_domain::{BranchId, Role, StaffId};
 use crm_store::Db;
-use crm_store::referrals::{referral, routing_client, routing_staff};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,

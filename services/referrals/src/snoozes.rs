@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use crate::store::work_item;
 use chrono::{DateTime, Utc};
 use crm_domain::referral::WorkItemState;
 use crm_store::Db;
-use crm_store::referrals::work_item;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use tokio_util::sync::CancellationToken;

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::referral;
 use chrono::{DateTime, Duration, Utc};
 use crm_auth::{principal_of, wire};
 use crm_domain::referral::ReferralStatus;
 use crm_domain::{BranchId, Role, StaffId, Violations};
 use crm_proto::v1 as pb;
-use crm_store::referrals::referral;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::{Request, Response};
 

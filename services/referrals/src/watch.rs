@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 
+use crate::store::work_item;
 use crm_bus::{SubscriptionEvent, rm_routing_key};
 use crm_domain::StaffId;
 use crm_domain::referral::WorkItemState;
 use crm_proto::v1 as pb;
-use crm_store::referrals::work_item;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::mpsc;
 use tonic::Status;

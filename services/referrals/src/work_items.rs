@@ -1,6 +1,7 @@
 //! RM work items: their wire form, the message that announces a change on the RM's
 //! live feed (`rm.<staff_id>`), and the conversions between them.
 
+use crate::store::work_item;
 use chrono::{DateTime, Utc};
 use crm_auth::wire;
 use crm_bus::rm_routing_key;
@@ -8,7 +9,6 @@ use crm_domain::messages::WORK_ITEM_CHANGED;
 use crm_domain::referral::{Priority, WorkItemKind, WorkItemState};
 use crm_proto::v1 as pb;
 use crm_store::bus::outbox;
-use crm_store::referrals::work_item;
 use sea_orm::{ConnectionTrait, EntityTrait};
 use serde::{Deserialize, Serialize};
 

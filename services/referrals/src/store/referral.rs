@@ -11,7 +11,7 @@ pub struct Model {
     pub request_key: String,
     pub client_id: Option<String>,
     pub prospect_name: Option<String>,
-    /// Sealed by [`crate::vault::Vault`].
+    /// Sealed by [`crm_store::Vault`].
     pub prospect_phone: Option<String>,
     /// Keyed lookup hash of the walk-in's phone (duplicates, linking to a client).
     pub prospect_phone_hash: String,

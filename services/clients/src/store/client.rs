@@ -6,9 +6,9 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub client_id: String,
     pub full_name: String,
-    /// Sealed by [`crate::vault::Vault`]; never clear text.
+    /// Sealed by [`crm_store::Vault`]; never clear text.
     pub national_id: String,
-    /// Sealed by [`crate::vault::Vault`]; never clear text.
+    /// Sealed by [`crm_store::Vault`]; never clear text.
     pub phone: String,
     /// Keyed lookup hash of the national id, for exact search.
     pub national_id_hash: String,

@@ -1,0 +1,26 @@
+//! Tables of the clients service: the directory (branches, staff, teller pairs), the
+//! client book (clients, segments, interactions) and the audit trail. Only this
+//! service reads or writes them.
+
+pub mod audit_event;
+pub mod branch;
+pub mod client;
+pub mod client_segment;
+pub mod interaction;
+pub mod staff;
+pub mod teller_pair;
+
+mod migrations {
+    pub mod m20261126_000002_create_directory_and_clients;
+    pub mod m20261126_000004_client_book;
+}
+
+use sea_orm_migration::MigrationTrait;
+
+/// This service's migrations, oldest first.
+pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![
+        Box::new(migrations::m20261126_000002_create_directory_and_clients::Migration),
+        Box::new(migrations::m20261126_000004_client_book::Migration),
+    ]
+}

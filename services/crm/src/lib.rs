@@ -1,0 +1,115 @@
+//! The suite: the one list of its services, which `crm serve`, `crm migrate`,
+//! `crm jobs`, the demo and the test kit all read. Adding a service is a new crate
+//! under `services/` and one line in [`MODULES`].
+
+use clap::{ArgMatches, Args, Command, FromArgMatches, Subcommand};
+use crm_runtime::{Job, ModuleSettings, ServiceModule};
+
+/// Every service of the suite, in the order a process mounts and migrates them.
+pub const MODULES: &[&dyn ServiceModule] = &[
+    &crm_clients::Module,
+    &crm_referrals::Module,
+    &crm_events::Module,
+    &crm_campaigns::Module,
+];
+
+/// Every module's settings section, as flags (each also a `CRM_*` variable) of
+/// the command it is flattened into.
+#[derive(Debug, Clone)]
+pub struct SectionArgs(pub ModuleSettings);
+
+impl FromArgMatches for SectionArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(ModuleSettings::from_matches(matches.clone())))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for SectionArgs {
+    fn augment_args(command: Command) -> Command {
+        ModuleSettings::command(MODULES, command)
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
+}
+
+/// Every module's jobs.
+pub fn jobs() -> Vec<Job> {
+    MODULES.iter().flat_map(|module| module.jobs()).collect()
+}
+
+/// The job `crm jobs <name>` names, with its own flags.
+#[derive(Debug, Clone)]
+pub struct JobChoice {
+    pub name: String,
+    pub args: ArgMatches,
+}
+
+impl JobChoice {
+    pub fn job(&self) -> Option<Job> {
+        jobs().into_iter().find(|job| job.name == self.name)
+    }
+}
+
+impl FromArgMatches for JobChoice {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        match matches.subcommand() {
+            Some((name, args)) => Ok(Self {
+                name: name.to_owned(),
+                args: args.clone(),
+            }),
+            None => Err(clap::Error::new(clap::error::ErrorKind::MissingSubcommand)),
+        }
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Subcommand for JobChoice {
+    fn augment_subcommands(command: Command) -> Command {
+        jobs()
+            .iter()
+            .fold(command, |command, job| command.subcommand(job.command()))
+    }
+
+    fn augment_subcommands_for_update(command: Command) -> Command {
+        Self::augment_subcommands(command)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        jobs().iter().any(|job| job.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MODULES;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn service_names_and_job_names_are_unique() {
+        let names: BTreeSet<_> = MODULES.iter().map(|module| module.name()).collect();
+        assert_eq!(names.len(), MODULES.len());
+        let jobs = super::jobs();
+        let job_names: BTreeSet<_> = jobs.iter().map(|job| job.name).collect();
+        assert_eq!(job_names.len(), jobs.len());
+    }
+
+    #[test]
+    fn every_settings_section_parses_at_its_defaults() {
+        // clap panics on two sections declaring the same flag; this builds them all.
+        let settings = crm_runtime::ModuleSettings::defaults(MODULES).unwrap();
+        for module in MODULES {
+            module.check_settings(&settings).unwrap();
+        }
+    }
+}

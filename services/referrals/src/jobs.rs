@@ -1,0 +1,58 @@
+//! The referrals service's one-shot jobs, run as `crm jobs <name>` against its
+//! database; the serving process's relay publishes what they write.
+
+use crm_runtime::{Job, JobContext, ModuleError};
+
+use crate::{ReferralsSettings, SlaJob};
+
+pub const REFERRAL_SLA: Job = Job {
+    name: "referral-sla",
+    about: "Escalate referrals past their acceptance deadline: the branch manager is told \
+            at the first breach, the referral moves down the routing chain at the second. \
+            Open referrals unchanged for CRM_REFERRAL_EXPIRE_DAYS expire",
+    args: |command| {
+        command.arg(
+            clap::Arg::new("now")
+                .long("now")
+                .value_parser(clap::value_parser!(chrono::DateTime<chrono::Utc>))
+                .help("Judge deadlines as of this time (RFC 3339) instead of now: replays, drills"),
+        )
+    },
+    run: |context| Box::pin(referral_sla(context)),
+};
+
+async fn referral_sla(context: JobContext) -> Result<String, ModuleError> {
+    let settings: ReferralsSettings = context.settings.section()?;
+    let job = SlaJob {
+        db: context.db,
+        sla: settings
+            .referral_sla()
+            .map_err(crm_runtime::SettingsError::Section)?,
+        calendar: context.calendar,
+        expire_after: settings.expire_after(),
+    };
+    let now = context
+        .args
+        .get_one::<chrono::DateTime<chrono::Utc>>("now")
+        .copied()
+        .unwrap_or_else(chrono::Utc::now);
+    let report = job.run(now).await.map_err(ModuleError::failed)?;
+    Ok(format!(
+        "referral SLA: {} escalated to their branch manager, {} reassigned, {} expired",
+        report.escalated, report.reassigned, report.expired
+    ))
+}
+
+pub const RECOUNT_REFERRAL_LOAD: Job = Job {
+    name: "recount-referral-load",
+    about: "Set every RM's count of open referrals (what routing balances on) from the \
+            referrals themselves: after restoring the referrals database. Run it with the \
+            referrals service stopped",
+    args: |command| command,
+    run: |context| {
+        Box::pin(async move {
+            let staff = crate::store::recount_open_referrals(&context.db).await?;
+            Ok(format!("open referrals recounted for {staff} staff"))
+        })
+    },
+};

@@ -1,0 +1,95 @@
+//! The referrals service's settings section: acceptance deadlines and expiry.
+
+use crm_domain::sla::SlaPolicy;
+
+/// Flags (each also a `CRM_*` variable) of the referrals service.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Referrals service")]
+pub struct ReferralsSettings {
+    /// Acceptance deadlines of URGENT, HIGH, NORMAL and LOW referrals, in business
+    /// minutes of the branch's calendar; unset: 120, 240, one business day, one
+    /// business day.
+    #[arg(long, env = "CRM_REFERRAL_SLA_MINUTES", value_delimiter = ',')]
+    pub referral_sla_minutes: Option<Vec<i64>>,
+    /// Days an open referral may go unchanged before `crm jobs referral-sla`
+    /// expires it.
+    #[arg(
+        long,
+        env = "CRM_REFERRAL_EXPIRE_DAYS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u16).range(1..=3650)
+    )]
+    pub referral_expire_days: u16,
+}
+
+impl ReferralsSettings {
+    /// The acceptance deadlines these settings describe.
+    pub fn referral_sla(&self) -> Result<SlaPolicy, String> {
+        match self.referral_sla_minutes.as_deref() {
+            None => Ok(SlaPolicy::default()),
+            Some(&[urgent, high, normal, low])
+                if [urgent, high, normal, low].iter().all(|m| *m > 0) =>
+            {
+                Ok(SlaPolicy {
+                    urgent_minutes: urgent,
+                    high_minutes: high,
+                    normal_minutes: normal,
+                    low_minutes: low,
+                })
+            }
+            Some(other) => Err(format!(
+                "CRM_REFERRAL_SLA_MINUTES must be four positive numbers (urgent, high, normal, low), got {other:?}"
+            )),
+        }
+    }
+
+    pub fn expire_after(&self) -> chrono::Duration {
+        chrono::Duration::days(self.referral_expire_days.into())
+    }
+}
+
+impl crm_runtime::SettingsSection for ReferralsSettings {
+    fn validate(&self) -> Result<(), String> {
+        self.referral_sla().map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReferralsSettings;
+    use crm_runtime::ModuleSettings;
+
+    fn parse(args: &[&str]) -> Result<ReferralsSettings, crm_runtime::SettingsError> {
+        ModuleSettings::parse_from(&[&crate::Module], args)?.section()
+    }
+
+    #[test]
+    fn referral_sla_minutes_are_four_positive_numbers() {
+        let settings = parse(&[]).unwrap();
+        assert_eq!(
+            settings.referral_sla().unwrap(),
+            crm_domain::sla::SlaPolicy::default()
+        );
+        let policy = parse(&["--referral-sla-minutes", "60,120,240,480"])
+            .unwrap()
+            .referral_sla()
+            .unwrap();
+        assert_eq!((policy.urgent_minutes, policy.low_minutes), (60, 480));
+        let error = parse(&["--referral-sla-minutes", "60,0,240,480"]).unwrap_err();
+        assert!(
+            error.to_string().contains("CRM_REFERRAL_SLA_MINUTES"),
+            "{error}"
+        );
+        assert!(parse(&["--referral-sla-minutes", "60,120"]).is_err());
+    }
+
+    #[test]
+    fn expiry_is_between_one_day_and_ten_years() {
+        assert_eq!(
+            parse(&[]).unwrap().expire_after(),
+            chrono::Duration::days(30)
+        );
+        assert!(parse(&["--referral-expire-days", "0"]).is_err());
+        assert!(parse(&["--referral-expire-days", "3651"]).is_err());
+    }
+}
