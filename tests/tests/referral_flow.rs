@@ -357,7 +357,7 @@ async fn older_directory_news_does_not_roll_routing_back(backend: Backend) {
     let news = |capacity: i32, minutes_ago: i64| {
         let message = StaffChanged {
             staff_id: "B-001-RM-9".into(),
-            role: "rm".into(),
+            role: Role::Rm,
             branch_id: "B-001".into(),
             active: true,
             capacity,

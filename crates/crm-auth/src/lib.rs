@@ -5,11 +5,12 @@
 mod edge;
 mod jwt;
 mod principal;
-pub mod wire;
 
-pub use edge::{invalid_argument, principal_of, request_id_of};
+pub use edge::{principal_of, request_id_of};
 pub use jwt::{AuthError, Claims, JwtKeys};
 pub use principal::Principal;
+
+use crm_grpc::RpcError;
 
 /// The interceptor for every service: no valid token, no call.
 #[derive(Clone)]
@@ -31,17 +32,17 @@ impl tonic::service::Interceptor for AuthInterceptor {
         let header = request
             .metadata()
             .get("authorization")
-            .ok_or_else(|| tonic::Status::unauthenticated("missing bearer token"))?;
+            .ok_or_else(|| RpcError::Unauthenticated("missing bearer token".to_owned()))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                tonic::Status::unauthenticated("authorization must be 'Bearer <token>'")
+                RpcError::Unauthenticated("authorization must be 'Bearer <token>'".to_owned())
             })?;
         let principal = self.keys.verify(token).map_err(|error| {
             tracing::info!(%error, "rejected token");
-            tonic::Status::unauthenticated(error.to_string())
+            RpcError::Unauthenticated(error.to_string())
         })?;
         request.extensions_mut().insert(principal);
         Ok(request)

@@ -14,11 +14,11 @@ impl Principal {
     }
 
     /// `PERMISSION_DENIED` unless the caller has one of `roles`.
-    pub fn require_any(&self, roles: &[Role], action: &str) -> Result<(), tonic::Status> {
+    pub fn require_any(&self, roles: &[Role], action: &str) -> Result<(), crm_grpc::RpcError> {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(tonic::Status::permission_denied(format!(
+            Err(crm_grpc::RpcError::PermissionDenied(format!(
                 "role {} may not {action}",
                 self.role
             )))

@@ -2,6 +2,10 @@
 //! referral routing chain, SLA deadlines and input validation. No I/O lives here, so
 //! every rule can be unit-tested without a database or broker.
 
+#[macro_use]
+mod text_enum;
+
+pub mod client;
 pub mod ids;
 pub mod messages;
 pub mod money;

@@ -29,7 +29,8 @@ pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaffChanged {
     pub staff_id: String,
-    pub role: String,
+    /// Its text ("rm"); a message with a role no variant has is poison.
+    pub role: crate::Role,
     pub branch_id: String,
     pub active: bool,
     pub capacity: i32,

@@ -1,34 +1,5 @@
 //! Referral vocabulary and its state machine.
 
-use std::fmt;
-
-macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stored and logged text.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(value: &str) -> Option<$name> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == value)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 text_enum!(
     /// What the client needs, as the teller saw it.
     Need {
@@ -121,17 +92,18 @@ pub fn accept(current: ReferralStatus) -> Result<ReferralStatus, IllegalTransiti
     }
 }
 
-/// What an RM reports after working a referral.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Reached the client; the conversation goes on.
-    Contacted,
-    Converted,
-    /// Needs a reason.
-    Declined,
-    /// Tried and failed to reach the client: recorded, status unchanged.
-    Unreachable,
-}
+text_enum!(
+    /// What an RM reports after working a referral: `contacted` (reached the
+    /// client; the conversation goes on), `converted`, `declined` (needs a reason),
+    /// `unreachable` (tried and failed to reach the client: recorded, status
+    /// unchanged).
+    Outcome {
+        Contacted => "contacted",
+        Converted => "converted",
+        Declined => "declined",
+        Unreachable => "unreachable",
+    }
+);
 
 /// The lifecycle: NEW → ASSIGNED → ACCEPTED → CONTACTED → CONVERTED | DECLINED,
 /// and EXPIRED. An outcome needs the referral accepted first; CONVERTED and

@@ -5,11 +5,21 @@ use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sea-orm",
+    derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum),
+    sea_orm(rs_type = "String", db_type = "Text")
+)]
 pub enum Role {
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "teller"))]
     Teller,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "rm"))]
     Rm,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "branch_manager"))]
     BranchManager,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "campaign_admin"))]
     CampaignAdmin,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "system"))]
     System,
 }
 

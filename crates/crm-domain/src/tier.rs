@@ -3,10 +3,19 @@
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "sea-orm",
+    derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum),
+    sea_orm(rs_type = "String", db_type = "Text")
+)]
 pub enum Tier {
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "mass"))]
     Mass,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "wealth"))]
     Wealth,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "hnw"))]
     Hnw,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "private"))]
     Private,
 }
 

@@ -405,3 +405,24 @@ pub fn install_for_tests() {
     crm_telemetry::init_for_tests();
     crm_runtime::install_crypto_provider();
 }
+
+/// Runs each `async fn name(backend: Backend)` listed as two tests, one per
+/// backend: `name::on_postgres_and_rabbitmq` and `name::on_the_embedded_default`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_postgres_and_rabbitmq() {
+                    super::$name($crate::Backend::Distributed).await
+                }
+
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_the_embedded_default() {
+                    super::$name($crate::Backend::Embedded).await
+                }
+            }
+        )+
+    };
+}

@@ -3,6 +3,7 @@
 //! The API is mounted so clients can discover it; the RPCs answer UNIMPLEMENTED
 //! until the campaigns issue builds them.
 
+use crm_grpc::RpcError;
 use crm_proto::v1::{
     self as pb,
     campaign_service_server::{CampaignService, CampaignServiceServer},
@@ -21,45 +22,35 @@ impl CampaignService for Campaigns {
         &self,
         _request: Request<pb::CreateCampaignRequest>,
     ) -> Result<Response<pb::CreateCampaignResponse>, Status> {
-        Err(Status::unimplemented(
-            "CreateCampaign arrives with the campaigns issue",
-        ))
+        Err(RpcError::Unimplemented("CreateCampaign arrives with the campaigns issue").into())
     }
 
     async fn preview_audience(
         &self,
         _request: Request<pb::PreviewAudienceRequest>,
     ) -> Result<Response<pb::PreviewAudienceResponse>, Status> {
-        Err(Status::unimplemented(
-            "PreviewAudience arrives with the campaigns issue",
-        ))
+        Err(RpcError::Unimplemented("PreviewAudience arrives with the campaigns issue").into())
     }
 
     async fn launch_campaign(
         &self,
         _request: Request<pb::LaunchCampaignRequest>,
     ) -> Result<Response<pb::LaunchCampaignResponse>, Status> {
-        Err(Status::unimplemented(
-            "LaunchCampaign arrives with the campaigns issue",
-        ))
+        Err(RpcError::Unimplemented("LaunchCampaign arrives with the campaigns issue").into())
     }
 
     async fn get_campaign_progress(
         &self,
         _request: Request<pb::GetCampaignProgressRequest>,
     ) -> Result<Response<pb::GetCampaignProgressResponse>, Status> {
-        Err(Status::unimplemented(
-            "GetCampaignProgress arrives with the campaigns issue",
-        ))
+        Err(RpcError::Unimplemented("GetCampaignProgress arrives with the campaigns issue").into())
     }
 
     async fn list_campaigns(
         &self,
         _request: Request<pb::ListCampaignsRequest>,
     ) -> Result<Response<pb::ListCampaignsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListCampaigns arrives with the campaigns issue",
-        ))
+        Err(RpcError::Unimplemented("ListCampaigns arrives with the campaigns issue").into())
     }
 }
 

@@ -17,7 +17,7 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
-    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Result<Actor, tonic::Status> {
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Result<Actor, crm_grpc::RpcError> {
         Ok(Actor {
             principal: crm_auth::principal_of(request)?,
             request_id: crm_auth::request_id_of(request),

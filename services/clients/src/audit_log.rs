@@ -44,7 +44,7 @@ fn audit_event_to_proto(model: audit_event::Model) -> pb::AuditEvent {
         client_id: model.client_id,
         decision: model.decision,
         request_id: model.request_id,
-        occurred_at: Some(crm_auth::wire::timestamp(model.occurred_at)),
+        occurred_at: Some(crm_grpc::wire::timestamp(model.occurred_at)),
     }
 }
 
@@ -73,7 +73,7 @@ fn parse(input: &pb::ListAuditEventsRequest) -> std::result::Result<AuditQuery, 
         |violations: &mut Violations, field: &str, value: &Option<prost_types::Timestamp>| {
             match value {
                 Some(ts) => violations
-                    .check(field, crm_auth::wire::datetime(ts))
+                    .check(field, crm_grpc::wire::datetime(ts))
                     .map(Some),
                 None => Some(None),
             }
@@ -85,7 +85,7 @@ fn parse(input: &pb::ListAuditEventsRequest) -> std::result::Result<AuditQuery, 
     {
         violations.add("to_time", "must be after from_time");
     }
-    let page_size = violations.check("page_size", crm_auth::wire::page_size(input.page_size));
+    let page_size = violations.check("page_size", crm_grpc::wire::page_size(input.page_size));
     violations.finish(|| {
         Some(AuditQuery {
             client_id: client_id?,
@@ -204,7 +204,7 @@ impl ClientBook {
         };
         audit::record(db, &actor, [entry]).await?;
         let (rows, last_key) =
-            crm_auth::wire::into_page(rows, query.page_size, |row| row.audit_event_id.clone());
+            crm_grpc::wire::into_page(rows, query.page_size, |row| row.audit_event_id.clone());
         Ok(Response::new(pb::ListAuditEventsResponse {
             audit_events: rows
                 .into_iter()

@@ -217,7 +217,7 @@ impl ClientBook {
                     let entry = Entry::denied(UPDATE, Some(&current), "", &why);
                     return Err(audit::refuse_in(transaction, &actor, entry).await);
                 }
-                let previous_tier = current.tier.clone();
+                let previous_tier = current.tier;
                 let routing_relevant = current.home_branch_id != input.home_branch_id.as_str()
                     || current.do_not_contact != input.do_not_contact;
                 let stored = self.update_client(&transaction, current, input).await?;
@@ -228,7 +228,7 @@ impl ClientBook {
         if routing_relevant {
             announce_coverage(&transaction, &stored, "client record changed").await?;
         }
-        tiering::announce_if_changed(&transaction, &stored, previous_tier.as_deref()).await?;
+        tiering::announce_if_changed(&transaction, &stored, previous_tier).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertClientResponse {
@@ -280,10 +280,10 @@ impl ClientBook {
             phone: Set(vault.seal(&input.phone)?),
             phone_hash: Set(vault.lookup_hash(&input.phone)),
             home_branch_id: Set(input.home_branch_id.to_string()),
-            kind: Set(input.kind.to_owned()),
+            kind: Set(input.kind),
             segments: Set(serde_json::to_string(&input.segments)?),
             do_not_contact: Set(input.do_not_contact),
-            tier: Set(tier.to_string()),
+            tier: Set(tier),
             aum_minor_units: Set(aum.minor_units()),
             aum_currency: Set(aum.currency().to_owned()),
             primary_rm_id: Set(None),
@@ -310,7 +310,7 @@ impl ClientBook {
             Some(aum) => (aum.minor_units(), aum.currency().to_owned()),
             None => (current.aum_minor_units, current.aum_currency.clone()),
         };
-        let tier = tiering::next_tier(&self.state.tiers, Some(&current.tier), aum_minor);
+        let tier = tiering::next_tier(&self.state.tiers, Some(current.tier), aum_minor);
         let mut row = current.into_active_model();
         row.full_name = Set(input.full_name);
         row.national_id = Set(vault.seal(&input.national_id)?);
@@ -318,10 +318,10 @@ impl ClientBook {
         row.phone = Set(vault.seal(&input.phone)?);
         row.phone_hash = Set(vault.lookup_hash(&input.phone));
         row.home_branch_id = Set(input.home_branch_id.to_string());
-        row.kind = Set(input.kind.to_owned());
+        row.kind = Set(input.kind);
         row.segments = Set(segments);
         row.do_not_contact = Set(input.do_not_contact);
-        row.tier = Set(tier.to_string());
+        row.tier = Set(tier);
         row.aum_minor_units = Set(aum_minor);
         row.aum_currency = Set(aum_currency);
         row.updated_at = Set(Utc::now());

@@ -3,43 +3,24 @@
 //! dropped per the caller's view).
 
 use crate::store::client;
+use crm_domain::client::ClientKind;
 use crm_domain::pii::{Pii, mask_national_id, mask_phone};
 use crm_domain::tier::Tier;
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Violations};
+use crm_grpc::WireEnum;
 use crm_proto::v1 as pb;
 use crm_store::Vault;
 
 use crate::access::View;
 use crate::error::Result;
 
-pub(crate) fn tier_to_proto(tier: &str) -> pb::Tier {
-    match Tier::parse(tier) {
-        Some(Tier::Mass) => pb::Tier::Mass,
-        Some(Tier::Wealth) => pb::Tier::Wealth,
-        Some(Tier::Hnw) => pb::Tier::Hnw,
-        Some(Tier::Private) => pb::Tier::Private,
-        None => pb::Tier::Unspecified,
-    }
-}
-
 /// A tier filter from the wire: None for UNSPECIFIED (no filter).
-pub(crate) fn tier_from_proto(tier: i32) -> std::result::Result<Option<Tier>, &'static str> {
-    match pb::Tier::try_from(tier) {
-        Ok(pb::Tier::Unspecified) => Ok(None),
-        Ok(pb::Tier::Mass) => Ok(Some(Tier::Mass)),
-        Ok(pb::Tier::Wealth) => Ok(Some(Tier::Wealth)),
-        Ok(pb::Tier::Hnw) => Ok(Some(Tier::Hnw)),
-        Ok(pb::Tier::Private) => Ok(Some(Tier::Private)),
-        Err(_) => Err("is not a known tier"),
-    }
-}
-
-fn kind_to_proto(kind: &str) -> pb::ClientKind {
-    match kind {
-        "individual" => pb::ClientKind::Individual,
-        "corporate" => pb::ClientKind::Corporate,
-        _ => pb::ClientKind::Unspecified,
+pub(crate) fn tier_filter(tier: i32) -> std::result::Result<Option<Tier>, &'static str> {
+    match (tier, Tier::from_proto(tier)) {
+        (0, _) => Ok(None),
+        (_, Some(tier)) => Ok(Some(tier)),
+        (_, None) => Err("is not a known tier"),
     }
 }
 
@@ -49,7 +30,7 @@ pub(crate) fn client_to_proto(
     view: View,
     vault: &Vault,
 ) -> Result<pb::Client> {
-    let tier = tier_to_proto(&model.tier) as i32;
+    let tier = model.tier.to_wire();
     if view == View::NameAndTier {
         return Ok(pb::Client {
             client_id: model.client_id,
@@ -73,7 +54,7 @@ pub(crate) fn client_to_proto(
         national_id,
         phone,
         home_branch_id: model.home_branch_id,
-        kind: kind_to_proto(&model.kind) as i32,
+        kind: model.kind.to_wire(),
         segments: serde_json::from_str(&model.segments).unwrap_or_default(),
         do_not_contact: model.do_not_contact,
         tier,
@@ -86,9 +67,9 @@ pub(crate) fn client_to_proto(
             wealth_manager_id: model.wealth_manager_id.unwrap_or_default(),
             private_banker_id: model.private_banker_id.unwrap_or_default(),
         }),
-        last_contact_at: crm_auth::wire::optional_timestamp(model.last_contact_at),
-        created_at: Some(crm_auth::wire::timestamp(model.created_at)),
-        updated_at: Some(crm_auth::wire::timestamp(model.updated_at)),
+        last_contact_at: crm_grpc::wire::optional_timestamp(model.last_contact_at),
+        created_at: Some(crm_grpc::wire::timestamp(model.created_at)),
+        updated_at: Some(crm_grpc::wire::timestamp(model.updated_at)),
     })
 }
 
@@ -99,7 +80,7 @@ pub(crate) struct ClientInput {
     pub(crate) national_id: Pii,
     pub(crate) phone: Pii,
     pub(crate) home_branch_id: BranchId,
-    pub(crate) kind: &'static str,
+    pub(crate) kind: ClientKind,
     /// Sorted, without repeats.
     pub(crate) segments: Vec<String>,
     pub(crate) do_not_contact: bool,
@@ -151,14 +132,10 @@ pub(crate) fn parse_client(input: &pb::Client) -> std::result::Result<ClientInpu
         "client.home_branch_id",
         BranchId::parse(&input.home_branch_id),
     );
-    let kind = match pb::ClientKind::try_from(input.kind) {
-        Ok(pb::ClientKind::Individual) => Some("individual"),
-        Ok(pb::ClientKind::Corporate) => Some("corporate"),
-        _ => {
-            violations.add("client.kind", "must be INDIVIDUAL or CORPORATE");
-            None
-        }
-    };
+    let kind = ClientKind::from_proto(input.kind);
+    if kind.is_none() {
+        violations.add("client.kind", "must be INDIVIDUAL or CORPORATE");
+    }
     for (index, segment) in input.segments.iter().enumerate() {
         check_segment(
             &mut violations,

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use crate::store::{branch, staff, teller_pair};
 use chrono::{NaiveDate, Utc};
-use crm_auth::{Principal, principal_of, wire};
+use crm_auth::{Principal, principal_of};
 use crm_domain::messages::{BRANCH_CHANGED, PAIR_CHANGED, STAFF_CHANGED};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
+use crm_grpc::{WireEnum, wire};
 use crm_proto::v1::{self as pb, directory_service_server::DirectoryService};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -31,27 +32,6 @@ impl Directory {
     }
 }
 
-pub(crate) fn role_from_proto(role: i32) -> Option<Role> {
-    match pb::StaffRole::try_from(role).ok()? {
-        pb::StaffRole::Unspecified => None,
-        pb::StaffRole::Teller => Some(Role::Teller),
-        pb::StaffRole::Rm => Some(Role::Rm),
-        pb::StaffRole::BranchManager => Some(Role::BranchManager),
-        pb::StaffRole::CampaignAdmin => Some(Role::CampaignAdmin),
-        pb::StaffRole::System => Some(Role::System),
-    }
-}
-
-pub(crate) fn role_to_proto(role: Role) -> pb::StaffRole {
-    match role {
-        Role::Teller => pb::StaffRole::Teller,
-        Role::Rm => pb::StaffRole::Rm,
-        Role::BranchManager => pb::StaffRole::BranchManager,
-        Role::CampaignAdmin => pb::StaffRole::CampaignAdmin,
-        Role::System => pb::StaffRole::System,
-    }
-}
-
 fn branch_to_proto(model: branch::Model) -> pb::Branch {
     pb::Branch {
         branch_id: model.branch_id,
@@ -62,33 +42,15 @@ fn branch_to_proto(model: branch::Model) -> pb::Branch {
 }
 
 fn staff_to_proto(model: staff::Model) -> pb::Staff {
-    let role = Role::from_str(&model.role)
-        .map(role_to_proto)
-        .unwrap_or(pb::StaffRole::Unspecified);
     pb::Staff {
         staff_id: model.staff_id,
         name: model.name,
-        role: role as i32,
+        role: model.role.to_wire(),
         branch_id: model.branch_id,
         active: model.active,
         capacity: model.capacity,
         out_of_office_until: wire::optional_timestamp(model.out_of_office_until),
     }
-}
-
-fn date_to_proto(date: NaiveDate) -> pb::Date {
-    use chrono::Datelike;
-    pb::Date {
-        year: date.year(),
-        month: i32::try_from(date.month()).unwrap_or(0),
-        day: i32::try_from(date.day()).unwrap_or(0),
-    }
-}
-
-fn date_from_proto(date: &pb::Date) -> std::result::Result<NaiveDate, &'static str> {
-    let month = u32::try_from(date.month).map_err(|_| "month out of range")?;
-    let day = u32::try_from(date.day).map_err(|_| "day out of range")?;
-    NaiveDate::from_ymd_opt(date.year, month, day).ok_or("is not a calendar date")
 }
 
 fn today_in_shanghai() -> NaiveDate {
@@ -189,7 +151,7 @@ impl Directory {
         let mut violations = Violations::new();
         let staff_id = violations.check("staff.staff_id", StaffId::parse(&input.staff_id));
         check_text(&mut violations, "staff.name", &input.name, true, 100);
-        let role = role_from_proto(input.role);
+        let role = Role::from_proto(input.role);
         if role.is_none() {
             violations.add("staff.role", "must be a known role, not UNSPECIFIED");
         }
@@ -223,7 +185,7 @@ impl Directory {
         let row = staff::ActiveModel {
             staff_id: Set(staff_id.to_string()),
             name: Set(input.name.trim().to_owned()),
-            role: Set(role.to_string()),
+            role: Set(role),
             branch_id: Set(branch_id.to_string()),
             active: Set(input.active),
             capacity: Set(input.capacity),
@@ -267,11 +229,11 @@ impl Directory {
         let teller_id = violations.check("teller_id", StaffId::parse(&input.teller_id));
         let rm_id = violations.check("rm_id", StaffId::parse(&input.rm_id));
         let valid_from = match &input.valid_from {
-            Some(date) => violations.check("valid_from", date_from_proto(date)),
+            Some(date) => violations.check("valid_from", wire::date_from_proto(date)),
             None => Some(today_in_shanghai()),
         };
         let valid_until = match &input.valid_until {
-            Some(date) => violations.check("valid_until", date_from_proto(date)),
+            Some(date) => violations.check("valid_until", wire::date_from_proto(date)),
             None => None,
         };
         if let (Some(from), Some(until)) = (valid_from, valid_until)
@@ -290,12 +252,12 @@ impl Directory {
         let teller_branch = BranchId::parse(&teller.branch_id)
             .map_err(|_| ClientsError::NotFound(format!("branch of {teller_id}")))?;
         require_directory_writer(&principal, &teller_branch)?;
-        if teller.role != Role::Teller.as_str() {
+        if teller.role != Role::Teller {
             return Err(ClientsError::FailedPrecondition(format!(
                 "{teller_id} is not a teller"
             )));
         }
-        if rm.role != Role::Rm.as_str() {
+        if rm.role != Role::Rm {
             return Err(ClientsError::FailedPrecondition(format!(
                 "{rm_id} is not an RM"
             )));
@@ -328,8 +290,8 @@ impl Directory {
             pair: Some(pb::TellerPair {
                 teller_id: teller_id.to_string(),
                 rm_id: rm_id.to_string(),
-                valid_from: Some(date_to_proto(valid_from)),
-                valid_until: valid_until.map(date_to_proto),
+                valid_from: Some(wire::date_to_proto(valid_from)),
+                valid_until: valid_until.map(wire::date_to_proto),
             }),
         }))
     }
@@ -346,7 +308,7 @@ impl Directory {
         let role = if input.role == 0 {
             None
         } else {
-            let role = role_from_proto(input.role);
+            let role = Role::from_proto(input.role);
             if role.is_none() {
                 violations.add("role", "is not a known role");
             }

@@ -31,7 +31,7 @@ pub fn branch_changed(model: &branch::Model) -> BranchChanged {
 pub fn staff_changed(model: &staff::Model) -> StaffChanged {
     StaffChanged {
         staff_id: model.staff_id.clone(),
-        role: model.role.clone(),
+        role: model.role,
         branch_id: model.branch_id.clone(),
         active: model.active,
         capacity: model.capacity,

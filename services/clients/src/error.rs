@@ -1,6 +1,8 @@
-//! The clients service's errors and their one mapping to gRPC status codes.
+//! The clients service's errors. Each converts into the suite's [`RpcError`],
+//! whose one mapping gives the gRPC status (crm-grpc).
 
 use crm_domain::Violations;
+use crm_grpc::RpcError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientsError {
@@ -12,12 +14,12 @@ pub enum ClientsError {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    /// Answered at the edge already (authentication, role checks).
-    #[error("{0}")]
-    Rejected(#[from] tonic::Status),
+    /// Answered at the edge (authentication, role checks).
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
-    #[error("message could not be encoded")]
+    #[error(transparent)]
     Bus(#[from] crm_bus::BusError),
     #[error("record could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
@@ -31,35 +33,25 @@ impl From<Violations> for ClientsError {
     }
 }
 
-impl From<ClientsError> for tonic::Status {
+impl From<ClientsError> for RpcError {
     fn from(error: ClientsError) -> Self {
         match error {
-            ClientsError::InvalidArgument(violations) => crm_auth::invalid_argument(&violations),
-            ClientsError::Rejected(status) => status,
-            ClientsError::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
-            ClientsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
-            ClientsError::FailedPrecondition(why) => tonic::Status::failed_precondition(why),
-            ClientsError::Db(error) if crm_store::db::is_unavailable(&error) => {
-                tracing::warn!(%error, "database unavailable");
-                tonic::Status::unavailable("database unavailable; retry")
-            }
-            ClientsError::Db(error) => {
-                tracing::error!(error = ?error, "database error");
-                tonic::Status::internal("internal error")
-            }
-            ClientsError::Bus(error) => {
-                tracing::error!(error = ?error, "message error");
-                tonic::Status::internal("internal error")
-            }
-            ClientsError::Encode(error) => {
-                tracing::error!(%error, "record could not be encoded");
-                tonic::Status::internal("internal error")
-            }
-            ClientsError::Vault(error) => {
-                tracing::error!(%error, "personal data could not be sealed or opened");
-                tonic::Status::internal("internal error")
-            }
+            ClientsError::InvalidArgument(violations) => RpcError::InvalidArgument(violations),
+            ClientsError::NotFound(what) => RpcError::NotFound(what),
+            ClientsError::PermissionDenied(why) => RpcError::PermissionDenied(why),
+            ClientsError::FailedPrecondition(why) => RpcError::FailedPrecondition(why),
+            ClientsError::Rpc(error) => error,
+            ClientsError::Db(error) => error.into(),
+            ClientsError::Bus(error) => error.into(),
+            ClientsError::Encode(error) => error.into(),
+            ClientsError::Vault(error) => error.into(),
         }
+    }
+}
+
+impl From<ClientsError> for tonic::Status {
+    fn from(error: ClientsError) -> Self {
+        RpcError::from(error).into()
     }
 }
 

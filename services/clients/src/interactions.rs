@@ -5,9 +5,11 @@
 
 use crate::store::{client, interaction};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
+use crm_domain::client::InteractionChannel;
 use crm_domain::messages::{INTERACTION_LOGGED, InteractionLogged};
 use crm_domain::validation::check_text;
 use crm_domain::{ClientId, Violations};
+use crm_grpc::WireEnum;
 use crm_proto::v1 as pb;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -36,38 +38,16 @@ fn contact_log_view(principal: &crm_auth::Principal, model: &client::Model) -> O
 /// Clocks on phones drift; a contact a few minutes "in the future" is accepted.
 const CLOCK_SKEW: Duration = Duration::minutes(5);
 
-fn channel_from_proto(channel: i32) -> Option<&'static str> {
-    match pb::InteractionChannel::try_from(channel).ok()? {
-        pb::InteractionChannel::Unspecified => None,
-        pb::InteractionChannel::Phone => Some("phone"),
-        pb::InteractionChannel::Visit => Some("visit"),
-        pb::InteractionChannel::Branch => Some("branch"),
-        pb::InteractionChannel::Message => Some("message"),
-        pb::InteractionChannel::Email => Some("email"),
-    }
-}
-
-fn channel_to_proto(channel: &str) -> pb::InteractionChannel {
-    match channel {
-        "phone" => pb::InteractionChannel::Phone,
-        "visit" => pb::InteractionChannel::Visit,
-        "branch" => pb::InteractionChannel::Branch,
-        "message" => pb::InteractionChannel::Message,
-        "email" => pb::InteractionChannel::Email,
-        _ => pb::InteractionChannel::Unspecified,
-    }
-}
-
 fn interaction_to_proto(model: interaction::Model) -> pb::Interaction {
     pb::Interaction {
         interaction_id: model.interaction_id,
         client_id: model.client_id,
         staff_id: model.staff_id,
-        channel: channel_to_proto(&model.channel) as i32,
+        channel: model.channel.to_wire(),
         summary: model.summary,
         outcome: model.outcome,
-        occurred_at: Some(crm_auth::wire::timestamp(model.occurred_at)),
-        created_at: Some(crm_auth::wire::timestamp(model.created_at)),
+        occurred_at: Some(crm_grpc::wire::timestamp(model.occurred_at)),
+        created_at: Some(crm_grpc::wire::timestamp(model.created_at)),
     }
 }
 
@@ -97,7 +77,7 @@ impl ClientBook {
         let now = Utc::now();
         let mut violations = Violations::new();
         let client_id = violations.check("client_id", ClientId::parse(&input.client_id));
-        let channel = channel_from_proto(input.channel);
+        let channel = InteractionChannel::from_proto(input.channel);
         if channel.is_none() {
             violations.add("channel", "must be PHONE, VISIT, BRANCH, MESSAGE or EMAIL");
         }
@@ -105,7 +85,7 @@ impl ClientBook {
         check_text(&mut violations, "outcome", &input.outcome, false, 500);
         // Microseconds: what both databases store, so page keys compare exactly.
         let occurred_at = match &input.occurred_at {
-            Some(ts) => violations.check("occurred_at", crm_auth::wire::datetime(ts)),
+            Some(ts) => violations.check("occurred_at", crm_grpc::wire::datetime(ts)),
             None => Some(now),
         }
         .map(|at| at.trunc_subsecs(6));
@@ -123,7 +103,7 @@ impl ClientBook {
             interaction_id: Set(uuid::Uuid::now_v7().to_string()),
             client_id: Set(client_id.to_string()),
             staff_id: Set(actor.principal.staff_id.to_string()),
-            channel: Set(channel.to_owned()),
+            channel: Set(channel),
             summary: Set(input.summary.trim().to_owned()),
             outcome: Set(input.outcome.trim().to_owned()),
             occurred_at: Set(occurred_at),
@@ -148,7 +128,7 @@ impl ClientBook {
             interaction_id: stored.interaction_id.clone(),
             client_id: stored.client_id.clone(),
             staff_id: stored.staff_id.clone(),
-            channel: stored.channel.clone(),
+            channel: stored.channel.as_str().to_owned(),
             occurred_at,
         };
         crm_bus::outbox::enqueue_event(
@@ -185,7 +165,7 @@ impl ClientBook {
         );
         let mut violations = Violations::new();
         let client_id = violations.check("client_id", ClientId::parse(&input.client_id));
-        let page_size = violations.check("page_size", crm_auth::wire::page_size(input.page_size));
+        let page_size = violations.check("page_size", crm_grpc::wire::page_size(input.page_size));
         let after = violations
             .check("page_token", tokens.read(&input.page_token))
             .map(|key| key.as_deref().map(parse_page_key));
@@ -215,7 +195,7 @@ impl ClientBook {
         }
         let rows = query.all(db).await?;
         audit::record(db, &actor, [Entry::allowed(LIST, &current)]).await?;
-        let (rows, last_key) = crm_auth::wire::into_page(rows, page_size, page_key);
+        let (rows, last_key) = crm_grpc::wire::into_page(rows, page_size, page_key);
         Ok(Response::new(pb::ListInteractionsResponse {
             interactions: rows.into_iter().map(interaction_to_proto).collect(),
             next_page_token: tokens.issue(&last_key),

@@ -18,7 +18,7 @@ use tonic::{Request, Response};
 use crate::access::{ClientScope, coverage_arms, view_for};
 use crate::audit::{self, Actor, Decision, Entry};
 use crate::client_book::ClientBook;
-use crate::client_wire::{check_phone, check_segment, client_to_proto, tier_from_proto};
+use crate::client_wire::{check_phone, check_segment, client_to_proto, tier_filter};
 use crate::error::Result;
 use crate::page_token::PageTokens;
 
@@ -54,7 +54,7 @@ impl Filters {
             100,
         );
         check_phone(&mut violations, "phone", &input.phone);
-        let tier_min = violations.check("tier_min", tier_from_proto(input.tier_min));
+        let tier_min = violations.check("tier_min", tier_filter(input.tier_min));
         if !input.segment.is_empty() {
             check_segment(&mut violations, "segment", &input.segment);
         }
@@ -66,7 +66,7 @@ impl Filters {
                 .check("branch_id", BranchId::parse(&input.branch_id))
                 .map(Some)
         };
-        let page_size = violations.check("page_size", crm_auth::wire::page_size(input.page_size));
+        let page_size = violations.check("page_size", crm_grpc::wire::page_size(input.page_size));
         let non_empty = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
         violations.finish(|| {
             Some(Filters {
@@ -285,7 +285,7 @@ impl ClientBook {
         rows.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         rows.dedup_by(|a, b| a.client_id == b.client_id);
         let (rows, last_key) =
-            crm_auth::wire::into_page(rows, filters.page_size, |row| row.client_id.clone());
+            crm_grpc::wire::into_page(rows, filters.page_size, |row| row.client_id.clone());
 
         audit::record_read_of_many(
             db,

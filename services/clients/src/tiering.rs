@@ -11,25 +11,25 @@ use sea_orm::ConnectionTrait;
 use crate::SERVICE;
 use crate::error::Result;
 
-/// The tier after a new average; `current` is the stored tier text (None: new).
-pub(crate) fn next_tier(policy: &TierPolicy, current: Option<&str>, aum_minor: i64) -> Tier {
-    policy.next_tier(current.and_then(Tier::parse), aum_minor)
+/// The tier after a new average; `current` is the stored tier (None: new).
+pub(crate) fn next_tier(policy: &TierPolicy, current: Option<Tier>, aum_minor: i64) -> Tier {
+    policy.next_tier(current, aum_minor)
 }
 
 /// Announces `stored`'s tier if it differs from `previous`.
 pub(crate) async fn announce_if_changed(
     transaction: &impl ConnectionTrait,
     stored: &client::Model,
-    previous: Option<&str>,
+    previous: Option<Tier>,
 ) -> Result<()> {
-    if previous == Some(stored.tier.as_str()) {
+    if previous == Some(stored.tier) {
         return Ok(());
     }
     let message = TierChanged {
         client_id: stored.client_id.clone(),
         home_branch_id: stored.home_branch_id.clone(),
-        previous_tier: previous.map(str::to_owned),
-        tier: stored.tier.clone(),
+        previous_tier: previous.map(|tier| tier.as_str().to_owned()),
+        tier: stored.tier.as_str().to_owned(),
         aum_daily_avg_minor: stored.aum_minor_units,
         currency: stored.aum_currency.clone(),
         primary_rm_id: stored.primary_rm_id.clone(),

@@ -3,6 +3,7 @@
 //! The API is mounted so clients can discover it; the RPCs answer UNIMPLEMENTED
 //! until the events issue builds them.
 
+use crm_grpc::RpcError;
 use crm_proto::v1::{
     self as pb,
     event_service_server::{EventService, EventServiceServer},
@@ -21,27 +22,21 @@ impl EventService for Events {
         &self,
         _request: Request<pb::IngestEventsRequest>,
     ) -> Result<Response<pb::IngestEventsResponse>, Status> {
-        Err(Status::unimplemented(
-            "IngestEvents arrives with the events issue",
-        ))
+        Err(RpcError::Unimplemented("IngestEvents arrives with the events issue").into())
     }
 
     async fn notify_large_outflow(
         &self,
         _request: Request<pb::NotifyLargeOutflowRequest>,
     ) -> Result<Response<pb::NotifyLargeOutflowResponse>, Status> {
-        Err(Status::unimplemented(
-            "NotifyLargeOutflow arrives with the events issue",
-        ))
+        Err(RpcError::Unimplemented("NotifyLargeOutflow arrives with the events issue").into())
     }
 
     async fn get_client_timeline(
         &self,
         _request: Request<pb::GetClientTimelineRequest>,
     ) -> Result<Response<pb::GetClientTimelineResponse>, Status> {
-        Err(Status::unimplemented(
-            "GetClientTimeline arrives with the events issue",
-        ))
+        Err(RpcError::Unimplemented("GetClientTimeline arrives with the events issue").into())
     }
 }
 

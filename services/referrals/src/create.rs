@@ -11,6 +11,7 @@ use crm_domain::routing::{RoutingDecision, RoutingError, RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, acceptance_deadline};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Role, Violations};
+use crm_grpc::WireEnum;
 use crm_proto::v1 as pb;
 use crm_store::WriteBatch;
 use crm_store::db::is_unique_violation;
@@ -22,8 +23,7 @@ use sea_orm::{
 
 use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy};
-use crate::referral_wire::need_from_proto;
-use crate::work_items::{announcement_row, priority_from_proto};
+use crate::work_items::announcement_row;
 use crate::{ReferralsState, calendars, routing_inputs};
 
 /// A note longer than this is not a note.
@@ -83,11 +83,11 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
             None
         }
     };
-    let need = need_from_proto(input.need);
+    let need = Need::from_proto(input.need);
     if need.is_none() {
         violations.add("need", "must be a known need, not UNSPECIFIED");
     }
-    let priority = priority_from_proto(input.priority);
+    let priority = Priority::from_proto(input.priority);
     if priority.is_none() {
         violations.add("priority", "must be LOW, NORMAL, HIGH or URGENT");
     }
@@ -298,7 +298,7 @@ pub async fn create_referral(
         .insert_many(messages)
         .insert(lifecycle::history_row(
             "created",
-            ReferralStatus::New.as_str(),
+            ReferralStatus::New,
             &stored,
             &by,
         ));
@@ -372,15 +372,15 @@ fn new_referral(
         outcome_note: String::new(),
         referrer_id,
         branch_id: principal.branch_id.to_string(),
-        need: request.need.as_str().to_owned(),
+        need: request.need,
         note: request.note.clone(),
         amount_minor_units: request.amount_hint.as_ref().map(Money::minor_units),
         amount_currency: request
             .amount_hint
             .as_ref()
             .map(|m| m.currency().to_owned()),
-        priority: request.priority.as_str().to_owned(),
-        status: ReferralStatus::Assigned.as_str().to_owned(),
+        priority: request.priority,
+        status: ReferralStatus::Assigned,
         assigned_rm_id: decision.chosen_rm_id.clone(),
         routing_reason: decision.reason.clone(),
         routing_decision,
@@ -405,13 +405,13 @@ fn new_work_item(
     work_item::Model {
         work_item_id: uuid::Uuid::now_v7().to_string(),
         rm_id: decision.chosen_rm_id.clone(),
-        kind: WorkItemKind::Referral.as_str().to_owned(),
+        kind: WorkItemKind::Referral,
         client_id: stored.client_id.clone(),
         title: work_item_title(request.need, &request.subject),
         detail: format!("{} (routing: {})", request.note, decision.reason),
-        priority: request.priority.as_str().to_owned(),
+        priority: request.priority,
         due_at: Some(stored.sla_due_at),
-        state: WorkItemState::Open.as_str().to_owned(),
+        state: WorkItemState::Open,
         source_id: stored.referral_id.clone(),
         acked_at: None,
         snoozed_until: None,

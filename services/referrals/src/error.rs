@@ -1,6 +1,10 @@
-//! The referrals service's errors and their one mapping to gRPC status codes.
+//! The referrals service's errors. Each converts into the suite's [`RpcError`],
+//! whose one mapping gives the gRPC status (crm-grpc).
 
 use crm_domain::Violations;
+use crm_domain::referral::IllegalTransition;
+use crm_domain::routing::RoutingError;
+use crm_grpc::RpcError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferralsError {
@@ -12,18 +16,25 @@ pub enum ReferralsError {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The state machine refused the change.
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
     /// A concurrent change won; reading again and retrying is safe.
     #[error("{0}")]
     Aborted(String),
-    /// Answered at the edge already (authentication, role checks).
-    #[error("{0}")]
-    Rejected(#[from] tonic::Status),
+    /// Answered at the edge (authentication, role checks).
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
-    #[error("bus error")]
+    #[error(transparent)]
     Bus(#[from] crm_bus::BusError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("record could not be encoded or decoded: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error("personal data: {0}")]
     Vault(#[from] crm_store::VaultError),
 }
@@ -34,42 +45,29 @@ impl From<Violations> for ReferralsError {
     }
 }
 
-impl From<ReferralsError> for tonic::Status {
+impl From<ReferralsError> for RpcError {
     fn from(error: ReferralsError) -> Self {
         match error {
-            ReferralsError::InvalidArgument(violations) => crm_auth::invalid_argument(&violations),
-            ReferralsError::Rejected(status) => status,
-            ReferralsError::NotFound(what) => tonic::Status::not_found(format!("{what} not found")),
-            ReferralsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
-            ReferralsError::FailedPrecondition(why) => tonic::Status::failed_precondition(why),
-            ReferralsError::Aborted(why) => tonic::Status::aborted(why),
-            ReferralsError::Db(error) if crm_store::db::is_unavailable(&error) => {
-                tracing::warn!(%error, "database unavailable");
-                tonic::Status::unavailable("database unavailable; retry")
-            }
-            ReferralsError::Bus(
-                crm_bus::BusError::Connect(reason) | crm_bus::BusError::Broker(reason),
-            ) => {
-                tracing::warn!(%reason, "broker unavailable");
-                tonic::Status::unavailable("message broker unavailable; retry")
-            }
-            ReferralsError::Db(error) => {
-                tracing::error!(error = ?error, "database error");
-                tonic::Status::internal("internal error")
-            }
-            ReferralsError::Bus(error) => {
-                tracing::error!(error = ?error, "bus error");
-                tonic::Status::internal("internal error")
-            }
-            ReferralsError::Vault(error) => {
-                tracing::error!(%error, "personal data could not be sealed or opened");
-                tonic::Status::internal("internal error")
-            }
-            ReferralsError::Corrupt(what) => {
-                tracing::error!(%what, "corrupt stored data");
-                tonic::Status::internal("internal error")
-            }
+            ReferralsError::InvalidArgument(violations) => RpcError::InvalidArgument(violations),
+            ReferralsError::NotFound(what) => RpcError::NotFound(what),
+            ReferralsError::PermissionDenied(why) => RpcError::PermissionDenied(why),
+            ReferralsError::FailedPrecondition(why) => RpcError::FailedPrecondition(why),
+            ReferralsError::IllegalTransition(error) => error.into(),
+            ReferralsError::Routing(error) => error.into(),
+            ReferralsError::Aborted(why) => RpcError::Aborted(why),
+            ReferralsError::Rpc(error) => error,
+            ReferralsError::Db(error) => error.into(),
+            ReferralsError::Bus(error) => error.into(),
+            ReferralsError::Corrupt(what) => RpcError::corrupt(what),
+            ReferralsError::Encode(error) => error.into(),
+            ReferralsError::Vault(error) => error.into(),
         }
+    }
+}
+
+impl From<ReferralsError> for tonic::Status {
+    fn from(error: ReferralsError) -> Self {
+        RpcError::from(error).into()
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::store::{referral, referral_history, routing_staff, work_item};
 use chrono::{DateTime, Utc};
 use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
-use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind, WorkItemState};
+use crm_domain::referral::{ReferralStatus, WorkItemKind, WorkItemState};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_store::bus::outbox;
 use sea_orm::sea_query::{Expr, ExprTrait, UpdateStatement};
@@ -37,15 +37,10 @@ pub fn subject(model: &referral::Model) -> String {
     }
 }
 
-pub fn parse_status(model: &referral::Model) -> Result<ReferralStatus> {
-    ReferralStatus::parse(&model.status)
-        .ok_or_else(|| ReferralsError::Corrupt(format!("referral status {}", model.status)))
-}
-
 /// One line of the referral's history: `by` moved it from `from` to where it is now.
 pub fn history_row(
     action: &str,
-    from: &str,
+    from: ReferralStatus,
     stored: &referral::Model,
     by: &ChangedBy,
 ) -> referral_history::ActiveModel {
@@ -53,8 +48,8 @@ pub fn history_row(
         history_id: Set(uuid::Uuid::now_v7().to_string()),
         referral_id: Set(stored.referral_id.clone()),
         action: Set(action.to_owned()),
-        from_status: Set(from.to_owned()),
-        to_status: Set(stored.status.clone()),
+        from_status: Set(from),
+        to_status: Set(stored.status),
         actor_id: Set(by.actor_id.clone()),
         rm_id: Set(stored.assigned_rm_id.clone()),
         reason: Set(by.reason.clone()),
@@ -66,7 +61,7 @@ pub fn history_row(
 pub async fn record_history(
     connection: &impl ConnectionTrait,
     action: &str,
-    from: &str,
+    from: ReferralStatus,
     stored: &referral::Model,
     by: &ChangedBy,
 ) -> Result<()> {
@@ -152,7 +147,7 @@ pub async fn close_work_items(
     for item in open {
         let version = item.version;
         let mut row = item.into_active_model();
-        row.state = Set(WorkItemState::Done.as_str().to_owned());
+        row.state = Set(WorkItemState::Done);
         row.outcome = Set(Some(outcome.to_owned()));
         row.version = Set(version + 1);
         row.updated_at = Set(now);
@@ -177,13 +172,13 @@ pub async fn open_work_item(
     let item = work_item::ActiveModel {
         work_item_id: Set(uuid::Uuid::now_v7().to_string()),
         rm_id: Set(rm_id.to_owned()),
-        kind: Set(kind.as_str().to_owned()),
+        kind: Set(kind),
         client_id: Set(stored.client_id.clone()),
         title: Set(title),
         detail: Set(detail),
-        priority: Set(stored.priority.clone()),
+        priority: Set(stored.priority),
         due_at: Set(due_at),
-        state: Set(WorkItemState::Open.as_str().to_owned()),
+        state: Set(WorkItemState::Open),
         source_id: Set(stored.referral_id.clone()),
         acked_at: Set(None),
         snoozed_until: Set(None),
@@ -213,7 +208,7 @@ pub async fn reassign(
     escalation_level: i32,
     now: DateTime<Utc>,
 ) -> Result<referral::Model> {
-    let status = parse_status(&current)?;
+    let status = current.status;
     crm_domain::referral::reassign(status)
         .map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
     if current.assigned_rm_id == new_rm {
@@ -222,12 +217,12 @@ pub async fn reassign(
         )));
     }
     let old_rm = current.assigned_rm_id.clone();
-    let priority = Priority::parse(&current.priority).unwrap_or(Priority::Normal);
+    let priority = current.priority;
     let sla_due_at = acceptance_deadline(sla, calendar, priority, now);
-    let from = current.status.clone();
+    let from = current.status;
     let mut row = current.into_active_model();
     row.assigned_rm_id = Set(new_rm.to_owned());
-    row.status = Set(ReferralStatus::Assigned.as_str().to_owned());
+    row.status = Set(ReferralStatus::Assigned);
     row.routing_reason = Set(format!("reassigned from {old_rm}: {}", by.reason));
     row.accepted_at = Set(None);
     row.assigned_at = Set(now);
@@ -246,7 +241,7 @@ pub async fn reassign(
     .await?;
     let title = format!(
         "Referral (reassigned): {} — {}",
-        stored.need.replace('_', " "),
+        stored.need.as_str().replace('_', " "),
         subject(&stored)
     );
     let detail = format!(
@@ -266,7 +261,7 @@ pub async fn reassign(
     .await?;
     adjust_load(connection, &old_rm, -1, None).await?;
     adjust_load(connection, new_rm, 1, Some(now)).await?;
-    record_history(connection, "reassigned", &from, &stored, by).await?;
+    record_history(connection, "reassigned", from, &stored, by).await?;
     publish(connection, REFERRAL_REASSIGNED, &stored).await?;
     Ok(stored)
 }

@@ -13,9 +13,10 @@ use tonic::{Request, Response};
 
 use crate::calendars;
 use crate::error::{ReferralsError, Result};
-use crate::lifecycle::{self, ChangedBy, parse_status};
-use crate::referral_wire::{outcome_from_proto, outcome_text, to_proto};
+use crate::lifecycle::{self, ChangedBy};
+use crate::referral_wire::to_proto;
 use crate::service::{Referrals, find_referral_for_update, parse_uuid};
+use crm_grpc::WireEnum;
 
 struct OutcomeInput {
     referral_id: String,
@@ -30,7 +31,7 @@ fn parse_outcome(
 ) -> std::result::Result<OutcomeInput, Violations> {
     let mut violations = Violations::new();
     let referral_id = parse_uuid(&mut violations, "referral_id", &input.referral_id);
-    let outcome = outcome_from_proto(input.outcome);
+    let outcome = Outcome::from_proto(input.outcome);
     if outcome.is_none() {
         violations.add(
             "outcome",
@@ -83,11 +84,11 @@ impl Referrals {
                 "referral is held by another RM".into(),
             ));
         }
-        let status = parse_status(&current)?;
+        let status = current.status;
         let next = record_outcome(status, input.outcome)
             .map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
         let repeated = next == status
-            && current.outcome.as_deref() == Some(outcome_text(input.outcome))
+            && current.outcome == Some(input.outcome)
             && input.outcome != Outcome::Unreachable;
         if repeated {
             // A retry from a phone that lost the first answer.
@@ -97,11 +98,11 @@ impl Referrals {
             }));
         }
         let now = Utc::now();
-        let from = current.status.clone();
+        let from = current.status;
         let holder_id = current.assigned_rm_id.clone();
         let mut row = current.clone().into_active_model();
-        row.status = Set(next.as_str().to_owned());
-        row.outcome = Set(Some(outcome_text(input.outcome).to_owned()));
+        row.status = Set(next);
+        row.outcome = Set(Some(input.outcome));
         row.outcome_note = Set(input.note.clone());
         if !input.product.is_empty() {
             row.outcome_product = Set(Some(input.product.clone()));
@@ -135,7 +136,7 @@ impl Referrals {
             actor_id: principal.staff_id.to_string(),
             reason: input.note.clone(),
         };
-        lifecycle::record_history(&transaction, "outcome", &from, &stored, &by).await?;
+        lifecycle::record_history(&transaction, "outcome", from, &stored, &by).await?;
         lifecycle::publish(&transaction, REFERRAL_OUTCOME_RECORDED, &stored).await?;
         transaction.commit().await?;
         state.outbox.wake();

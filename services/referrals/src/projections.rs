@@ -195,8 +195,8 @@ async fn link_walk_ins(
         .all(transaction)
         .await?;
     for walk_in in walk_ins {
-        let status = walk_in.status.clone();
-        let open = ReferralStatus::parse(&status).is_some_and(ReferralStatus::is_open);
+        let status = walk_in.status;
+        let open = status.is_open();
         // An open referral now counts as the client's for duplicates — unless the
         // client already has an open one for that need; then the phone key stays.
         let client_key = format!("client:{}:{}", message.client_id, walk_in.need);
@@ -225,7 +225,7 @@ async fn link_walk_ins(
             history_id: Set(uuid::Uuid::now_v7().to_string()),
             referral_id: Set(stored.referral_id.clone()),
             action: Set("linked".to_owned()),
-            from_status: Set(status.clone()),
+            from_status: Set(status),
             to_status: Set(status),
             actor_id: Set("system:clients".to_owned()),
             rm_id: Set(stored.assigned_rm_id.clone()),

@@ -1,7 +1,5 @@
 //! Loads what the routing chain looks at from the local projections.
 
-use std::str::FromStr;
-
 use crate::store::{routing_pair, routing_staff};
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -9,13 +7,17 @@ use crm_domain::routing::Candidate;
 use crm_domain::{BranchId, Role, StaffId};
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use crate::error::Result;
+use crate::error::{ReferralsError, Result};
 
-fn candidate(row: &routing_staff::Model) -> Option<Candidate> {
-    Some(Candidate {
-        staff_id: StaffId::parse(&row.staff_id).ok()?,
-        role: Role::from_str(&row.role).ok()?,
-        branch_id: BranchId::parse(&row.branch_id).ok()?,
+/// A stored copy of a staff member as routing weighs them. A row whose ids no
+/// longer parse is corrupt: routing fails loudly rather than quietly skip someone.
+fn candidate(row: &routing_staff::Model) -> Result<Candidate> {
+    let corrupt =
+        |what: &str| ReferralsError::Corrupt(format!("routing_staff {:?}: {what}", row.staff_id));
+    Ok(Candidate {
+        staff_id: StaffId::parse(&row.staff_id).map_err(|_| corrupt("staff id"))?,
+        role: row.role,
+        branch_id: BranchId::parse(&row.branch_id).map_err(|_| corrupt("branch id"))?,
         active: row.active,
         capacity: row.capacity,
         out_of_office_until: row.out_of_office_until,
@@ -64,7 +66,7 @@ pub async fn load(
         .collect();
     let in_pool = Condition::all()
         .add(routing_staff::Column::BranchId.eq(branch_id.as_str()))
-        .add(routing_staff::Column::Role.is_in([Role::Rm.as_str(), Role::BranchManager.as_str()]));
+        .add(routing_staff::Column::Role.is_in([Role::Rm, Role::BranchManager]));
     let rows = routing_staff::Entity::find()
         .filter(
             Condition::any()
@@ -76,15 +78,20 @@ pub async fn load(
         .await?;
     let find_named = |id: Option<&str>| {
         id.and_then(|id| rows.iter().find(|row| row.staff_id == id))
-            .and_then(candidate)
+            .map(candidate)
+            .transpose()
     };
     let is_pool = |row: &&routing_staff::Model| {
         row.branch_id == branch_id.as_str()
-            && (row.role == Role::Rm.as_str() || row.role == Role::BranchManager.as_str())
+            && (row.role == Role::Rm || row.role == Role::BranchManager)
     };
     Ok(Candidates {
-        primary_rm: find_named(primary_rm_id),
-        paired_rm: find_named(paired_rm_id),
-        branch_staff: rows.iter().filter(is_pool).filter_map(candidate).collect(),
+        primary_rm: find_named(primary_rm_id)?,
+        paired_rm: find_named(paired_rm_id)?,
+        branch_staff: rows
+            .iter()
+            .filter(is_pool)
+            .map(candidate)
+            .collect::<Result<_>>()?,
     })
 }

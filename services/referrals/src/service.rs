@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use crate::store::{referral, referral_history, routing_staff, work_item};
 use chrono::Utc;
-use crm_auth::{Principal, principal_of, wire};
+use crm_auth::{Principal, principal_of};
 use crm_domain::messages::REFERRAL_ACCEPTED;
-use crm_domain::referral::{ReferralStatus, WorkItemState, accept};
+use crm_domain::referral::{ReferralStatus, WorkItemKind, WorkItemState, accept};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, Role, StaffId, Violations};
+use crm_grpc::{WireEnum, wire};
 use crm_proto::v1::{self as pb, referral_service_server::ReferralService};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
@@ -19,10 +20,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{ReferralsError, Result};
 use crate::lifecycle::{self, ChangedBy};
-use crate::referral_wire::{
-    change_to_proto, duplicate_summary, referral_event, status_from_proto, to_proto,
-};
-use crate::work_items::{announce, kind_from_proto, state_from_proto};
+use crate::referral_wire::{change_to_proto, duplicate_summary, referral_event, to_proto};
+use crate::work_items::announce;
 use crate::{ReferralsState, SERVICE, create, watch};
 
 /// What WatchWorkItems streams to the RM mobile backend.
@@ -268,7 +267,7 @@ impl Referrals {
         let status = if input.status == 0 {
             None
         } else {
-            let status = status_from_proto(input.status);
+            let status = ReferralStatus::from_proto(input.status);
             if status.is_none() {
                 violations.add("status", "is not a known status");
             }
@@ -355,10 +354,8 @@ impl Referrals {
                 "referral is held by another RM".into(),
             ));
         }
-        let status = ReferralStatus::parse(&current.status).ok_or_else(|| {
-            ReferralsError::Corrupt(format!("referral status {}", current.status))
-        })?;
-        accept(status).map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
+        let status = current.status;
+        accept(status)?;
         if status == ReferralStatus::Accepted {
             transaction.commit().await?;
             return Ok(Response::new(pb::AcceptReferralResponse {
@@ -366,10 +363,10 @@ impl Referrals {
             }));
         }
         let now = Utc::now();
-        let from = current.status.clone();
+        let from = current.status;
         let clock_running = current.sla_stopped_at.is_none();
         let mut row = current.into_active_model();
-        row.status = Set(ReferralStatus::Accepted.as_str().to_owned());
+        row.status = Set(ReferralStatus::Accepted);
         row.accepted_at = Set(Some(now));
         if clock_running {
             row.sla_stopped_at = Set(Some(now));
@@ -380,7 +377,7 @@ impl Referrals {
             actor_id: principal.staff_id.to_string(),
             reason: String::new(),
         };
-        lifecycle::record_history(&transaction, "accepted", &from, &stored, &by).await?;
+        lifecycle::record_history(&transaction, "accepted", from, &stored, &by).await?;
         let event = referral_event(&stored);
         crm_bus::outbox::enqueue_event(
             &transaction,
@@ -408,14 +405,14 @@ impl Referrals {
         let mut violations = Violations::new();
         let mut states = Vec::new();
         for (index, value) in input.states.iter().enumerate() {
-            match state_from_proto(*value) {
+            match WorkItemState::from_proto(*value) {
                 Some(state) => states.push(state.as_str()),
                 None => violations.add(format!("states[{index}]"), "is not a known state"),
             }
         }
         let mut kinds = Vec::new();
         for (index, value) in input.kinds.iter().enumerate() {
-            match kind_from_proto(*value) {
+            match WorkItemKind::from_proto(*value) {
                 Some(kind) => kinds.push(kind.as_str()),
                 None => violations.add(format!("kinds[{index}]"), "is not a known kind"),
             }
@@ -495,7 +492,7 @@ impl Referrals {
             return Err(ReferralsError::from(violations));
         }
         let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
-        if item.state == WorkItemState::Done.as_str() {
+        if item.state == WorkItemState::Done {
             return Ok(Response::new(pb::CompleteWorkItemResponse {
                 work_item: Some(crate::work_items::to_proto(&item)),
             }));
@@ -506,7 +503,7 @@ impl Referrals {
             .collect::<Vec<_>>()
             .join(": ");
         let stored = save_work_item(&self.state, item, |row| {
-            row.state = Set(WorkItemState::Done.as_str().to_owned());
+            row.state = Set(WorkItemState::Done);
             row.outcome = Set(Some(outcome));
         })
         .await?;
@@ -535,13 +532,13 @@ impl Referrals {
         }
         let until = violations.finish(|| until)?;
         let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
-        if item.state == WorkItemState::Done.as_str() {
+        if item.state == WorkItemState::Done {
             return Err(ReferralsError::FailedPrecondition(
                 "work item is done; cannot snooze".into(),
             ));
         }
         let stored = save_work_item(&self.state, item, |row| {
-            row.state = Set(WorkItemState::Snoozed.as_str().to_owned());
+            row.state = Set(WorkItemState::Snoozed);
             row.snoozed_until = Set(Some(until));
         })
         .await?;

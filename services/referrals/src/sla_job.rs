@@ -19,7 +19,7 @@
 use crate::store::{referral, routing_client, routing_staff};
 use chrono::{DateTime, Utc};
 use crm_domain::messages::{REFERRAL_ESCALATED, REFERRAL_EXPIRED};
-use crm_domain::referral::{Priority, ReferralStatus, WorkItemKind};
+use crm_domain::referral::{ReferralStatus, WorkItemKind};
 use crm_domain::routing::{RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_domain::{BranchId, Role, StaffId};
@@ -114,7 +114,7 @@ impl SlaJob {
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let from = lifecycle::parse_status(&stale)?;
+        let from = stale.status;
         let Ok(next) = crm_domain::referral::expire(from) else {
             return Ok(false);
         };
@@ -156,7 +156,7 @@ impl SlaJob {
         .await?;
         // No longer open: no longer part of the holder's load.
         lifecycle::adjust_load(&transaction, &stored.assigned_rm_id, -1, None).await?;
-        lifecycle::record_history(&transaction, "expired", from.as_str(), &stored, &by).await?;
+        lifecycle::record_history(&transaction, "expired", from, &stored, &by).await?;
         lifecycle::publish(&transaction, REFERRAL_EXPIRED, &stored).await?;
         transaction.commit().await?;
         Ok(true)
@@ -210,8 +210,8 @@ impl SlaJob {
         by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let priority = Priority::parse(&current.priority).unwrap_or(Priority::Normal);
-        let from = current.status.clone();
+        let priority = current.priority;
+        let from = current.status;
         let calendar =
             calendars::for_branch(transaction, &current.branch_id, &self.calendar).await?;
         let mut row = current.into_active_model();
@@ -250,7 +250,7 @@ impl SlaJob {
                 "SLA breach with no active branch manager to tell"
             ),
         }
-        lifecycle::record_history(transaction, "escalated", &from, &stored, by).await?;
+        lifecycle::record_history(transaction, "escalated", from, &stored, by).await?;
         lifecycle::publish(transaction, REFERRAL_ESCALATED, &stored).await?;
         Ok(())
     }
@@ -328,11 +328,11 @@ impl SlaJob {
             }
             // Nobody else to give it to: it stays, marked, with the manager told.
             _ => {
-                let from = current.status.clone();
+                let from = current.status;
                 let mut row = current.into_active_model();
                 row.updated_at = Set(now);
                 let stored = row.update(transaction).await?;
-                lifecycle::record_history(transaction, "escalated", &from, &stored, by).await?;
+                lifecycle::record_history(transaction, "escalated", from, &stored, by).await?;
             }
         }
         Ok(())

@@ -51,7 +51,7 @@ pub async fn wake_due(db: &Db, now: DateTime<Utc>) -> Result<usize> {
             continue;
         }
         let stored = work_item::Model {
-            state: WorkItemState::Open.as_str().to_owned(),
+            state: WorkItemState::Open,
             snoozed_until: None,
             version: item.version + 1,
             updated_at: now,

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use crate::store::referral;
 use chrono::{DateTime, Duration, Utc};
-use crm_auth::{principal_of, wire};
+use crm_auth::principal_of;
 use crm_domain::referral::ReferralStatus;
 use crm_domain::{BranchId, Role, StaffId, Violations};
+use crm_grpc::wire;
 use crm_proto::v1 as pb;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tonic::{Request, Response};
@@ -34,7 +35,7 @@ impl Tally {
             self.seconds_to_accept
                 .push((accepted_at - row.created_at).num_seconds().max(0));
         }
-        if row.status == ReferralStatus::Converted.as_str() {
+        if row.status == ReferralStatus::Converted {
             self.converted += 1;
         }
     }

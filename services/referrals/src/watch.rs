@@ -12,6 +12,7 @@ use crate::store::work_item;
 use crm_bus::{SubscriptionEvent, rm_routing_key};
 use crm_domain::StaffId;
 use crm_domain::referral::WorkItemState;
+use crm_grpc::RpcError;
 use crm_proto::v1 as pb;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::mpsc;
@@ -114,7 +115,11 @@ pub async fn watch(
                 let event = tokio::select! {
                     _ = sender.closed() => break,
                     _ = state.shutdown.cancelled() => {
-                        let _ = sender.send(Err(Status::unavailable("server shutting down; reconnect"))).await;
+                        let shutting_down = RpcError::Unavailable {
+                            dependency: "this server",
+                            cause: "shutting down; reconnect".to_owned(),
+                        };
+                        let _ = sender.send(Err(shutting_down.into())).await;
                         break;
                     }
                     event = subscription.next() => event,
@@ -142,7 +147,8 @@ pub async fn watch(
                                 if let Some(traceparent) = &delivery_traceparent {
                                     crm_telemetry::set_parent_from_traceparent(&span, traceparent);
                                 }
-                                let delivered = send(&sender, &mut sent, &item).instrument(span).await;
+                                let delivered =
+                                    send(&sender, &mut sent, &item).instrument(span).await;
                                 if !delivered {
                                     break;
                                 }
@@ -153,9 +159,11 @@ pub async fn watch(
                     }
                     Some(SubscriptionEvent::Reconnected) => snapshot_needed = true,
                     None => {
-                        let _ = sender
-                            .send(Err(Status::unavailable("live feed closed; reconnect")))
-                            .await;
+                        let closed = RpcError::Unavailable {
+                            dependency: "live feed",
+                            cause: "closed; reconnect".to_owned(),
+                        };
+                        let _ = sender.send(Err(closed.into())).await;
                         break;
                     }
                 }

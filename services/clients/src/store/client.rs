@@ -1,3 +1,5 @@
+use crm_domain::client::ClientKind;
+use crm_domain::tier::Tier;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -16,13 +18,13 @@ pub struct Model {
     pub phone_hash: String,
     pub home_branch_id: String,
     /// `individual` or `corporate`.
-    pub kind: String,
+    pub kind: ClientKind,
     /// JSON array of segment names, as shown; `client_segments` is what searches use.
     #[sea_orm(column_type = "Text")]
     pub segments: String,
     pub do_not_contact: bool,
     /// The tier's text (`mass`, `wealth`, `hnw`, `private`).
-    pub tier: String,
+    pub tier: Tier,
     pub aum_minor_units: i64,
     pub aum_currency: String,
     pub primary_rm_id: Option<String>,

@@ -1,3 +1,4 @@
+use crm_domain::client::InteractionChannel;
 use sea_orm::entity::prelude::*;
 
 /// One contact with a client: a call, a visit, a meeting at the branch.
@@ -10,7 +11,7 @@ pub struct Model {
     pub client_id: String,
     pub staff_id: String,
     /// `phone`, `visit`, `branch`, `message`, `email`.
-    pub channel: String,
+    pub channel: InteractionChannel,
     #[sea_orm(column_type = "Text")]
     pub summary: String,
     #[sea_orm(column_type = "Text")]

@@ -1,3 +1,4 @@
+use crm_domain::Role;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -7,7 +8,7 @@ pub struct Model {
     pub staff_id: String,
     pub name: String,
     /// The role's claim text (`teller`, `rm`, …).
-    pub role: String,
+    pub role: Role,
     pub branch_id: String,
     pub active: bool,
     pub capacity: i32,

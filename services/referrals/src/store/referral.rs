@@ -1,3 +1,4 @@
+use crm_domain::referral::{Need, Outcome, Priority, ReferralStatus};
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -25,13 +26,13 @@ pub struct Model {
     pub outcome_note: String,
     pub referrer_id: String,
     pub branch_id: String,
-    pub need: String,
+    pub need: Need,
     #[sea_orm(column_type = "Text")]
     pub note: String,
     pub amount_minor_units: Option<i64>,
     pub amount_currency: Option<String>,
-    pub priority: String,
-    pub status: String,
+    pub priority: Priority,
+    pub status: ReferralStatus,
     pub assigned_rm_id: String,
     pub routing_reason: String,
     /// The stored routing decision, as JSON.
@@ -39,7 +40,7 @@ pub struct Model {
     pub routing_decision: String,
     pub sla_due_at: DateTimeUtc,
     pub escalated: bool,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub outcome_product: Option<String>,
     pub outcome_amount_minor_units: Option<i64>,
     pub accepted_at: Option<DateTimeUtc>,

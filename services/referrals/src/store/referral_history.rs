@@ -1,3 +1,4 @@
+use crm_domain::referral::ReferralStatus;
 use sea_orm::entity::prelude::*;
 
 /// One change of a referral: who did what, from which status to which, and why.
@@ -10,8 +11,8 @@ pub struct Model {
     pub referral_id: String,
     /// `created`, `accepted`, `outcome`, `reassigned`, `escalated`, `linked`, …
     pub action: String,
-    pub from_status: String,
-    pub to_status: String,
+    pub from_status: ReferralStatus,
+    pub to_status: ReferralStatus,
     /// Staff id, or `system:<job>` for scheduled jobs.
     pub actor_id: String,
     /// The RM holding the referral after the change.

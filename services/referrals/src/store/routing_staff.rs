@@ -1,3 +1,4 @@
+use crm_domain::Role;
 use sea_orm::entity::prelude::*;
 
 /// The referrals service's copy of a staff member, fed by `directory.staff_changed`.
@@ -6,7 +7,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub staff_id: String,
-    pub role: String,
+    pub role: Role,
     pub branch_id: String,
     pub active: bool,
     pub capacity: i32,

@@ -1,3 +1,4 @@
+use crm_domain::referral::{Priority, WorkItemKind, WorkItemState};
 use sea_orm::entity::prelude::*;
 
 /// One piece of work in one RM's queue.
@@ -7,14 +8,14 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub work_item_id: String,
     pub rm_id: String,
-    pub kind: String,
+    pub kind: WorkItemKind,
     pub client_id: Option<String>,
     pub title: String,
     #[sea_orm(column_type = "Text")]
     pub detail: String,
-    pub priority: String,
+    pub priority: Priority,
     pub due_at: Option<DateTimeUtc>,
-    pub state: String,
+    pub state: WorkItemState,
     pub source_id: String,
     pub acked_at: Option<DateTimeUtc>,
     pub snoozed_until: Option<DateTimeUtc>,

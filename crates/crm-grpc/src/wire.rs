@@ -1,4 +1,4 @@
-//! Small conversions every service does at the wire: timestamps and page sizes.
+//! Small conversions every service does at the wire: timestamps, dates and pages.
 
 use chrono::{DateTime, Utc};
 
@@ -17,6 +17,23 @@ pub fn optional_timestamp(value: Option<DateTime<Utc>>) -> Option<prost_types::T
 pub fn datetime(value: &prost_types::Timestamp) -> Result<DateTime<Utc>, &'static str> {
     let nanos = u32::try_from(value.nanos).map_err(|_| "nanos must not be negative")?;
     DateTime::from_timestamp(value.seconds, nanos).ok_or("is not a valid time")
+}
+
+/// A calendar date on the wire (`crm.v1.Date`).
+pub fn date_to_proto(date: chrono::NaiveDate) -> crm_proto::v1::Date {
+    use chrono::Datelike;
+    crm_proto::v1::Date {
+        year: date.year(),
+        month: i32::try_from(date.month()).unwrap_or(0),
+        day: i32::try_from(date.day()).unwrap_or(0),
+    }
+}
+
+/// A wire date as a calendar date, or why not.
+pub fn date_from_proto(date: &crm_proto::v1::Date) -> Result<chrono::NaiveDate, &'static str> {
+    let month = u32::try_from(date.month).map_err(|_| "month out of range")?;
+    let day = u32::try_from(date.day).map_err(|_| "day out of range")?;
+    chrono::NaiveDate::from_ymd_opt(date.year, month, day).ok_or("is not a calendar date")
 }
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
