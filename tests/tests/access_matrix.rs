@@ -11,7 +11,7 @@
 
 use crm_domain::Role;
 use crm_proto::v1 as pb;
-use crm_testkit::{Backend, TestApp, spawn_app, with_token};
+use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
 use tonic::Code;
 
 /// Who calls.
@@ -459,7 +459,7 @@ fn mismatch(answer: Result<Answer, tonic::Status>, expect: Expect) -> Option<Str
     })
 }
 
-async fn run_matrix(backend: Backend) {
+async fn the_access_matrix_holds(backend: Backend) {
     let app = spawn_app(backend).await;
     seed_bank(&app).await;
     let mut failures = Vec::new();
@@ -502,16 +502,6 @@ async fn run_matrix(backend: Backend) {
         .await;
     assert_eq!(denied, i64::try_from(client_denials).unwrap());
     app.stop().await;
-}
-
-#[tokio::test]
-async fn the_access_matrix_holds_on_postgres_and_rabbitmq() {
-    run_matrix(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn the_access_matrix_holds_on_the_embedded_default() {
-    run_matrix(Backend::Embedded).await;
 }
 
 /// A request with `authorization: Bearer <token>`, or none for an empty token.
@@ -570,3 +560,5 @@ async fn every_rpc_needs_a_valid_token() {
     }
     app.stop().await;
 }
+
+on_both_backends!(the_access_matrix_holds,);

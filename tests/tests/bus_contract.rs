@@ -3,16 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
+use crm_testkit::{Backend, on_both_backends};
+
 use std::time::Duration;
 
 use crm_bus::{Bus, BusConfig, Envelope, SubscriptionEvent};
 use crm_domain::messages::COVERAGE_CHANGED;
 use tokio_util::sync::CancellationToken;
 
-async fn bus(rabbit: bool) -> Bus {
+async fn bus(backend: Backend) -> Bus {
     crm_testkit::install_for_tests();
     let config = BusConfig {
-        amqp_url: rabbit.then(crm_testkit::amqp_url),
+        amqp_url: (backend == Backend::Distributed).then(crm_testkit::amqp_url),
         prefix: format!("{}.", crm_testkit::unique_name("bus")),
         ephemeral: true,
         queues: crm_runtime::suite_queues(crm::MODULES),
@@ -39,8 +41,8 @@ async fn next_message(subscription: &mut crm_bus::Subscription) -> crm_bus::Deli
     }
 }
 
-async fn a_published_event_arrives_whole_and_once_acked(rabbit: bool) {
-    let bus = bus(rabbit).await;
+async fn a_published_event_arrives_whole_and_once_acked(backend: Backend) {
+    let bus = bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("hello");
     bus.publish_confirmed(std::slice::from_ref(&sent))
@@ -60,8 +62,8 @@ async fn a_published_event_arrives_whole_and_once_acked(rabbit: bool) {
     );
 }
 
-async fn a_nacked_event_is_redelivered(rabbit: bool) {
-    let bus = bus(rabbit).await;
+async fn a_nacked_event_is_redelivered(backend: Backend) {
+    let bus = bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("again");
     bus.publish_confirmed(std::slice::from_ref(&sent))
@@ -78,8 +80,8 @@ async fn a_nacked_event_is_redelivered(rabbit: bool) {
     again.ack().await.unwrap();
 }
 
-async fn an_unacked_event_goes_to_the_next_consumer(rabbit: bool) {
-    let bus = bus(rabbit).await;
+async fn an_unacked_event_goes_to_the_next_consumer(backend: Backend) {
+    let bus = bus(backend).await;
     let sent = event("unacked");
     {
         let mut first = bus.consume("referrals", 8).await.unwrap();
@@ -97,8 +99,8 @@ async fn an_unacked_event_goes_to_the_next_consumer(rabbit: bool) {
     delivery.ack().await.unwrap();
 }
 
-async fn a_live_subscription_gets_only_its_rms_feed(rabbit: bool) {
-    let bus = bus(rabbit).await;
+async fn a_live_subscription_gets_only_its_rms_feed(backend: Backend) {
+    let bus = bus(backend).await;
     let mut mine = bus.subscribe_live("rm.RM-1").await.unwrap();
     let other = Envelope::new("work_item.changed", "rm.RM-2", &"theirs").unwrap();
     let own = Envelope::new("work_item.changed", "rm.RM-1", &"mine").unwrap();
@@ -111,8 +113,8 @@ async fn a_live_subscription_gets_only_its_rms_feed(rabbit: bool) {
     bus.publish_confirmed(&[nobody]).await.unwrap();
 }
 
-async fn a_rejected_event_is_dead_lettered_and_can_be_replayed(rabbit: bool) {
-    let bus = bus(rabbit).await;
+async fn a_rejected_event_is_dead_lettered_and_can_be_replayed(backend: Backend) {
+    let bus = bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("poison");
     bus.publish_confirmed(std::slice::from_ref(&sent))
@@ -136,7 +138,7 @@ async fn a_rejected_event_is_dead_lettered_and_can_be_replayed(rabbit: bool) {
     assert_eq!(letters.len(), 1, "the rejected message is in crm.dead");
     assert_eq!(letters[0].envelope.message_id, sent.message_id);
     assert_eq!(letters[0].envelope.routing_key, COVERAGE_CHANGED);
-    if rabbit {
+    if backend == Backend::Distributed {
         assert_eq!(letters[0].reason.as_deref(), Some("rejected"));
     }
     assert_eq!(
@@ -153,20 +155,7 @@ async fn a_rejected_event_is_dead_lettered_and_can_be_replayed(rabbit: bool) {
     assert!(bus.dead_letters(10).await.unwrap().is_empty());
 }
 
-macro_rules! on_both_transports {
-    ($($name:ident),+ $(,)?) => {
-        mod rabbitmq {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(true).await }) +
-        }
-        mod in_process {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(false).await }) +
-        }
-    };
-}
-
-on_both_transports!(
+on_both_backends!(
     a_published_event_arrives_whole_and_once_acked,
     a_nacked_event_is_redelivered,
     an_unacked_event_goes_to_the_next_consumer,

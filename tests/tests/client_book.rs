@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crm_domain::Role;
 use crm_proto::v1 as pb;
-use crm_testkit::{Backend, TestApp, spawn_app, with_token};
+use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
 use sea_orm::{ConnectionTrait, Statement};
 use tonic::Code;
 
@@ -138,7 +138,7 @@ fn ids(range: impl IntoIterator<Item = u32>) -> Vec<String> {
     range.into_iter().map(|n| format!("C-{n:03}")).collect()
 }
 
-async fn search_and_paginate(backend: Backend) {
+async fn search_and_pagination(backend: Backend) {
     let app = spawn_app(backend).await;
     seed_book(&app).await;
     let token = system(&app);
@@ -322,16 +322,6 @@ async fn search_and_paginate(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn search_and_pagination_on_postgres() {
-    search_and_paginate(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn search_and_pagination_on_sqlite() {
-    search_and_paginate(Backend::Embedded).await;
-}
-
 async fn outbox_count(app: &TestApp, message_type: &str) -> i64 {
     app.count(&format!(
         "SELECT COUNT(*) FROM outbox WHERE message_type = '{message_type}'"
@@ -401,16 +391,6 @@ async fn tiers_follow_the_average_with_hysteresis(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn tiers_on_postgres() {
-    tiers_follow_the_average_with_hysteresis(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn tiers_on_sqlite() {
-    tiers_follow_the_average_with_hysteresis(Backend::Embedded).await;
-}
-
 async fn raw_text(app: &TestApp, sql: &str) -> Vec<String> {
     app.db
         .query_all_raw(Statement::from_string(
@@ -424,7 +404,9 @@ async fn raw_text(app: &TestApp, sql: &str) -> Vec<String> {
         .collect()
 }
 
-async fn audit_trail_and_sealed_data(backend: Backend) {
+/// Two branches, and client C-AUD of B-001 covered by B-001-RM-1, created by
+/// the core-banking system.
+async fn audited_client(backend: Backend) -> TestApp {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
     app.seed_branch("B-002", 2).await;
@@ -437,8 +419,43 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
     .await
     .unwrap();
     assign(&app, "C-AUD", "B-001-RM-1", "").await;
+    app
+}
 
-    // At rest: neither the national id nor the phone in clear, in any column.
+async fn get_client(
+    app: &TestApp,
+    token: &str,
+    client_id: &str,
+) -> Result<pb::Client, tonic::Status> {
+    Ok(app
+        .clients()
+        .get_client(with_token(
+            token,
+            pb::GetClientRequest {
+                client_id: client_id.into(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .client
+        .unwrap())
+}
+
+async fn trail_of(
+    app: &TestApp,
+    token: &str,
+    request: pb::ListAuditEventsRequest,
+) -> Vec<pb::AuditEvent> {
+    app.clients()
+        .list_audit_events(with_token(token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events
+}
+
+async fn personal_data_is_sealed_at_rest_and_shown_whole_or_masked_by_role(backend: Backend) {
+    let app = audited_client(backend).await;
     let stored = raw_text(
         &app,
         "SELECT national_id || ' ' || phone || ' ' || national_id_hash || ' ' || phone_hash \
@@ -457,34 +474,35 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
             stored[0]
         );
     }
-    // …yet the RM reads it whole and the teller masked.
     let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
-    let get = |who: &str| {
-        let mut clients = app.clients();
-        let request = with_token(
-            who,
-            pb::GetClientRequest {
-                client_id: "C-AUD".into(),
-            },
-        );
-        async move { clients.get_client(request).await }
-    };
-    let whole = get(&rm).await.unwrap().into_inner().client.unwrap();
+    let whole = get_client(&app, &rm, "C-AUD").await.unwrap();
     assert_eq!(
         (whole.national_id.as_str(), whole.phone.as_str()),
         ("11010119800101123X", "13712345678")
     );
     let teller = app.token("B-001-T-1", Role::Teller, "B-001");
-    let masked = get(&teller).await.unwrap().into_inner().client.unwrap();
+    let masked = get_client(&app, &teller, "C-AUD").await.unwrap();
     assert_eq!(
         (masked.national_id.as_str(), masked.phone.as_str()),
         ("1101**********123X", "137****5678")
     );
+    app.stop().await;
+}
 
-    // Reads, writes and refusals are on the trail with actor, role and request id.
+async fn reads_writes_and_refusals_are_on_the_trail_with_actor_role_and_request_id(
+    backend: Backend,
+) {
+    let app = audited_client(backend).await;
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
     let other_rm = app.token("B-002-RM-1", Role::Rm, "B-002");
+    get_client(&app, &rm, "C-AUD").await.unwrap();
+    get_client(&app, &teller, "C-AUD").await.unwrap();
     assert_eq!(
-        get(&other_rm).await.unwrap_err().code(),
+        get_client(&app, &other_rm, "C-AUD")
+            .await
+            .unwrap_err()
+            .code(),
         Code::PermissionDenied
     );
     let mut traced = with_token(
@@ -498,52 +516,48 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         .insert("x-request-id", "req-audit-1".parse().unwrap());
     app.clients().get_client(traced).await.unwrap();
     let manager = app.token("B-001-M", Role::BranchManager, "B-001");
-    let trail = app
-        .clients()
-        .list_audit_events(with_token(
-            &manager,
-            pb::ListAuditEventsRequest {
-                client_id: "C-AUD".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .audit_events;
-    let lines: Vec<(String, String, String, String)> = trail
+    let trail = trail_of(
+        &app,
+        &manager,
+        pb::ListAuditEventsRequest {
+            client_id: "C-AUD".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let lines: Vec<[&str; 4]> = trail
         .iter()
         .rev() // oldest first
         .map(|e| {
-            (
-                e.actor_id.clone(),
-                e.actor_role.clone(),
-                e.action.clone(),
-                e.decision.clone(),
-            )
+            [
+                e.actor_id.as_str(),
+                e.actor_role.as_str(),
+                e.action.as_str(),
+                e.decision.as_str(),
+            ]
         })
         .collect();
-    let line = |actor: &str, role: &str, action: &str, decision: &str| {
-        (
-            actor.to_owned(),
-            role.to_owned(),
-            action.to_owned(),
-            decision.to_owned(),
-        )
-    };
     assert_eq!(
         lines,
         vec![
-            line("SYS-CORE", "system", "client.create", "allowed"),
-            line("SYS-CORE", "system", "client.assign_coverage", "allowed"),
-            line("B-001-RM-1", "rm", "client.read", "allowed"),
-            line("B-001-T-1", "teller", "client.read", "allowed"),
-            line("B-002-RM-1", "rm", "client.read", "denied"),
-            line("B-001-RM-1", "rm", "client.read", "allowed"),
+            ["SYS-CORE", "system", "client.create", "allowed"],
+            ["SYS-CORE", "system", "client.assign_coverage", "allowed"],
+            ["B-001-RM-1", "rm", "client.read", "allowed"],
+            ["B-001-T-1", "teller", "client.read", "allowed"],
+            ["B-002-RM-1", "rm", "client.read", "denied"],
+            ["B-001-RM-1", "rm", "client.read", "allowed"],
         ]
     );
     assert_eq!(trail[0].request_id, "req-audit-1");
+    app.stop().await;
+}
 
+async fn the_trail_is_read_by_actor_and_time_range_in_pages(backend: Backend) {
+    let app = audited_client(backend).await;
+    let token = system(&app);
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    get_client(&app, &rm, "C-AUD").await.unwrap();
+    get_client(&app, &rm, "C-AUD").await.unwrap();
     // By actor and time range, paged.
     let by_actor =
         |from: Option<prost_types::Timestamp>, page_token: String| pb::ListAuditEventsRequest {
@@ -587,8 +601,14 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
 
-    // A search leaves one line per client it showed; contact-log and trail reads
-    // leave theirs too.
+    app.stop().await;
+}
+
+async fn a_search_and_a_contact_log_read_leave_their_lines_on_the_trail(backend: Backend) {
+    let app = audited_client(backend).await;
+    let token = system(&app);
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let manager = app.token("B-001-M", Role::BranchManager, "B-001");
     let shown = app
         .clients()
         .search_clients(with_token(
@@ -653,32 +673,36 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         count("SELECT COUNT(*) FROM audit_events WHERE action = 'interaction.list'").await,
         1
     );
-    // The manager's list, the system's three above and the one just now.
-    assert_eq!(
-        count("SELECT COUNT(*) FROM audit_events WHERE action = 'audit.list'").await,
-        5
-    );
+    app.stop().await;
+}
 
-    // An unknown id and a foreign client get the same answer from a bounded scope;
-    // only roles that see every client learn that an id doesn't exist.
-    let unknown = |who: &str| {
-        let mut clients = app.clients();
-        let request = with_token(
-            who,
-            pb::GetClientRequest {
-                client_id: "C-NOBODY".into(),
-            },
-        );
-        async move { clients.get_client(request).await.unwrap_err() }
-    };
-    let (foreign, missing) = (get(&other_rm).await.unwrap_err(), unknown(&other_rm).await);
+async fn an_unknown_id_and_a_foreign_client_get_the_same_answer_from_a_bounded_scope(
+    backend: Backend,
+) {
+    let app = audited_client(backend).await;
+    let token = system(&app);
+    let other_rm = app.token("B-002-RM-1", Role::Rm, "B-002");
+    let foreign = get_client(&app, &other_rm, "C-AUD").await.unwrap_err();
+    let missing = get_client(&app, &other_rm, "C-NOBODY").await.unwrap_err();
     assert_eq!(
         (foreign.code(), foreign.message()),
         (missing.code(), missing.message())
     );
-    assert_eq!(unknown(&token).await.code(), Code::NotFound);
+    // Only roles that see every client learn that an id doesn't exist.
+    assert_eq!(
+        get_client(&app, &token, "C-NOBODY")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    app.stop().await;
+}
 
-    // A branch manager's view of the trail stays in their branch.
+async fn a_branch_managers_view_of_the_trail_stays_in_their_branch(backend: Backend) {
+    let app = audited_client(backend).await;
+    let other_rm = app.token("B-002-RM-1", Role::Rm, "B-002");
+    get_client(&app, &other_rm, "C-AUD").await.unwrap_err();
     let b2_manager = app.token("B-002-M", Role::BranchManager, "B-002");
     let b2_trail = app
         .clients()
@@ -708,7 +732,12 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         .unwrap_err();
     assert_eq!(error.code(), Code::PermissionDenied);
 
-    // Coverage posts are held by RMs and managers, not by tellers.
+    app.stop().await;
+}
+
+async fn coverage_posts_are_held_by_rms_and_managers_not_tellers(backend: Backend) {
+    let app = audited_client(backend).await;
+    let token = system(&app);
     let error = app
         .clients()
         .assign_coverage(with_token(
@@ -723,7 +752,11 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
 
-    // The database itself refuses to rewrite history.
+    app.stop().await;
+}
+
+async fn the_database_refuses_to_rewrite_the_audit_trail(backend: Backend) {
+    let app = audited_client(backend).await;
     for statement in [
         "UPDATE audit_events SET decision = 'allowed'",
         "DELETE FROM audit_events",
@@ -738,16 +771,6 @@ async fn audit_trail_and_sealed_data(backend: Backend) {
         assert!(result.is_err(), "{statement} must fail");
     }
     app.stop().await;
-}
-
-#[tokio::test]
-async fn audit_trail_and_sealed_data_on_postgres() {
-    audit_trail_and_sealed_data(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn audit_trail_and_sealed_data_on_sqlite() {
-    audit_trail_and_sealed_data(Backend::Embedded).await;
 }
 
 async fn contact_log(backend: Backend) {
@@ -856,16 +879,6 @@ async fn contact_log(backend: Backend) {
 }
 
 #[tokio::test]
-async fn contact_log_on_postgres() {
-    contact_log(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn contact_log_on_sqlite() {
-    contact_log(Backend::Embedded).await;
-}
-
-#[tokio::test]
 async fn a_teller_has_one_active_pair_and_pairs_carry_their_dates() {
     let app = spawn_app(Backend::Distributed).await;
     app.seed_branch("B-001", 3).await;
@@ -940,3 +953,17 @@ async fn a_teller_has_one_active_pair_and_pairs_carry_their_dates() {
     assert_eq!(error.code(), Code::InvalidArgument);
     app.stop().await;
 }
+
+on_both_backends!(
+    search_and_pagination,
+    tiers_follow_the_average_with_hysteresis,
+    personal_data_is_sealed_at_rest_and_shown_whole_or_masked_by_role,
+    reads_writes_and_refusals_are_on_the_trail_with_actor_role_and_request_id,
+    the_trail_is_read_by_actor_and_time_range_in_pages,
+    a_search_and_a_contact_log_read_leave_their_lines_on_the_trail,
+    an_unknown_id_and_a_foreign_client_get_the_same_answer_from_a_bounded_scope,
+    a_branch_managers_view_of_the_trail_stays_in_their_branch,
+    coverage_posts_are_held_by_rms_and_managers_not_tellers,
+    the_database_refuses_to_rewrite_the_audit_trail,
+    contact_log,
+);

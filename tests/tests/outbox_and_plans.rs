@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
+use crm_testkit::{Backend, on_both_backends};
+
 use std::time::Duration;
 
 use crm_bus::outbox::{OutboxWaker, Relay};
@@ -26,9 +28,9 @@ struct Store {
     schema: Option<String>,
 }
 
-async fn store(postgres: bool) -> Store {
+async fn store(backend: Backend) -> Store {
     crm_testkit::install_for_tests();
-    let (url, schema) = if postgres {
+    let (url, schema) = if backend == Backend::Distributed {
         (
             crm_testkit::postgres_url(),
             Some(crm_testkit::unique_name("outbox")),
@@ -56,9 +58,9 @@ impl Store {
     }
 }
 
-async fn bus(rabbit: bool) -> Bus {
+async fn bus(backend: Backend) -> Bus {
     let config = BusConfig {
-        amqp_url: rabbit.then(crm_testkit::amqp_url),
+        amqp_url: (backend == Backend::Distributed).then(crm_testkit::amqp_url),
         prefix: format!("{}.", crm_testkit::unique_name("relay")),
         ephemeral: true,
         queues: crm_runtime::suite_queues(crm::MODULES),
@@ -93,9 +95,9 @@ async fn next_id(subscription: &mut crm_bus::Subscription, within: Duration) -> 
     }
 }
 
-async fn named_rows_go_out_at_once_and_a_scan_finds_the_rest(real_parts: bool) {
-    let store = store(real_parts).await;
-    let bus = bus(real_parts).await;
+async fn named_rows_go_out_at_once_and_a_scan_finds_the_rest(backend: Backend) {
+    let store = store(backend).await;
+    let bus = bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let waker = OutboxWaker::default();
     let mut relay = Relay::new(store.db.clone(), bus.clone(), "clients", waker.clone());
@@ -153,19 +155,9 @@ async fn named_rows_go_out_at_once_and_a_scan_finds_the_rest(real_parts: bool) {
     store.drop().await;
 }
 
-#[tokio::test]
-async fn relay_named_rows_and_scans_on_postgres_and_rabbitmq() {
-    named_rows_go_out_at_once_and_a_scan_finds_the_rest(true).await;
-}
-
-#[tokio::test]
-async fn relay_named_rows_and_scans_on_sqlite_and_in_process() {
-    named_rows_go_out_at_once_and_a_scan_finds_the_rest(false).await;
-}
-
-async fn sent_rows_are_pruned_and_unsent_ones_kept(real_parts: bool) {
-    let store = store(real_parts).await;
-    let bus = bus(real_parts).await;
+async fn sent_rows_are_pruned_and_unsent_ones_kept(backend: Backend) {
+    let store = store(backend).await;
+    let bus = bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     // Another service's row, old and unsent: never this relay's to delete.
     let mut foreign = event("someone else's");
@@ -213,18 +205,8 @@ async fn sent_rows_are_pruned_and_unsent_ones_kept(real_parts: bool) {
     store.drop().await;
 }
 
-#[tokio::test]
-async fn sent_rows_are_pruned_on_postgres_and_rabbitmq() {
-    sent_rows_are_pruned_and_unsent_ones_kept(true).await;
-}
-
-#[tokio::test]
-async fn sent_rows_are_pruned_on_sqlite_and_in_process() {
-    sent_rows_are_pruned_and_unsent_ones_kept(false).await;
-}
-
-async fn a_write_batch_is_all_or_nothing(postgres: bool) {
-    let store = store(postgres).await;
+async fn a_write_batch_is_all_or_nothing(backend: Backend) {
+    let store = store(backend).await;
     let existing = event("existing");
     commit_row(&store.db, &existing).await;
 
@@ -263,16 +245,6 @@ async fn a_write_batch_is_all_or_nothing(postgres: bool) {
     let stored = outbox::Entity::find().all(&store.db).await.unwrap();
     assert_eq!(stored.len(), 2, "nothing of the failed batch is kept");
     store.drop().await;
-}
-
-#[tokio::test]
-async fn a_write_batch_is_all_or_nothing_on_postgres() {
-    a_write_batch_is_all_or_nothing(true).await;
-}
-
-#[tokio::test]
-async fn a_write_batch_is_all_or_nothing_on_sqlite() {
-    a_write_batch_is_all_or_nothing(false).await;
 }
 
 /// A string literal for EXECUTE (every parameter of the checked queries is text).
@@ -338,3 +310,9 @@ async fn the_hot_queries_use_their_indexes_on_a_young_table() {
     assert!(!plan.contains("idx_outbox_unsent"), "{plan}");
     app.stop().await;
 }
+
+on_both_backends!(
+    named_rows_go_out_at_once_and_a_scan_finds_the_rest,
+    sent_rows_are_pruned_and_unsent_ones_kept,
+    a_write_batch_is_all_or_nothing,
+);

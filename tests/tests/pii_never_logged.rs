@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crm_domain::Role;
 use crm_proto::v1 as pb;
-use crm_testkit::{Backend, TestApp, spawn_app, with_token};
+use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -214,20 +214,12 @@ fn assert_nothing_personal(captured: &Captured) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_personal_data_in_logs_on_postgres_and_rabbitmq() {
+async fn no_personal_data_in_logs(backend: Backend) {
     let captured = capture_everything();
-    let app = spawn_app(Backend::Distributed).await;
+    let app = spawn_app(backend).await;
     use_the_client_book(&app).await;
     app.stop().await;
     assert_nothing_personal(&captured);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_personal_data_in_logs_on_the_embedded_default() {
-    let captured = capture_everything();
-    let app = spawn_app(Backend::Embedded).await;
-    use_the_client_book(&app).await;
-    app.stop().await;
-    assert_nothing_personal(&captured);
-}
+on_both_backends!(no_personal_data_in_logs);

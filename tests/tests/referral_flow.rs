@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crm_domain::Role;
 use crm_proto::v1 as pb;
-use crm_testkit::{Backend, spawn_app, with_token};
+use crm_testkit::{Backend, on_both_backends, spawn_app, with_token};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -383,19 +383,6 @@ async fn older_directory_news_does_not_roll_routing_back(backend: Backend) {
         7
     );
     app.stop().await;
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod distributed {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crm_testkit::Backend::Distributed).await }) +
-        }
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crm_testkit::Backend::Embedded).await }) +
-        }
-    };
 }
 
 on_both_backends!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crm_domain::Role;
 use crm_proto::v1 as pb;
-use crm_testkit::{Backend, TestApp, spawn_app, with_token};
+use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
 use tonic::Code;
 
 fn teller(app: &TestApp, branch: &str) -> String {
@@ -313,16 +313,6 @@ async fn lifecycle_and_reassignment(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn lifecycle_and_reassignment_on_postgres_and_rabbitmq() {
-    lifecycle_and_reassignment(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn lifecycle_and_reassignment_on_the_embedded_default() {
-    lifecycle_and_reassignment(Backend::Embedded).await;
-}
-
 async fn duplicates_across_branches(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
@@ -453,16 +443,6 @@ async fn duplicates_across_branches(backend: Backend) {
 }
 
 #[tokio::test]
-async fn duplicates_across_branches_on_postgres_and_rabbitmq() {
-    duplicates_across_branches(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn duplicates_across_branches_on_the_embedded_default() {
-    duplicates_across_branches(Backend::Embedded).await;
-}
-
-#[tokio::test]
 async fn a_teller_cannot_read_another_tellers_referrals() {
     let app = spawn_app(Backend::Distributed).await;
     app.seed_branch("B-001", 2).await;
@@ -523,16 +503,6 @@ async fn a_burst_spreads_evenly(backend: Backend) {
     assert_loads_match(&app).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     app.stop().await;
-}
-
-#[tokio::test]
-async fn a_burst_spreads_evenly_on_postgres_and_rabbitmq() {
-    a_burst_spreads_evenly(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn a_burst_spreads_evenly_on_the_embedded_default() {
-    a_burst_spreads_evenly(Backend::Embedded).await;
 }
 
 #[tokio::test]
@@ -699,3 +669,9 @@ async fn concurrent_changes_happen_once() {
     assert_loads_match(&app).await;
     app.stop().await;
 }
+
+on_both_backends!(
+    lifecycle_and_reassignment,
+    duplicates_across_branches,
+    a_burst_spreads_evenly,
+);

@@ -16,7 +16,7 @@ use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_proto::v1 as pb;
 use crm_referrals::store::{referral, routing_branch, routing_staff};
 use crm_referrals::{SlaJob, SlaReport};
-use crm_testkit::{Backend, TestApp, spawn_app, with_token};
+use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio_stream::StreamExt;
@@ -184,16 +184,6 @@ async fn republishing_the_directory_rebuilds_routings_copies(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn republishing_the_directory_rebuilds_routings_copies_on_postgres_and_rabbitmq() {
-    republishing_the_directory_rebuilds_routings_copies(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn republishing_the_directory_rebuilds_routings_copies_on_the_embedded_default() {
-    republishing_the_directory_rebuilds_routings_copies(Backend::Embedded).await;
-}
-
 /// After a restore that lost routing's counters, the recount sets them from the
 /// open referrals (a closed one no longer counts).
 async fn the_recount_restores_routings_load(backend: Backend) {
@@ -237,26 +227,6 @@ async fn the_recount_restores_routings_load(backend: Backend) {
     assert!(set >= 3, "every routed staff row is set, got {set}");
     assert_eq!(app.count(&rm1_holds(2)).await, 1);
     app.stop().await;
-}
-
-#[tokio::test]
-async fn the_recount_restores_routings_load_on_postgres_and_rabbitmq() {
-    the_recount_restores_routings_load(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn the_recount_restores_routings_load_on_the_embedded_default() {
-    the_recount_restores_routings_load(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn deadlines_count_the_branchs_own_hours_on_postgres_and_rabbitmq() {
-    deadlines_count_the_branchs_own_hours(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn deadlines_count_the_branchs_own_hours_on_the_embedded_default() {
-    deadlines_count_the_branchs_own_hours(Backend::Embedded).await;
 }
 
 async fn sla_escalates_then_reassigns(backend: Backend) {
@@ -376,16 +346,6 @@ async fn sla_escalates_then_reassigns(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn sla_escalates_then_reassigns_on_postgres_and_rabbitmq() {
-    sla_escalates_then_reassigns(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn sla_escalates_then_reassigns_on_the_embedded_default() {
-    sla_escalates_then_reassigns(Backend::Embedded).await;
-}
-
 type Stream = tonic::Streaming<pb::WatchWorkItemsResponse>;
 
 async fn open_stream(app: &TestApp, token: &str) -> Stream {
@@ -412,7 +372,7 @@ async fn next_matching(stream: &mut Stream, want: impl Fn(&pb::WorkItem) -> bool
     }
 }
 
-async fn unacked_again_and_snoozed_back(backend: Backend) {
+async fn unacked_items_again_and_snoozed_items_back(backend: Backend) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 2).await;
     app.seed_client("C-500", "B-001", Some("B-001-RM-1")).await;
@@ -463,16 +423,6 @@ async fn unacked_again_and_snoozed_back(backend: Backend) {
     assert!(back.version > snoozed.version);
     assert!(back.snoozed_until.is_none());
     app.stop().await;
-}
-
-#[tokio::test]
-async fn unacked_items_again_and_snoozed_items_back_on_postgres_and_rabbitmq() {
-    unacked_again_and_snoozed_back(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn unacked_items_again_and_snoozed_items_back_on_the_embedded_default() {
-    unacked_again_and_snoozed_back(Backend::Embedded).await;
 }
 
 async fn untouched_referrals_expire(backend: Backend) {
@@ -597,26 +547,6 @@ async fn a_contact_keeps_a_referral_from_expiring(backend: Backend) {
         "worked on today: not expired"
     );
     app.stop().await;
-}
-
-#[tokio::test]
-async fn a_contact_keeps_a_referral_from_expiring_on_postgres_and_rabbitmq() {
-    a_contact_keeps_a_referral_from_expiring(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn a_contact_keeps_a_referral_from_expiring_on_the_embedded_default() {
-    a_contact_keeps_a_referral_from_expiring(Backend::Embedded).await;
-}
-
-#[tokio::test]
-async fn untouched_referrals_expire_on_postgres_and_rabbitmq() {
-    untouched_referrals_expire(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn untouched_referrals_expire_on_the_embedded_default() {
-    untouched_referrals_expire(Backend::Embedded).await;
 }
 
 /// Ten devices snooze the same item at once: each change applies to the version
@@ -800,12 +730,13 @@ async fn a_flaky_phone_sees_every_item(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_flaky_phone_sees_every_item_on_postgres_and_rabbitmq() {
-    a_flaky_phone_sees_every_item(Backend::Distributed).await;
-}
-
-#[tokio::test]
-async fn a_flaky_phone_sees_every_item_on_the_embedded_default() {
-    a_flaky_phone_sees_every_item(Backend::Embedded).await;
-}
+on_both_backends!(
+    republishing_the_directory_rebuilds_routings_copies,
+    the_recount_restores_routings_load,
+    deadlines_count_the_branchs_own_hours,
+    sla_escalates_then_reassigns,
+    unacked_items_again_and_snoozed_items_back,
+    a_contact_keeps_a_referral_from_expiring,
+    untouched_referrals_expire,
+    a_flaky_phone_sees_every_item,
+);

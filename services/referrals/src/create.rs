@@ -7,7 +7,7 @@ use crm_auth::Principal;
 use crm_domain::messages::REFERRAL_ASSIGNED;
 use crm_domain::pii::Pii;
 use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkItemState};
-use crm_domain::routing::{RoutingDecision, RoutingError, RoutingRequest, route};
+use crm_domain::routing::{RoutingDecision, RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, acceptance_deadline};
 use crm_domain::validation::check_text;
 use crm_domain::{BranchId, ClientId, Money, Role, Violations};
@@ -264,9 +264,6 @@ pub async fn create_referral(
         paired_rm: candidates.paired_rm.as_ref(),
         branch_staff: &candidates.branch_staff,
         now,
-    })
-    .map_err(|error| match error {
-        RoutingError::NoBranchManager(_) => ReferralsError::FailedPrecondition(error.to_string()),
     })?;
     let stored = new_referral(
         state,

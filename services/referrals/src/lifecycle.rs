@@ -209,8 +209,7 @@ pub async fn reassign(
     now: DateTime<Utc>,
 ) -> Result<referral::Model> {
     let status = current.status;
-    crm_domain::referral::reassign(status)
-        .map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
+    crm_domain::referral::reassign(status)?;
     if current.assigned_rm_id == new_rm {
         return Err(ReferralsError::FailedPrecondition(format!(
             "referral is already held by {new_rm}"

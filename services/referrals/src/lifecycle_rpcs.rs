@@ -85,8 +85,7 @@ impl Referrals {
             ));
         }
         let status = current.status;
-        let next = record_outcome(status, input.outcome)
-            .map_err(|e| ReferralsError::FailedPrecondition(e.to_string()))?;
+        let next = record_outcome(status, input.outcome)?;
         let repeated = next == status
             && current.outcome == Some(input.outcome)
             && input.outcome != Outcome::Unreachable;
