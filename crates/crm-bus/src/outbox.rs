@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use crm_store::Backend;
+use crm_store::Dialect;
 use crm_store::bus::outbox;
 use sea_orm::sea_query::{ExprTrait, LockBehavior, LockType};
 use sea_orm::{
@@ -199,7 +199,7 @@ impl Relay {
                 .limit(self.batch_size),
             Pick::Ids(ids) => rows_by_id(ids),
         };
-        if Backend::of(&transaction) == Backend::Postgres {
+        if Dialect::of(&transaction) == Dialect::Postgres {
             // Replicas share the outbox: each claims rows no other relay holds.
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }

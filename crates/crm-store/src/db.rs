@@ -19,16 +19,16 @@ pub enum StoreError {
 
 /// Which SQL dialect a connection speaks; the few queries that differ ask this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Dialect {
     Postgres,
     Sqlite,
 }
 
-impl Backend {
-    pub fn of(connection: &impl ConnectionTrait) -> Backend {
+impl Dialect {
+    pub fn of(connection: &impl ConnectionTrait) -> Dialect {
         match connection.get_database_backend() {
-            DbBackend::Sqlite => Backend::Sqlite,
-            _ => Backend::Postgres,
+            DbBackend::Sqlite => Dialect::Sqlite,
+            _ => Dialect::Postgres,
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod db;
 pub mod vault;
 pub mod write_batch;
 
-pub use db::{Backend, Db, StoreError, connect};
+pub use db::{Db, Dialect, StoreError, connect};
 pub use sea_orm;
 pub use vault::{Vault, VaultError};
 pub use write_batch::WriteBatch;

@@ -3,7 +3,7 @@
 
 use crate::store::{referral, routing_client, work_item};
 use chrono::{DateTime, Utc};
-use crm_auth::Principal;
+use crm_auth::{Principal, principal_of};
 use crm_domain::messages::REFERRAL_ASSIGNED;
 use crm_domain::pii::Pii;
 use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkItemState};
@@ -20,10 +20,13 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait,
     Statement, TransactionTrait,
 };
+use tonic::{Request, Response};
 
+use crate::access::may_read_referral;
 use crate::error::{ReferralsError, Result};
-use crate::lifecycle::{self, ChangedBy};
-use crate::work_items::announcement_row;
+use crate::referral_changes::{self, ChangedBy};
+use crate::referral_wire::{duplicate_summary, to_proto};
+use crate::work_item_feed::announcement_row;
 use crate::{ReferralsState, calendars, routing_inputs};
 
 /// A note longer than this is not a note.
@@ -280,7 +283,7 @@ pub async fn create_referral(
         reason: stored.routing_reason.clone(),
     };
     let messages = [
-        lifecycle::event_row(REFERRAL_ASSIGNED, &stored)?,
+        referral_changes::event_row(REFERRAL_ASSIGNED, &stored)?,
         announcement_row(&item)?,
     ];
     let message_ids: Vec<String> = messages
@@ -291,9 +294,13 @@ pub async fn create_referral(
     writes
         .insert(stored.clone().into_active_model())
         .insert(item.clone().into_active_model())
-        .update(lifecycle::load_change(&decision.chosen_rm_id, 1, Some(now)))
+        .update(referral_changes::load_change(
+            &decision.chosen_rm_id,
+            1,
+            Some(now),
+        ))
         .insert_many(messages)
-        .insert(lifecycle::history_row(
+        .insert(referral_changes::history_row(
             "created",
             ReferralStatus::New,
             &stored,
@@ -416,6 +423,43 @@ fn new_work_item(
         version: 1,
         created_at: stored.created_at,
         updated_at: stored.created_at,
+    }
+}
+
+impl crate::service::Referrals {
+    #[tracing::instrument(skip_all, fields(referrer_id))]
+    pub(crate) async fn handle_create_referral(
+        &self,
+        request: Request<pb::CreateReferralRequest>,
+    ) -> Result<Response<pb::CreateReferralResponse>> {
+        let principal = principal_of(&request)?;
+        tracing::Span::current().record("referrer_id", principal.staff_id.as_str());
+        let created = create_referral(&self.state, &principal, request.get_ref()).await?;
+        let response = match created {
+            Created::New(stored) => pb::CreateReferralResponse {
+                referral: Some(to_proto(stored, &principal, &self.state.vault)?),
+                duplicate_held_by: String::new(),
+            },
+            // The open referral for the same thing, whole if the caller may read
+            // it, otherwise only that it exists and who holds it.
+            Created::Duplicate(existing) => {
+                let held_by = existing.assigned_rm_id.clone();
+                let referral = if may_read_referral(&principal, &existing) {
+                    let id = existing.referral_id.clone();
+                    pb::Referral {
+                        duplicate_of: id,
+                        ..to_proto(existing, &principal, &self.state.vault)?
+                    }
+                } else {
+                    duplicate_summary(&existing)
+                };
+                pb::CreateReferralResponse {
+                    referral: Some(referral),
+                    duplicate_held_by: held_by,
+                }
+            }
+        };
+        Ok(Response::new(response))
     }
 }
 

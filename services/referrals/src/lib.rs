@@ -6,13 +6,16 @@
 //! the outbox messages in one transaction. The relay publishes them; a
 //! WatchWorkItems stream bound to `rm.<staff_id>` receives them.
 
+mod access;
 mod calendars;
 pub mod create;
 mod error;
 mod jobs;
 mod lifecycle;
-mod lifecycle_rpcs;
+mod referral_changes;
+
 mod projections;
+mod referral_reads;
 mod referral_wire;
 mod routing_inputs;
 mod service;
@@ -22,7 +25,8 @@ mod snoozes;
 mod stats;
 pub mod store;
 mod watch;
-mod work_items;
+mod work_item_feed;
+mod work_queue;
 
 use std::sync::Arc;
 
@@ -41,7 +45,7 @@ pub use projections::Projections;
 pub use service::Referrals;
 pub use settings::ReferralsSettings;
 pub use sla_job::{SlaJob, SlaReport};
-pub use work_items::WorkItemMessage;
+pub use work_item_feed::WorkItemMessage;
 
 /// The outbox source, queue and consumer name of this service.
 pub const SERVICE: &str = "referrals";

@@ -1,266 +1,286 @@
-//! What every change of a referral does, in the caller's transaction: the row, a
-//! line of history, an event, and the RM work items that follow it (closed for the
-//! RM who no longer holds it, opened for the one who now does — each saying why).
-//! The RPCs and the SLA job share these, so a reassignment by a manager and one by
-//! the job look the same to the RMs and in the history.
+//! A referral's lifecycle RPCs: AcceptReferral, RecordReferralOutcome and
+//! ReassignReferral, each on the state machine of crm_domain::referral.
 
-use crate::store::{referral, referral_history, routing_staff, work_item};
-use chrono::{DateTime, Utc};
-use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
-use crm_domain::referral::{ReferralStatus, WorkItemKind, WorkItemState};
-use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
-use crm_store::bus::outbox;
-use sea_orm::sea_query::{Expr, ExprTrait, UpdateStatement};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QuerySelect, QueryTrait,
-};
+use crate::store::routing_staff;
+use chrono::Utc;
+use crm_auth::principal_of;
+use crm_domain::messages::{REFERRAL_ACCEPTED, REFERRAL_OUTCOME_RECORDED};
+use crm_domain::referral::{Outcome, ReferralStatus, accept, record_outcome};
+use crm_domain::validation::check_text;
+use crm_domain::{Money, Role, StaffId, Violations};
+use crm_proto::v1 as pb;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel, TransactionTrait};
+use tonic::{Request, Response};
 
 use crate::SERVICE;
+use crate::calendars;
 use crate::error::{ReferralsError, Result};
-use crate::referral_wire::referral_event;
-use crate::work_items::announce;
+use crate::referral_changes::{self, ChangedBy};
+use crate::referral_reads::find_referral_for_update;
+use crate::referral_wire::to_proto;
+use crate::referral_wire::{parse_uuid, referral_event};
+use crate::service::Referrals;
+use crm_grpc::WireEnum;
 
-/// Who changed a referral: a staff member, or a scheduled job (`system:<job>`).
-#[derive(Debug, Clone)]
-pub struct ChangedBy {
-    pub actor_id: String,
-    pub reason: String,
+struct OutcomeInput {
+    referral_id: String,
+    outcome: Outcome,
+    note: String,
+    product: String,
+    amount: Option<Money>,
 }
 
-/// Who a referral is about, as work items name them: the client, or the walk-in.
-pub fn subject(model: &referral::Model) -> String {
-    match (&model.client_id, &model.prospect_name) {
-        (Some(client_id), _) => client_id.clone(),
-        (None, Some(name)) => format!("walk-in {name}"),
-        (None, None) => String::new(),
+fn parse_outcome(
+    input: &pb::RecordReferralOutcomeRequest,
+) -> std::result::Result<OutcomeInput, Violations> {
+    let mut violations = Violations::new();
+    let referral_id = parse_uuid(&mut violations, "referral_id", &input.referral_id);
+    let outcome = Outcome::from_proto(input.outcome);
+    if outcome.is_none() {
+        violations.add(
+            "outcome",
+            "must be CONTACTED, CONVERTED, DECLINED or UNREACHABLE",
+        );
     }
-}
-
-/// One line of the referral's history: `by` moved it from `from` to where it is now.
-pub fn history_row(
-    action: &str,
-    from: ReferralStatus,
-    stored: &referral::Model,
-    by: &ChangedBy,
-) -> referral_history::ActiveModel {
-    referral_history::ActiveModel {
-        history_id: Set(uuid::Uuid::now_v7().to_string()),
-        referral_id: Set(stored.referral_id.clone()),
-        action: Set(action.to_owned()),
-        from_status: Set(from),
-        to_status: Set(stored.status),
-        actor_id: Set(by.actor_id.clone()),
-        rm_id: Set(stored.assigned_rm_id.clone()),
-        reason: Set(by.reason.clone()),
-        occurred_at: Set(stored.updated_at),
+    check_text(&mut violations, "note", &input.note, false, 2000);
+    if outcome == Some(Outcome::Declined) && input.note.trim().is_empty() {
+        violations.add("note", "a decline needs a reason");
     }
+    check_text(&mut violations, "product", &input.product, false, 100);
+    let amount = match &input.amount {
+        Some(money) => violations
+            .check(
+                "amount",
+                Money::parse_non_negative(money.minor_units, &money.currency),
+            )
+            .map(Some),
+        None => Some(None),
+    };
+    violations.finish(|| {
+        Some(OutcomeInput {
+            referral_id: referral_id?,
+            outcome: outcome?,
+            note: input.note.trim().to_owned(),
+            product: input.product.trim().to_owned(),
+            amount: amount?,
+        })
+    })
 }
 
-/// Appends one line to the referral's history.
-pub async fn record_history(
-    connection: &impl ConnectionTrait,
-    action: &str,
-    from: ReferralStatus,
-    stored: &referral::Model,
-    by: &ChangedBy,
-) -> Result<()> {
-    history_row(action, from, stored, by)
-        .insert(connection)
-        .await?;
-    Ok(())
-}
-
-/// The outbox row that publishes `message_type` with the referral's current state.
-pub fn event_row(message_type: &str, stored: &referral::Model) -> Result<outbox::ActiveModel> {
-    let event: ReferralEvent = referral_event(stored);
-    Ok(crm_bus::outbox::event_row(
-        SERVICE,
-        message_type,
-        message_type,
-        &event,
-    )?)
-}
-
-/// Publishes `message_type` with the referral's current state.
-pub async fn publish(
-    connection: &impl ConnectionTrait,
-    message_type: &str,
-    stored: &referral::Model,
-) -> Result<()> {
-    outbox::Entity::insert(event_row(message_type, stored)?)
-        .exec_without_returning(connection)
-        .await?;
-    Ok(())
-}
-
-/// Changes `staff_id`'s count of open referrals by `delta` (and, when one is
-/// given to them, when they last got one: ties in the pool go to the longest idle).
-pub fn load_change(
-    staff_id: &str,
-    delta: i32,
-    assigned_at: Option<DateTime<Utc>>,
-) -> UpdateStatement {
-    let mut update = routing_staff::Entity::update_many()
-        .col_expr(
-            routing_staff::Column::OpenReferrals,
-            Expr::col(routing_staff::Column::OpenReferrals).add(delta),
-        )
-        .filter(routing_staff::Column::StaffId.eq(staff_id));
-    if let Some(at) = assigned_at {
-        update = update.col_expr(routing_staff::Column::LastAssignedAt, Expr::value(Some(at)));
-    }
-    update.into_query()
-}
-
-/// [`load_change`], now, in the caller's transaction.
-pub async fn adjust_load(
-    connection: &impl ConnectionTrait,
-    staff_id: &str,
-    delta: i32,
-    assigned_at: Option<DateTime<Utc>>,
-) -> Result<()> {
-    connection
-        .execute(&load_change(staff_id, delta, assigned_at))
-        .await?;
-    Ok(())
-}
-
-/// Closes the open work items of `referral_id` — those held by `rm_id`, or
-/// everyone's — with `outcome`.
-pub async fn close_work_items(
-    connection: &impl ConnectionTrait,
-    referral_id: &str,
-    rm_id: Option<&str>,
-    outcome: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let mut open = work_item::Entity::find()
-        .filter(work_item::Column::SourceId.eq(referral_id))
-        .filter(work_item::Column::State.ne(WorkItemState::Done.as_str()));
-    if let Some(rm_id) = rm_id {
-        open = open.filter(work_item::Column::RmId.eq(rm_id));
-    }
-    // Locked: the snooze job and the RM's own changes write the same items, and
-    // each version must be announced once.
-    let open = open.lock_exclusive().all(connection).await?;
-    for item in open {
-        let version = item.version;
-        let mut row = item.into_active_model();
-        row.state = Set(WorkItemState::Done);
-        row.outcome = Set(Some(outcome.to_owned()));
-        row.version = Set(version + 1);
+impl Referrals {
+    #[tracing::instrument(skip_all, fields(referral_id))]
+    pub(crate) async fn handle_accept_referral(
+        &self,
+        request: Request<pb::AcceptReferralRequest>,
+    ) -> Result<Response<pb::AcceptReferralResponse>> {
+        let principal = principal_of(&request)?;
+        principal.require_any(&[Role::Rm, Role::BranchManager], "accept referrals")?;
+        let mut violations = Violations::new();
+        let id = parse_uuid(
+            &mut violations,
+            "referral_id",
+            &request.get_ref().referral_id,
+        );
+        let id = violations.finish(|| id)?;
+        tracing::Span::current().record("referral_id", id.as_str());
+        let db = &self.state.db;
+        let transaction = db.begin().await?;
+        let current = find_referral_for_update(&transaction, &id).await?;
+        let holder = current.assigned_rm_id == principal.staff_id.as_str();
+        let manager = principal.role == Role::BranchManager
+            && current.branch_id == principal.branch_id.as_str();
+        if !holder && !manager {
+            return Err(ReferralsError::PermissionDenied(
+                "referral is held by another RM".into(),
+            ));
+        }
+        let status = current.status;
+        accept(status)?;
+        if status == ReferralStatus::Accepted {
+            transaction.commit().await?;
+            return Ok(Response::new(pb::AcceptReferralResponse {
+                referral: Some(to_proto(current, &principal, &self.state.vault)?),
+            }));
+        }
+        let now = Utc::now();
+        let from = current.status;
+        let clock_running = current.sla_stopped_at.is_none();
+        let mut row = current.into_active_model();
+        row.status = Set(ReferralStatus::Accepted);
+        row.accepted_at = Set(Some(now));
+        if clock_running {
+            row.sla_stopped_at = Set(Some(now));
+        }
         row.updated_at = Set(now);
-        let stored = row.update(connection).await?;
-        announce(connection, &stored).await?;
+        let stored = row.update(&transaction).await?;
+        let by = ChangedBy {
+            actor_id: principal.staff_id.to_string(),
+            reason: String::new(),
+        };
+        referral_changes::record_history(&transaction, "accepted", from, &stored, &by).await?;
+        let event = referral_event(&stored);
+        crm_bus::outbox::enqueue_event(
+            &transaction,
+            SERVICE,
+            REFERRAL_ACCEPTED,
+            REFERRAL_ACCEPTED,
+            &event,
+        )
+        .await?;
+        transaction.commit().await?;
+        self.state.outbox.wake();
+        Ok(Response::new(pb::AcceptReferralResponse {
+            referral: Some(to_proto(stored, &principal, &self.state.vault)?),
+        }))
     }
-    Ok(())
-}
 
-/// Opens a work item in `rm_id`'s queue.
-#[allow(clippy::too_many_arguments)] // one item's fields, named at the call
-pub async fn open_work_item(
-    connection: &impl ConnectionTrait,
-    rm_id: &str,
-    kind: WorkItemKind,
-    stored: &referral::Model,
-    title: String,
-    detail: String,
-    due_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<work_item::Model> {
-    let item = work_item::ActiveModel {
-        work_item_id: Set(uuid::Uuid::now_v7().to_string()),
-        rm_id: Set(rm_id.to_owned()),
-        kind: Set(kind),
-        client_id: Set(stored.client_id.clone()),
-        title: Set(title),
-        detail: Set(detail),
-        priority: Set(stored.priority),
-        due_at: Set(due_at),
-        state: Set(WorkItemState::Open),
-        source_id: Set(stored.referral_id.clone()),
-        acked_at: Set(None),
-        snoozed_until: Set(None),
-        outcome: Set(None),
-        version: Set(1),
-        created_at: Set(now),
-        updated_at: Set(now),
+    #[tracing::instrument(skip_all, fields(referral_id))]
+    pub(crate) async fn handle_record_referral_outcome(
+        &self,
+        request: Request<pb::RecordReferralOutcomeRequest>,
+    ) -> Result<Response<pb::RecordReferralOutcomeResponse>> {
+        let principal = principal_of(&request)?;
+        principal.require_any(&[Role::Rm, Role::BranchManager], "record referral outcomes")?;
+        let input = parse_outcome(request.get_ref())?;
+        tracing::Span::current().record("referral_id", input.referral_id.as_str());
+        let state = &self.state;
+        let transaction = state.db.begin().await?;
+        let current = find_referral_for_update(&transaction, &input.referral_id).await?;
+        let holder = current.assigned_rm_id == principal.staff_id.as_str();
+        let manager = principal.role == Role::BranchManager
+            && current.branch_id == principal.branch_id.as_str();
+        if !holder && !manager {
+            return Err(ReferralsError::PermissionDenied(
+                "referral is held by another RM".into(),
+            ));
+        }
+        let status = current.status;
+        let next = record_outcome(status, input.outcome)?;
+        let repeated = next == status
+            && current.outcome == Some(input.outcome)
+            && input.outcome != Outcome::Unreachable;
+        if repeated {
+            // A retry from a phone that lost the first answer.
+            transaction.commit().await?;
+            return Ok(Response::new(pb::RecordReferralOutcomeResponse {
+                referral: Some(to_proto(current, &principal, &state.vault)?),
+            }));
+        }
+        let now = Utc::now();
+        let from = current.status;
+        let holder_id = current.assigned_rm_id.clone();
+        let mut row = current.clone().into_active_model();
+        row.status = Set(next);
+        row.outcome = Set(Some(input.outcome));
+        row.outcome_note = Set(input.note.clone());
+        if !input.product.is_empty() {
+            row.outcome_product = Set(Some(input.product.clone()));
+        }
+        if let Some(amount) = &input.amount {
+            row.outcome_amount_minor_units = Set(Some(amount.minor_units()));
+        }
+        if current.sla_stopped_at.is_none() {
+            row.sla_stopped_at = Set(Some(now));
+        }
+        row.updated_at = Set(now);
+        let stored = row.update(&transaction).await?;
+        if matches!(next, ReferralStatus::Converted | ReferralStatus::Declined) {
+            let outcome = if input.note.is_empty() {
+                next.as_str().to_owned()
+            } else {
+                format!("{}: {}", next.as_str(), input.note)
+            };
+            referral_changes::close_work_items(
+                &transaction,
+                &stored.referral_id,
+                Some(&holder_id),
+                &outcome,
+                now,
+            )
+            .await?;
+            // Closed: no longer part of the holder's load.
+            referral_changes::adjust_load(&transaction, &holder_id, -1, None).await?;
+        }
+        let by = ChangedBy {
+            actor_id: principal.staff_id.to_string(),
+            reason: input.note.clone(),
+        };
+        referral_changes::record_history(&transaction, "outcome", from, &stored, &by).await?;
+        referral_changes::publish(&transaction, REFERRAL_OUTCOME_RECORDED, &stored).await?;
+        transaction.commit().await?;
+        state.outbox.wake();
+        Ok(Response::new(pb::RecordReferralOutcomeResponse {
+            referral: Some(to_proto(stored, &principal, &state.vault)?),
+        }))
     }
-    .insert(connection)
-    .await?;
-    announce(connection, &item).await?;
-    Ok(item)
-}
 
-/// Moves an open referral to `new_rm`: the old RM's item closes saying where it
-/// went and why, the new RM's item opens saying where it came from and why, the
-/// acceptance clock starts again. `escalation_level` is what the referral holds
-/// afterwards.
-#[allow(clippy::too_many_arguments)] // the change and its context, named at the call
-pub async fn reassign(
-    connection: &impl ConnectionTrait,
-    sla: &SlaPolicy,
-    calendar: &BusinessCalendar,
-    current: referral::Model,
-    new_rm: &str,
-    by: &ChangedBy,
-    escalation_level: i32,
-    now: DateTime<Utc>,
-) -> Result<referral::Model> {
-    let status = current.status;
-    crm_domain::referral::reassign(status)?;
-    if current.assigned_rm_id == new_rm {
-        return Err(ReferralsError::FailedPrecondition(format!(
-            "referral is already held by {new_rm}"
-        )));
+    #[tracing::instrument(skip_all, fields(referral_id, rm_id))]
+    pub(crate) async fn handle_reassign_referral(
+        &self,
+        request: Request<pb::ReassignReferralRequest>,
+    ) -> Result<Response<pb::ReassignReferralResponse>> {
+        let principal = principal_of(&request)?;
+        principal.require_any(&[Role::BranchManager, Role::System], "reassign referrals")?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        let referral_id = parse_uuid(&mut violations, "referral_id", &input.referral_id);
+        let rm_id = violations.check("rm_id", StaffId::parse(&input.rm_id));
+        check_text(&mut violations, "reason", &input.reason, true, 500);
+        let (referral_id, rm_id) = violations.finish(|| Some((referral_id?, rm_id?)))?;
+        let span = tracing::Span::current();
+        span.record("referral_id", referral_id.as_str());
+        span.record("rm_id", rm_id.as_str());
+        let state = &self.state;
+        let transaction = state.db.begin().await?;
+        let current = find_referral_for_update(&transaction, &referral_id).await?;
+        if principal.role == Role::BranchManager
+            && current.branch_id != principal.branch_id.as_str()
+        {
+            return Err(ReferralsError::PermissionDenied(
+                "referral of another branch".into(),
+            ));
+        }
+        let target = routing_staff::Entity::find_by_id(rm_id.as_str())
+            .one(&transaction)
+            .await?;
+        let eligible = target.as_ref().is_some_and(|member| {
+            member.active
+                && member.branch_id == current.branch_id
+                && [Role::Rm.as_str(), Role::BranchManager.as_str()].contains(&member.role.as_str())
+        });
+        if !eligible {
+            let mut violations = Violations::new();
+            violations.add(
+                "rm_id",
+                format!(
+                    "{rm_id} is not an active RM of branch {}",
+                    current.branch_id
+                ),
+            );
+            return Err(violations.into());
+        }
+        let by = ChangedBy {
+            actor_id: principal.staff_id.to_string(),
+            reason: input.reason.trim().to_owned(),
+        };
+        let level = current.escalation_level;
+        let calendar =
+            calendars::for_branch(&transaction, &current.branch_id, &state.calendar).await?;
+        let stored = referral_changes::reassign(
+            &transaction,
+            &state.sla,
+            &calendar,
+            current,
+            rm_id.as_str(),
+            &by,
+            level,
+            Utc::now(),
+        )
+        .await?;
+        transaction.commit().await?;
+        state.outbox.wake();
+        Ok(Response::new(pb::ReassignReferralResponse {
+            referral: Some(to_proto(stored, &principal, &state.vault)?),
+        }))
     }
-    let old_rm = current.assigned_rm_id.clone();
-    let priority = current.priority;
-    let sla_due_at = acceptance_deadline(sla, calendar, priority, now);
-    let from = current.status;
-    let mut row = current.into_active_model();
-    row.assigned_rm_id = Set(new_rm.to_owned());
-    row.status = Set(ReferralStatus::Assigned);
-    row.routing_reason = Set(format!("reassigned from {old_rm}: {}", by.reason));
-    row.accepted_at = Set(None);
-    row.assigned_at = Set(now);
-    row.sla_due_at = Set(sla_due_at);
-    row.sla_stopped_at = Set(None);
-    row.escalation_level = Set(escalation_level);
-    row.updated_at = Set(now);
-    let stored = row.update(connection).await?;
-    close_work_items(
-        connection,
-        &stored.referral_id,
-        Some(&old_rm),
-        &format!("reassigned to {new_rm} by {}: {}", by.actor_id, by.reason),
-        now,
-    )
-    .await?;
-    let title = format!(
-        "Referral (reassigned): {} — {}",
-        stored.need.as_str().replace('_', " "),
-        subject(&stored)
-    );
-    let detail = format!(
-        "Reassigned from {old_rm} by {}: {}. {}",
-        by.actor_id, by.reason, stored.note
-    );
-    open_work_item(
-        connection,
-        new_rm,
-        WorkItemKind::Referral,
-        &stored,
-        title,
-        detail,
-        Some(sla_due_at),
-        now,
-    )
-    .await?;
-    adjust_load(connection, &old_rm, -1, None).await?;
-    adjust_load(connection, new_rm, 1, Some(now)).await?;
-    record_history(connection, "reassigned", from, &stored, by).await?;
-    publish(connection, REFERRAL_REASSIGNED, &stored).await?;
-    Ok(stored)
 }

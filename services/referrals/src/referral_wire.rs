@@ -3,10 +3,10 @@
 
 use crate::store::{referral, referral_history};
 use crm_auth::Principal;
-use crm_domain::Role;
 use crm_domain::messages::ReferralEvent;
 use crm_domain::pii::{Pii, mask_phone};
 use crm_domain::routing::RoutingDecision;
+use crm_domain::{Role, Violations};
 use crm_grpc::{WireEnum, wire};
 use crm_proto::v1 as pb;
 use crm_store::{Vault, VaultError};
@@ -134,4 +134,10 @@ pub fn referral_event(model: &referral::Model) -> ReferralEvent {
         routing_reason: model.routing_reason.clone(),
         occurred_at: model.updated_at,
     }
+}
+
+pub(crate) fn parse_uuid(violations: &mut Violations, field: &str, value: &str) -> Option<String> {
+    violations
+        .check(field, crm_domain::ids::parse_uuid(value))
+        .map(|id| id.to_string())
 }

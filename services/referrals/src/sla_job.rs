@@ -31,8 +31,18 @@ use sea_orm::{
 };
 
 use crate::error::{ReferralsError, Result};
-use crate::lifecycle::{self, ChangedBy};
+use crate::referral_changes::{self, ChangedBy};
 use crate::{calendars, routing_inputs};
+
+/// What one runner did about one breached deadline.
+enum Breach {
+    /// First breach: the branch manager was told; a second window opened.
+    Escalated,
+    /// Second breach: the referral moved down the routing chain.
+    Reassigned,
+    /// Another runner acted on it first (or it was accepted meanwhile).
+    TakenByAnotherRunner,
+}
 
 /// The actor the history names for this job.
 pub const ACTOR: &str = "system:referral-sla";
@@ -75,10 +85,10 @@ impl SlaJob {
             ..SlaReport::default()
         };
         for breached in due {
-            match self.handle(breached, now).await? {
-                Some(1) => report.escalated += 1,
-                Some(_) => report.reassigned += 1,
-                None => {}
+            match self.act_on_breach(breached, now).await? {
+                Breach::Escalated => report.escalated += 1,
+                Breach::Reassigned => report.reassigned += 1,
+                Breach::TakenByAnotherRunner => {}
             }
         }
         if report != SlaReport::default() {
@@ -146,7 +156,7 @@ impl SlaJob {
                 from.as_str()
             ),
         };
-        lifecycle::close_work_items(
+        referral_changes::close_work_items(
             &transaction,
             &stored.referral_id,
             None,
@@ -155,15 +165,15 @@ impl SlaJob {
         )
         .await?;
         // No longer open: no longer part of the holder's load.
-        lifecycle::adjust_load(&transaction, &stored.assigned_rm_id, -1, None).await?;
-        lifecycle::record_history(&transaction, "expired", from, &stored, &by).await?;
-        lifecycle::publish(&transaction, REFERRAL_EXPIRED, &stored).await?;
+        referral_changes::adjust_load(&transaction, &stored.assigned_rm_id, -1, None).await?;
+        referral_changes::record_history(&transaction, "expired", from, &stored, &by).await?;
+        referral_changes::publish(&transaction, REFERRAL_EXPIRED, &stored).await?;
         transaction.commit().await?;
         Ok(true)
     }
 
-    /// Acts on one breach if this runner wins it; the level it moved to.
-    async fn handle(&self, breached: referral::Model, now: DateTime<Utc>) -> Result<Option<i32>> {
+    /// Acts on one breach if this runner wins it.
+    async fn act_on_breach(&self, breached: referral::Model, now: DateTime<Utc>) -> Result<Breach> {
         let level = breached.escalation_level;
         let transaction = self.db.begin().await?;
         let claimed = referral::Entity::update_many()
@@ -176,14 +186,14 @@ impl SlaJob {
             .await?;
         if claimed.rows_affected == 0 {
             transaction.rollback().await?;
-            return Ok(None);
+            return Ok(Breach::TakenByAnotherRunner);
         }
         let Some(current) = referral::Entity::find_by_id(breached.referral_id.as_str())
             .one(&transaction)
             .await?
         else {
             transaction.rollback().await?;
-            return Ok(None);
+            return Ok(Breach::TakenByAnotherRunner);
         };
         let holder = current.assigned_rm_id.clone();
         let by = ChangedBy {
@@ -193,13 +203,15 @@ impl SlaJob {
                 breached.sla_due_at.format("%Y-%m-%d %H:%M UTC")
             ),
         };
-        if level == 0 {
+        let acted = if level == 0 {
             self.escalate(&transaction, current, &by, now).await?;
+            Breach::Escalated
         } else {
             self.reassign_on(&transaction, current, &by, now).await?;
-        }
+            Breach::Reassigned
+        };
         transaction.commit().await?;
-        Ok(Some(level + 1))
+        Ok(acted)
     }
 
     /// First breach: the branch manager hears of it; a second window opens.
@@ -228,8 +240,8 @@ impl SlaJob {
             .await?;
         match manager {
             Some(manager) => {
-                let subject = lifecycle::subject(&stored);
-                lifecycle::open_work_item(
+                let subject = referral_changes::subject(&stored);
+                referral_changes::open_work_item(
                     transaction,
                     &manager.staff_id,
                     WorkItemKind::FollowUp,
@@ -250,8 +262,8 @@ impl SlaJob {
                 "SLA breach with no active branch manager to tell"
             ),
         }
-        lifecycle::record_history(transaction, "escalated", from, &stored, by).await?;
-        lifecycle::publish(transaction, REFERRAL_ESCALATED, &stored).await?;
+        referral_changes::record_history(transaction, "escalated", from, &stored, by).await?;
+        referral_changes::publish(transaction, REFERRAL_ESCALATED, &stored).await?;
         Ok(())
     }
 
@@ -314,7 +326,7 @@ impl SlaJob {
                     actor_id: by.actor_id.clone(),
                     reason: format!("second SLA breach: {}", by.reason),
                 };
-                lifecycle::reassign(
+                referral_changes::reassign(
                     transaction,
                     &self.sla,
                     &calendar,
@@ -332,7 +344,8 @@ impl SlaJob {
                 let mut row = current.into_active_model();
                 row.updated_at = Set(now);
                 let stored = row.update(transaction).await?;
-                lifecycle::record_history(transaction, "escalated", from, &stored, by).await?;
+                referral_changes::record_history(transaction, "escalated", from, &stored, by)
+                    .await?;
             }
         }
         Ok(())

@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Tr
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::work_items::announce;
+use crate::work_item_feed::announce;
 
 /// How often the loop looks; an item returns at most this late.
 pub const SNOOZE_POLL: Duration = Duration::from_secs(1);

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::ReferralsState;
 use crate::error::Result;
-use crate::work_items::WorkItemMessage;
+use crate::work_item_feed::WorkItemMessage;
 
 type Sender = mpsc::Sender<Result<pb::WatchWorkItemsResponse, Status>>;
 

@@ -1,0 +1,239 @@
+//! The RM work queue's RPCs: ListWorkItems, WatchWorkItems and the changes a
+//! device makes to an item (ack, complete, snooze), each applied only to the
+//! version the device read.
+
+use crate::store::work_item;
+use chrono::Utc;
+use crm_auth::{Principal, principal_of};
+use crm_domain::Violations;
+use crm_domain::referral::{WorkItemKind, WorkItemState};
+use crm_domain::validation::check_text;
+use crm_grpc::{WireEnum, wire};
+use crm_proto::v1 as pb;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::access::queue_owner;
+use crate::error::{ReferralsError, Result};
+use crate::referral_wire::parse_uuid;
+use crate::service::Referrals;
+use crate::work_item_feed::announce;
+use crate::{ReferralsState, watch};
+
+pub type WorkItemStream = ReceiverStream<Result<pb::WatchWorkItemsResponse, Status>>;
+
+/// A work item the caller may change: their own (or, for a manager, their branch's).
+async fn own_work_item(
+    state: &ReferralsState,
+    principal: &Principal,
+    work_item_id: &str,
+) -> Result<work_item::Model> {
+    let mut violations = Violations::new();
+    let id = parse_uuid(&mut violations, "work_item_id", work_item_id);
+    let id = violations.finish(|| id)?;
+    let item = work_item::Entity::find_by_id(id.as_str())
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ReferralsError::NotFound(format!("work item {id}")))?;
+    if item.rm_id == principal.staff_id.as_str() {
+        return Ok(item);
+    }
+    queue_owner(state, principal, &item.rm_id).await?;
+    Ok(item)
+}
+
+/// Saves a changed work item with its version bumped and announces it — if it is
+/// still the version the caller read. A job or another device may have changed
+/// it meanwhile (closed it, brought it back from a snooze): then the caller is
+/// told to read it again rather than overwrite that change.
+async fn save_work_item(
+    state: &ReferralsState,
+    item: work_item::Model,
+    change: impl FnOnce(&mut work_item::ActiveModel),
+) -> Result<work_item::Model> {
+    let transaction = state.db.begin().await?;
+    let version = item.version;
+    let work_item_id = item.work_item_id.clone();
+    let mut row = item.into_active_model();
+    change(&mut row);
+    row.version = Set(version + 1);
+    row.updated_at = Set(Utc::now());
+    let stored = match work_item::Entity::update(row)
+        .validate()?
+        .filter(work_item::Column::Version.eq(version))
+        .exec(&transaction)
+        .await
+    {
+        Ok(stored) => stored,
+        Err(sea_orm::DbErr::RecordNotUpdated) => {
+            transaction.rollback().await?;
+            return Err(ReferralsError::Aborted(format!(
+                "work item {work_item_id} changed meanwhile; read it again"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    announce(&transaction, &stored).await?;
+    transaction.commit().await?;
+    state.outbox.wake();
+    Ok(stored)
+}
+
+impl Referrals {
+    #[tracing::instrument(skip_all)]
+    pub(crate) async fn handle_list_work_items(
+        &self,
+        request: Request<pb::ListWorkItemsRequest>,
+    ) -> Result<Response<pb::ListWorkItemsResponse>> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let owner = queue_owner(&self.state, &principal, &input.rm_id).await?;
+        let mut violations = Violations::new();
+        let mut states = Vec::new();
+        for (index, value) in input.states.iter().enumerate() {
+            match WorkItemState::from_proto(*value) {
+                Some(state) => states.push(state.as_str()),
+                None => violations.add(format!("states[{index}]"), "is not a known state"),
+            }
+        }
+        let mut kinds = Vec::new();
+        for (index, value) in input.kinds.iter().enumerate() {
+            match WorkItemKind::from_proto(*value) {
+                Some(kind) => kinds.push(kind.as_str()),
+                None => violations.add(format!("kinds[{index}]"), "is not a known kind"),
+            }
+        }
+        let page_size = violations.check("page_size", wire::page_size(input.page_size));
+        let after = if input.page_token.is_empty() {
+            None
+        } else {
+            parse_uuid(&mut violations, "page_token", &input.page_token)
+        };
+        let page_size = violations.finish(|| page_size)?;
+        let mut query = work_item::Entity::find()
+            .filter(work_item::Column::RmId.eq(owner.as_str()))
+            .order_by_asc(work_item::Column::WorkItemId)
+            .limit(page_size + 1);
+        if !states.is_empty() {
+            query = query.filter(work_item::Column::State.is_in(states));
+        }
+        if !kinds.is_empty() {
+            query = query.filter(work_item::Column::Kind.is_in(kinds));
+        }
+        if let Some(after) = after {
+            query = query.filter(work_item::Column::WorkItemId.gt(after));
+        }
+        let rows = query.all(&self.state.db).await?;
+        let (rows, next_page_token) =
+            wire::into_page(rows, page_size, |row| row.work_item_id.clone());
+        Ok(Response::new(pb::ListWorkItemsResponse {
+            work_items: rows.iter().map(crate::work_item_feed::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(crate) async fn handle_watch_work_items(
+        &self,
+        request: Request<pb::WatchWorkItemsRequest>,
+    ) -> Result<Response<WorkItemStream>> {
+        let principal = principal_of(&request)?;
+        let owner = queue_owner(&self.state, &principal, "").await?;
+        let receiver = watch::watch(self.state.clone(), owner).await?;
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(crate) async fn handle_ack_work_item(
+        &self,
+        request: Request<pb::AckWorkItemRequest>,
+    ) -> Result<Response<pb::AckWorkItemResponse>> {
+        let principal = principal_of(&request)?;
+        let item = own_work_item(&self.state, &principal, &request.get_ref().work_item_id).await?;
+        if item.acked_at.is_some() {
+            return Ok(Response::new(pb::AckWorkItemResponse {
+                work_item: Some(crate::work_item_feed::to_proto(&item)),
+            }));
+        }
+        let stored = save_work_item(&self.state, item, |row| {
+            row.acked_at = Set(Some(Utc::now()))
+        })
+        .await?;
+        Ok(Response::new(pb::AckWorkItemResponse {
+            work_item: Some(crate::work_item_feed::to_proto(&stored)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(crate) async fn handle_complete_work_item(
+        &self,
+        request: Request<pb::CompleteWorkItemRequest>,
+    ) -> Result<Response<pb::CompleteWorkItemResponse>> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        check_text(&mut violations, "outcome", &input.outcome, false, 200);
+        check_text(&mut violations, "note", &input.note, false, 2000);
+        if !violations.is_empty() {
+            return Err(ReferralsError::from(violations));
+        }
+        let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
+        if item.state == WorkItemState::Done {
+            return Ok(Response::new(pb::CompleteWorkItemResponse {
+                work_item: Some(crate::work_item_feed::to_proto(&item)),
+            }));
+        }
+        let outcome = [input.outcome.trim(), input.note.trim()]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        let stored = save_work_item(&self.state, item, |row| {
+            row.state = Set(WorkItemState::Done);
+            row.outcome = Set(Some(outcome));
+        })
+        .await?;
+        Ok(Response::new(pb::CompleteWorkItemResponse {
+            work_item: Some(crate::work_item_feed::to_proto(&stored)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    pub(crate) async fn handle_snooze_work_item(
+        &self,
+        request: Request<pb::SnoozeWorkItemRequest>,
+    ) -> Result<Response<pb::SnoozeWorkItemResponse>> {
+        let principal = principal_of(&request)?;
+        let input = request.into_inner();
+        let mut violations = Violations::new();
+        let until = match &input.until {
+            Some(until) => violations.check("until", wire::datetime(until)),
+            None => {
+                violations.add("until", "is required");
+                None
+            }
+        };
+        if until.is_some_and(|until| until <= Utc::now()) {
+            violations.add("until", "must be in the future");
+        }
+        let until = violations.finish(|| until)?;
+        let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
+        if item.state == WorkItemState::Done {
+            return Err(ReferralsError::FailedPrecondition(
+                "work item is done; cannot snooze".into(),
+            ));
+        }
+        let stored = save_work_item(&self.state, item, |row| {
+            row.state = Set(WorkItemState::Snoozed);
+            row.snoozed_until = Set(Some(until));
+        })
+        .await?;
+        Ok(Response::new(pb::SnoozeWorkItemResponse {
+            work_item: Some(crate::work_item_feed::to_proto(&stored)),
+        }))
+    }
+}
