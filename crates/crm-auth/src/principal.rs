@@ -9,6 +9,15 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The caller as the domain's access rules see them.
+    pub fn caller(&self) -> crm_domain::client_access::Caller<'_> {
+        crm_domain::client_access::Caller {
+            role: self.role,
+            staff_id: self.staff_id.as_str(),
+            branch_id: self.branch_id.as_str(),
+        }
+    }
+
     pub fn is(&self, role: Role) -> bool {
         self.role == role
     }

@@ -6,6 +6,7 @@
 mod text_enum;
 
 pub mod client;
+pub mod client_access;
 pub mod ids;
 pub mod messages;
 pub mod money;

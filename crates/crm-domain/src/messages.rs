@@ -25,6 +25,9 @@ pub const REFERRAL_EXPIRED: &str = "referral.expired";
 pub const REFERRAL_LINKED: &str = "referral.linked";
 /// Routed to `rm.<staff_id>`: a work item was created or changed.
 pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
+/// A line of the audit trail written by a service other than the client book,
+/// on its way to the trail (crm-audit).
+pub const AUDIT_RECORDED: &str = "audit.recorded";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaffChanged {

@@ -1,64 +1,57 @@
-//! Who may see what in the client book (API.md's role table), in one place:
-//!
-//! | role            | reads                                         | sees               |
-//! |-----------------|-----------------------------------------------|--------------------|
-//! | system          | every client                                  | everything         |
-//! | rm              | clients they cover (any of the three posts)   | everything         |
-//! | branch_manager  | clients of their branch, and any they cover   | everything         |
-//! | teller          | clients of their branch, by id or phone only  | PII masked         |
-//! | campaign_admin  | every client                                  | name and tier only |
-//!
-//! Single reads check the loaded row with [`view_for`]; searches put the same rule
-//! into SQL with [`ClientScope`], so no query ever fetches rows outside the scope.
+//! The client book's side of the access rule (crm_domain::client_access, the one
+//! role table): the rule applied to a loaded row with [`view_for`], and put into
+//! SQL on this service's `clients` table with [`ClientScope`], so no query ever
+//! fetches rows outside the scope.
 
 use crate::store::client;
 use crm_auth::Principal;
-use crm_domain::{Role, StaffId};
+use crm_domain::client_access::{self, Coverage, CoveragePost, ScopeArm};
 use sea_orm::{ColumnTrait, Condition};
 
-/// How much of a client record a caller may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum View {
-    /// Everything, PII in clear.
-    Full,
-    /// Everything, national id and phone masked.
-    Masked,
-    /// Name and tier only.
-    NameAndTier,
-}
+pub(crate) use crm_domain::client_access::ClientView as View;
 
-/// Whether `staff_id` holds any of the client's three coverage posts.
-pub(crate) fn covers(model: &client::Model, staff_id: &StaffId) -> bool {
-    [
-        &model.primary_rm_id,
-        &model.wealth_manager_id,
-        &model.private_banker_id,
-    ]
-    .into_iter()
-    .any(|id| id.as_deref() == Some(staff_id.as_str()))
+/// What the rule looks at of a stored client.
+pub(crate) fn coverage_of(model: &client::Model) -> Coverage<'_> {
+    Coverage {
+        home_branch_id: &model.home_branch_id,
+        primary_rm_id: model.primary_rm_id.as_deref(),
+        wealth_manager_id: model.wealth_manager_id.as_deref(),
+        private_banker_id: model.private_banker_id.as_deref(),
+    }
 }
 
 /// What `principal` may see of one client; None: nothing.
 pub(crate) fn view_for(principal: &Principal, model: &client::Model) -> Option<View> {
-    let own_branch = model.home_branch_id == principal.branch_id.as_str();
-    match principal.role {
-        Role::System => Some(View::Full),
-        Role::Rm if covers(model, &principal.staff_id) => Some(View::Full),
-        Role::BranchManager if own_branch || covers(model, &principal.staff_id) => Some(View::Full),
-        Role::Teller if own_branch => Some(View::Masked),
-        Role::CampaignAdmin => Some(View::NameAndTier),
-        _ => None,
+    client_access::client_view(principal.caller(), &coverage_of(model))
+}
+
+/// The column of `post` in this service's `clients` table.
+fn post_column(post: CoveragePost) -> client::Column {
+    match post {
+        CoveragePost::PrimaryRm => client::Column::PrimaryRmId,
+        CoveragePost::WealthManager => client::Column::WealthManagerId,
+        CoveragePost::PrivateBanker => client::Column::PrivateBankerId,
+    }
+}
+
+/// One arm of the rule as a condition on the `clients` table.
+fn arm_condition(arm: ScopeArm) -> Condition {
+    match arm {
+        ScopeArm::EveryClient => Condition::all(),
+        ScopeArm::HomeBranch(branch) => {
+            Condition::all().add(client::Column::HomeBranchId.eq(branch))
+        }
+        ScopeArm::Post(post, staff_id) => Condition::all().add(post_column(post).eq(staff_id)),
     }
 }
 
 /// The three coverage posts of `staff_id`, one predicate each: every one can walk
 /// its `(post, client_id)` index in client-id order.
 pub(crate) fn coverage_arms(staff_id: &str) -> Vec<Condition> {
-    vec![
-        Condition::all().add(client::Column::PrimaryRmId.eq(staff_id)),
-        Condition::all().add(client::Column::WealthManagerId.eq(staff_id)),
-        Condition::all().add(client::Column::PrivateBankerId.eq(staff_id)),
-    ]
+    CoveragePost::ALL
+        .into_iter()
+        .map(|post| arm_condition(ScopeArm::Post(post, staff_id.to_owned())))
+        .collect()
 }
 
 /// The rows of `clients` a caller's searches may touch, as alternatives ("arms"):
@@ -69,18 +62,12 @@ pub(crate) struct ClientScope(Vec<Condition>);
 
 impl ClientScope {
     pub(crate) fn of(principal: &Principal) -> ClientScope {
-        let branch = client::Column::HomeBranchId.eq(principal.branch_id.as_str());
-        let staff_id = principal.staff_id.as_str();
-        ClientScope(match principal.role {
-            Role::System | Role::CampaignAdmin => vec![Condition::all()],
-            Role::Rm => coverage_arms(staff_id),
-            Role::BranchManager => {
-                let mut arms = vec![Condition::all().add(branch)];
-                arms.extend(coverage_arms(staff_id));
-                arms
-            }
-            Role::Teller => vec![Condition::all().add(branch)],
-        })
+        ClientScope(
+            client_access::client_scope(principal.caller())
+                .into_iter()
+                .map(arm_condition)
+                .collect(),
+        )
     }
 
     pub(crate) fn arms(self) -> Vec<Condition> {
@@ -98,5 +85,5 @@ impl ClientScope {
 /// Interactions are part of the relationship: read and written by those who see
 /// the client whole, never by tellers or campaign admins.
 pub(crate) fn may_use_contact_log(principal: &Principal, model: &client::Model) -> bool {
-    view_for(principal, model) == Some(View::Full)
+    client_access::may_use_contact_log(principal.caller(), &coverage_of(model))
 }

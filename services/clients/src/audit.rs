@@ -1,125 +1,44 @@
-//! The audit trail: who read or wrote which client's data, when, under which
-//! request, and whether it was allowed. Rows are only ever inserted (the database
-//! refuses updates and deletes). Writes record their row in the write's own
-//! transaction; reads and denials record theirs before the answer leaves, and a
-//! read whose audit row cannot be written fails rather than go unrecorded.
+//! The client book's end of the suite's one audit trail (crm-audit): its own
+//! lines, written in the transaction of the read or write they record, and the
+//! lines other services send as `audit.recorded` messages, stored by a consumer.
+//! Rows are only ever inserted (the database refuses updates and deletes). Reads
+//! and denials record their line before the answer leaves, and a read whose line
+//! cannot be written fails rather than go unrecorded.
 
 use crate::store::{audit_event, client};
-use chrono::Utc;
-use crm_auth::Principal;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use crm_bus::{Envelope, HandlerError, MessageHandler};
+use crm_domain::messages::AUDIT_RECORDED;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait};
 
-/// The caller of one RPC, as the trail records them.
-#[derive(Debug, Clone)]
-pub(crate) struct Actor {
-    pub(crate) principal: Principal,
-    pub(crate) request_id: String,
-}
+pub(crate) use crm_audit::{Actor, AuditLine, ClientRef, Decision, Entry};
 
-impl Actor {
-    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Result<Actor, crm_grpc::RpcError> {
-        Ok(Actor {
-            principal: crm_auth::principal_of(request)?,
-            request_id: crm_auth::request_id_of(request),
-        })
+use crate::SERVICE;
+
+/// What a line says about a stored client.
+pub(crate) fn subject(model: &client::Model) -> ClientRef<'_> {
+    ClientRef {
+        client_id: &model.client_id,
+        home_branch_id: &model.home_branch_id,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
-    Allowed,
-    Denied,
-}
-
-impl Decision {
-    fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-        }
-    }
-}
-
-/// One line of the trail.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub(crate) action: &'static str,
-    pub(crate) client_id: String,
-    pub(crate) client_branch_id: String,
-    pub(crate) decision: Decision,
-    /// Why it was denied, or which filters a search used; never personal data.
-    pub(crate) reason: String,
-}
-
-impl Entry {
-    pub(crate) fn allowed(action: &'static str, client: &client::Model) -> Entry {
-        Entry {
-            action,
-            client_id: client.client_id.clone(),
-            client_branch_id: client.home_branch_id.clone(),
-            decision: Decision::Allowed,
-            reason: String::new(),
-        }
-    }
-
-    pub(crate) fn denied(
-        action: &'static str,
-        client: Option<&client::Model>,
-        requested_client_id: &str,
-        why: &str,
-    ) -> Entry {
-        Entry {
-            action,
-            client_id: client.map_or_else(
-                || requested_client_id.to_owned(),
-                |model| model.client_id.clone(),
-            ),
-            client_branch_id: client
-                .map(|model| model.home_branch_id.clone())
-                .unwrap_or_default(),
-            decision: Decision::Denied,
-            reason: why.to_owned(),
-        }
-    }
-
-    /// A line for a request that named no client (a search that found none).
-    pub(crate) fn without_client(action: &'static str, decision: Decision, reason: &str) -> Entry {
-        Entry {
-            action,
-            client_id: String::new(),
-            client_branch_id: String::new(),
-            decision,
-            reason: reason.to_owned(),
-        }
-    }
-
-    pub(crate) fn with_reason(mut self, reason: impl Into<String>) -> Entry {
-        self.reason = reason.into();
-        self
-    }
-}
-
-/// One row of the trail: `entry` by `actor`; `client_ids` names the clients a
-/// read of many showed (empty otherwise).
-fn audit_row(
-    actor: &Actor,
-    entry: Entry,
-    client_ids: String,
-    now: chrono::DateTime<Utc>,
-) -> audit_event::ActiveModel {
+/// The stored row of a line, wherever it was written.
+fn row_of(line: AuditLine) -> audit_event::ActiveModel {
     audit_event::ActiveModel {
-        audit_event_id: Set(uuid::Uuid::now_v7().to_string()),
-        actor_id: Set(actor.principal.staff_id.to_string()),
-        actor_role: Set(actor.principal.role.to_string()),
-        actor_branch_id: Set(actor.principal.branch_id.to_string()),
-        action: Set(entry.action.to_owned()),
-        client_id: Set(entry.client_id),
-        client_branch_id: Set(entry.client_branch_id),
-        decision: Set(entry.decision.as_str().to_owned()),
-        reason: Set(entry.reason),
-        client_ids: Set(client_ids),
-        request_id: Set(actor.request_id.clone()),
-        occurred_at: Set(now),
+        audit_event_id: Set(line.audit_event_id),
+        actor_id: Set(line.actor_id),
+        actor_role: Set(line.actor_role),
+        actor_branch_id: Set(line.actor_branch_id),
+        action: Set(line.action),
+        client_id: Set(line.client_id),
+        client_branch_id: Set(line.client_branch_id),
+        decision: Set(line.decision),
+        reason: Set(line.reason),
+        // Client ids are `[A-Z0-9-]`: a comma never occurs inside one.
+        client_ids: Set(line.client_ids.join(",")),
+        request_id: Set(line.request_id),
+        occurred_at: Set(line.occurred_at),
+        service: Set(line.service),
     }
 }
 
@@ -129,10 +48,9 @@ pub(crate) async fn record(
     actor: &Actor,
     entries: impl IntoIterator<Item = Entry>,
 ) -> Result<(), sea_orm::DbErr> {
-    let now = Utc::now();
     let rows: Vec<audit_event::ActiveModel> = entries
         .into_iter()
-        .map(|entry| audit_row(actor, entry, String::new(), now))
+        .map(|entry| row_of(AuditLine::new(SERVICE, actor, entry, Vec::new())))
         .collect();
     if rows.is_empty() {
         return Ok(());
@@ -153,8 +71,7 @@ pub(crate) async fn record_read_of_many(
     client_ids: Vec<String>,
 ) -> Result<(), sea_orm::DbErr> {
     let entry = Entry::without_client(action, Decision::Allowed, reason);
-    // Client ids are `[A-Z0-9-]`: a comma never occurs inside one.
-    let row = audit_row(actor, entry, client_ids.join(","), Utc::now());
+    let row = row_of(AuditLine::new(SERVICE, actor, entry, client_ids));
     audit_event::Entity::insert(row)
         .exec_without_returning(db)
         .await?;
@@ -186,5 +103,31 @@ pub(crate) async fn refuse_in(
     match transaction.commit().await {
         Ok(()) => refusal,
         Err(error) => error.into(),
+    }
+}
+
+/// Stores the lines other services send. A line already stored (a redelivery
+/// the inbox did not see, a replay from the dead-letter queue) is left as it is.
+pub struct AuditLines;
+
+#[async_trait::async_trait]
+impl MessageHandler for AuditLines {
+    async fn handle(
+        &self,
+        transaction: &DatabaseTransaction,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        if envelope.message_type != AUDIT_RECORDED {
+            return Err(HandlerError::Poison(format!(
+                "unexpected message type {}",
+                envelope.message_type
+            )));
+        }
+        let line: AuditLine = envelope.decode()?;
+        audit_event::Entity::insert(row_of(line))
+            .on_conflict_do_nothing_on([audit_event::Column::AuditEventId])
+            .exec(transaction)
+            .await?;
+        Ok(())
     }
 }

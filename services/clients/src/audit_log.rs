@@ -45,6 +45,7 @@ fn audit_event_to_proto(model: audit_event::Model) -> pb::AuditEvent {
         decision: model.decision,
         request_id: model.request_id,
         occurred_at: Some(crm_grpc::wire::timestamp(model.occurred_at)),
+        service: model.service,
     }
 }
 
@@ -146,7 +147,7 @@ impl ClientBook {
         if let Some((why, client)) = self.audit_refusal(&actor, &query).await? {
             let entry = Entry::denied(
                 LIST,
-                client.as_ref(),
+                client.as_ref().map(audit::subject),
                 &audited_client_id(&input.client_id),
                 why,
             );

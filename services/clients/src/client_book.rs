@@ -109,7 +109,7 @@ pub(crate) async fn find_in_scope(
     match may_use(&actor.principal, &model) {
         Some(view) => Ok((model, view)),
         None => {
-            let entry = Entry::denied(action, Some(&model), "", OUTSIDE_SCOPE);
+            let entry = Entry::denied(action, Some(audit::subject(&model)), "", OUTSIDE_SCOPE);
             Err(audit::refuse(db, actor, entry).await)
         }
     }
@@ -209,19 +209,29 @@ impl ClientBook {
             }
             None => {
                 let stored = self.insert_client(&transaction, input).await?;
-                audit::record(&transaction, &actor, [Entry::allowed(CREATE, &stored)]).await?;
+                audit::record(
+                    &transaction,
+                    &actor,
+                    [Entry::allowed(CREATE, audit::subject(&stored))],
+                )
+                .await?;
                 (stored, None, true)
             }
             Some(current) => {
                 if let Some(why) = self.update_refusal(principal, &current, &input) {
-                    let entry = Entry::denied(UPDATE, Some(&current), "", &why);
+                    let entry = Entry::denied(UPDATE, Some(audit::subject(&current)), "", &why);
                     return Err(audit::refuse_in(transaction, &actor, entry).await);
                 }
                 let previous_tier = current.tier;
                 let routing_relevant = current.home_branch_id != input.home_branch_id.as_str()
                     || current.do_not_contact != input.do_not_contact;
                 let stored = self.update_client(&transaction, current, input).await?;
-                audit::record(&transaction, &actor, [Entry::allowed(UPDATE, &stored)]).await?;
+                audit::record(
+                    &transaction,
+                    &actor,
+                    [Entry::allowed(UPDATE, audit::subject(&stored))],
+                )
+                .await?;
                 (stored, Some(previous_tier), routing_relevant)
             }
         };
@@ -345,7 +355,7 @@ impl ClientBook {
         tracing::Span::current().record("client_id", client_id.as_str());
         let db = &self.state.db;
         let (stored, view) = find_in_scope(db, &actor, READ, &client_id, view_for).await?;
-        audit::record(db, &actor, [Entry::allowed(READ, &stored)]).await?;
+        audit::record(db, &actor, [Entry::allowed(READ, audit::subject(&stored))]).await?;
         Ok(Response::new(pb::GetClientResponse {
             client: Some(client_to_proto(stored, view, &self.state.vault)?),
         }))
@@ -411,7 +421,7 @@ impl ClientBook {
         row.private_banker_id = Set(private);
         row.updated_at = Set(Utc::now());
         let stored = row.update(&transaction).await?;
-        let entry = Entry::allowed(ASSIGN_COVERAGE, &stored).with_reason(reason);
+        let entry = Entry::allowed(ASSIGN_COVERAGE, audit::subject(&stored)).with_reason(reason);
         audit::record(&transaction, &actor, [entry]).await?;
         announce_coverage(&transaction, &stored, reason).await?;
         transaction.commit().await?;

@@ -111,7 +111,12 @@ impl ClientBook {
         }
         .insert(&transaction)
         .await?;
-        audit::record(&transaction, &actor, [Entry::allowed(LOG, &current)]).await?;
+        audit::record(
+            &transaction,
+            &actor,
+            [Entry::allowed(LOG, audit::subject(&current))],
+        )
+        .await?;
         // A contact logged late must not move the last contact backwards, also
         // when two are logged at once: the condition is in the UPDATE itself.
         client::Entity::update_many()
@@ -194,7 +199,7 @@ impl ClientBook {
             );
         }
         let rows = query.all(db).await?;
-        audit::record(db, &actor, [Entry::allowed(LIST, &current)]).await?;
+        audit::record(db, &actor, [Entry::allowed(LIST, audit::subject(&current))]).await?;
         let (rows, last_key) = crm_grpc::wire::into_page(rows, page_size, page_key);
         Ok(Response::new(pb::ListInteractionsResponse {
             interactions: rows.into_iter().map(interaction_to_proto).collect(),

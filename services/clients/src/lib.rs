@@ -3,6 +3,8 @@
 //! in the same transaction: `directory.branch_changed`, `directory.staff_changed`,
 //! `directory.pair_changed`,
 //! `client.coverage_changed`, `client.tier_changed`, `client.interaction_logged`.
+//! It stores the suite's one audit trail, other services' lines included
+//! (`audit.recorded`).
 
 mod access;
 mod audit;
@@ -87,6 +89,11 @@ impl crm_runtime::ServiceModule for Module {
         store::migrations()
     }
 
+    fn consumes(&self) -> &'static [&'static str] {
+        // Other services' lines of the one audit trail.
+        &[crm_domain::messages::AUDIT_RECORDED]
+    }
+
     fn settings(&self, command: clap::Command) -> clap::Command {
         <ClientsSettings as clap::Args>::augment_args(command)
     }
@@ -119,6 +126,23 @@ impl crm_runtime::ServiceModule for Module {
             state.outbox.clone(),
         );
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
+        let consumer = crm_bus::run_consumer(
+            infra.bus.clone(),
+            infra.db.clone(),
+            SERVICE,
+            Arc::new(audit::AuditLines),
+            32,
+            infra.shutdown.clone(),
+        );
+        let shutdown = infra.shutdown.clone();
+        infra.tasks.spawn(async move {
+            if let Err(error) = consumer.await {
+                // Lines from other services would wait in the queue unstored: stop
+                // the process so the orchestrator restarts it.
+                tracing::error!(%error, "clients consumer failed; shutting down");
+                shutdown.cancel();
+            }
+        });
         Ok(())
     }
 

@@ -61,6 +61,15 @@ impl crm_runtime::ServiceModule for Module {
             "crm.v1.EventService",
             EventServiceServer::with_interceptor(Events, infra.auth.clone()),
         );
+        // What the service writes to its outbox (audit lines of its reads of
+        // client data, its events) leaves through its own relay.
+        let relay = crm_bus::outbox::Relay::new(
+            infra.db.clone(),
+            infra.bus.clone(),
+            SERVICE,
+            crm_bus::outbox::OutboxWaker::default(),
+        );
+        infra.tasks.spawn(relay.run(infra.shutdown.clone()));
         Ok(())
     }
 }

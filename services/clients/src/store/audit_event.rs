@@ -27,6 +27,8 @@ pub struct Model {
     pub client_ids: String,
     pub request_id: String,
     pub occurred_at: DateTimeUtc,
+    /// The service the read or write happened in (`clients` for the book's own).
+    pub service: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

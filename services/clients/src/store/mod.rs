@@ -13,6 +13,7 @@ pub mod teller_pair;
 mod migrations {
     pub mod m20261126_000002_create_directory_and_clients;
     pub mod m20261126_000004_client_book;
+    pub mod m20261128_000009_audit_event_service;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -22,5 +23,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(migrations::m20261126_000002_create_directory_and_clients::Migration),
         Box::new(migrations::m20261126_000004_client_book::Migration),
+        Box::new(migrations::m20261128_000009_audit_event_service::Migration),
     ]
 }
