@@ -48,10 +48,13 @@ bench: services
 	$(CARGO) run --release -p crm-bench -- clients
 	$(CARGO) run --release -p crm-bench -- referrals
 
-## lint: formatting, clippy with warnings as errors, and buf lint of the API
+## lint: formatting, clippy with warnings as errors, unused dependencies
+## (cargo-machete, installed from crates.io where missing) and buf lint of the API
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@command -v cargo-machete >/dev/null || $(CARGO) install --locked cargo-machete@0.9.2
+	cargo machete
 	cd proto && npx --yes @bufbuild/buf@1.75.0 lint
 
 ## up: the distributed mode in containers (needs a container engine)

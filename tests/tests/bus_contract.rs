@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 async fn bus(backend: Backend) -> Bus {
     crm_testkit::install_for_tests();
     let config = BusConfig {
-        amqp_url: (backend == Backend::Distributed).then(crm_testkit::amqp_url),
+        amqp_url: (backend == Backend::Distributed).then(|| crm_testkit::amqp_url().into()),
         prefix: format!("{}.", crm_testkit::unique_name("bus")),
         ephemeral: true,
         queues: crm_runtime::suite_queues(crm::MODULES),

@@ -60,7 +60,7 @@ impl Store {
 
 async fn bus(backend: Backend) -> Bus {
     let config = BusConfig {
-        amqp_url: (backend == Backend::Distributed).then(crm_testkit::amqp_url),
+        amqp_url: (backend == Backend::Distributed).then(|| crm_testkit::amqp_url().into()),
         prefix: format!("{}.", crm_testkit::unique_name("relay")),
         ephemeral: true,
         queues: crm_runtime::suite_queues(crm::MODULES),

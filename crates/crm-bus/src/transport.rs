@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +13,8 @@ use crate::{BusError, DeadLetter, Envelope, ServiceQueue, Topology};
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     /// `amqp://…`; unset selects the in-process transport.
-    pub amqp_url: Option<String>,
+    /// Its password never prints: `Debug` shows `[REDACTED]`.
+    pub amqp_url: Option<SecretString>,
     /// Prefixed to every exchange and queue name (tests use one per test).
     pub prefix: String,
     pub ephemeral: bool,
@@ -33,7 +35,7 @@ impl Bus {
     /// whole topology.
     pub async fn start(config: &BusConfig, shutdown: CancellationToken) -> Result<Bus, BusError> {
         let topology = Topology::new(&config.prefix, config.ephemeral, config.queues.clone());
-        let bus = match &config.amqp_url {
+        let bus = match config.amqp_url.as_ref().map(ExposeSecret::expose_secret) {
             Some(url) => Bus::Rabbit(Arc::new(RabbitBus::new(url, topology, shutdown))),
             None => Bus::InProcess(Arc::new(InProcessBus::new(topology))),
         };

@@ -154,7 +154,7 @@ impl Settings {
     /// every consuming service's queue.
     pub fn bus_config(&self, suite: &[&dyn crate::ServiceModule]) -> crm_bus::BusConfig {
         crm_bus::BusConfig {
-            amqp_url: self.amqp_url.clone(),
+            amqp_url: self.amqp_url.as_deref().map(SecretString::from),
             prefix: self.queue_prefix.clone(),
             ephemeral: self.ephemeral_queues,
             queues: crate::module::suite_queues(suite),

@@ -53,8 +53,8 @@ enum Command {
         /// Lifetime in minutes.
         #[arg(long, default_value_t = 60)]
         ttl_minutes: i64,
-        #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true)]
-        secret: String,
+        #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+        secret: SecretString,
     },
     /// Show or replay messages in the dead-letter queue (RabbitMQ).
     DeadLetters {
@@ -96,6 +96,11 @@ enum DeadLetterAction {
     },
 }
 
+/// Reads a secret straight into a type that never prints it.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -111,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
             ttl_minutes,
             secret,
         } => {
-            let keys = crm_auth::JwtKeys::hs256(&SecretString::from(secret))?;
+            let keys = crm_auth::JwtKeys::hs256(&secret)?;
             let token = keys.mint(
                 &StaffId::parse(&sub).map_err(|e| anyhow::anyhow!("--sub {e}"))?,
                 role,
