@@ -16,7 +16,7 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 
 use crate::access::{View, view_for};
-use crate::audit::{self, Actor, Entry};
+use crate::audit_writer::{self, Actor, Entry};
 use crate::client_wire::{ClientInput, client_to_proto, parse_client};
 use crate::error::{ClientsError, Result};
 use crate::{ClientsState, SERVICE, tiering};
@@ -104,13 +104,18 @@ pub(crate) async fn find_in_scope(
             return Err(ClientsError::NotFound(format!("client {client_id}")));
         }
         let entry = Entry::denied(action, None, client_id.as_str(), OUTSIDE_SCOPE);
-        return Err(audit::refuse(db, actor, entry).await);
+        return Err(audit_writer::refuse(db, actor, entry).await);
     };
     match may_use(&actor.principal, &model) {
         Some(view) => Ok((model, view)),
         None => {
-            let entry = Entry::denied(action, Some(audit::subject(&model)), "", OUTSIDE_SCOPE);
-            Err(audit::refuse(db, actor, entry).await)
+            let entry = Entry::denied(
+                action,
+                Some(audit_writer::subject(&model)),
+                "",
+                OUTSIDE_SCOPE,
+            );
+            Err(audit_writer::refuse(db, actor, entry).await)
         }
     }
 }
@@ -192,7 +197,7 @@ impl ClientBook {
         ) {
             let why = format!("role {} may not write client records", principal.role);
             let entry = Entry::denied(UPDATE, None, &audited_client_id(&raw.client_id), &why);
-            return Err(audit::refuse(db, &actor, entry).await);
+            return Err(audit_writer::refuse(db, &actor, entry).await);
         }
         let input = parse_client(&raw)?;
         tracing::Span::current().record("client_id", input.client_id.as_str());
@@ -205,31 +210,32 @@ impl ClientBook {
                 // Only core banking creates clients; staff hear the same answer as
                 // for a client outside their scope.
                 let entry = Entry::denied(CREATE, None, input.client_id.as_str(), OUTSIDE_SCOPE);
-                return Err(audit::refuse_in(transaction, &actor, entry).await);
+                return Err(audit_writer::refuse_in(transaction, &actor, entry).await);
             }
             None => {
                 let stored = self.insert_client(&transaction, input).await?;
-                audit::record(
+                audit_writer::record(
                     &transaction,
                     &actor,
-                    [Entry::allowed(CREATE, audit::subject(&stored))],
+                    [Entry::allowed(CREATE, audit_writer::subject(&stored))],
                 )
                 .await?;
                 (stored, None, true)
             }
             Some(current) => {
                 if let Some(why) = self.update_refusal(principal, &current, &input) {
-                    let entry = Entry::denied(UPDATE, Some(audit::subject(&current)), "", &why);
-                    return Err(audit::refuse_in(transaction, &actor, entry).await);
+                    let entry =
+                        Entry::denied(UPDATE, Some(audit_writer::subject(&current)), "", &why);
+                    return Err(audit_writer::refuse_in(transaction, &actor, entry).await);
                 }
                 let previous_tier = current.tier;
                 let routing_relevant = current.home_branch_id != input.home_branch_id.as_str()
                     || current.do_not_contact != input.do_not_contact;
                 let stored = self.update_client(&transaction, current, input).await?;
-                audit::record(
+                audit_writer::record(
                     &transaction,
                     &actor,
-                    [Entry::allowed(UPDATE, audit::subject(&stored))],
+                    [Entry::allowed(UPDATE, audit_writer::subject(&stored))],
                 )
                 .await?;
                 (stored, Some(previous_tier), routing_relevant)
@@ -355,7 +361,12 @@ impl ClientBook {
         tracing::Span::current().record("client_id", client_id.as_str());
         let db = &self.state.db;
         let (stored, view) = find_in_scope(db, &actor, READ, &client_id, view_for).await?;
-        audit::record(db, &actor, [Entry::allowed(READ, audit::subject(&stored))]).await?;
+        audit_writer::record(
+            db,
+            &actor,
+            [Entry::allowed(READ, audit_writer::subject(&stored))],
+        )
+        .await?;
         Ok(Response::new(pb::GetClientResponse {
             client: Some(client_to_proto(stored, view, &self.state.vault)?),
         }))
@@ -378,7 +389,7 @@ impl ClientBook {
                 &audited_client_id(&input.client_id),
                 &why,
             );
-            return Err(audit::refuse(db, &actor, entry).await);
+            return Err(audit_writer::refuse(db, &actor, entry).await);
         }
         let mut violations = Violations::new();
         let client_id = violations.check("client_id", ClientId::parse(&input.client_id));
@@ -421,8 +432,9 @@ impl ClientBook {
         row.private_banker_id = Set(private);
         row.updated_at = Set(Utc::now());
         let stored = row.update(&transaction).await?;
-        let entry = Entry::allowed(ASSIGN_COVERAGE, audit::subject(&stored)).with_reason(reason);
-        audit::record(&transaction, &actor, [entry]).await?;
+        let entry =
+            Entry::allowed(ASSIGN_COVERAGE, audit_writer::subject(&stored)).with_reason(reason);
+        audit_writer::record(&transaction, &actor, [entry]).await?;
         announce_coverage(&transaction, &stored, reason).await?;
         transaction.commit().await?;
         self.state.outbox.wake();

@@ -19,7 +19,7 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 
 use crate::ClientsState;
-use crate::directory_news::{self, branch_changed, pair_changed, staff_changed};
+use crate::directory_events::{self, branch_changed, pair_changed, staff_changed};
 use crate::error::{ClientsError, Result};
 
 pub struct Directory {
@@ -133,7 +133,7 @@ impl Directory {
             .await?
             .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
         // Routing keeps each branch's time zone: SLA deadlines count its hours.
-        directory_news::publish(&transaction, BRANCH_CHANGED, &branch_changed(&stored)).await?;
+        directory_events::publish(&transaction, BRANCH_CHANGED, &branch_changed(&stored)).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertBranchResponse {
@@ -210,7 +210,7 @@ impl Directory {
             .exec_without_returning(&transaction)
             .await?;
         let stored = find_staff(&transaction, &staff_id).await?;
-        directory_news::publish(&transaction, STAFF_CHANGED, &staff_changed(&stored)).await?;
+        directory_events::publish(&transaction, STAFF_CHANGED, &staff_changed(&stored)).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertStaffResponse {
@@ -283,7 +283,7 @@ impl Directory {
         teller_pair::Entity::insert(pair.clone().into_active_model())
             .exec_without_returning(&transaction)
             .await?;
-        directory_news::publish(&transaction, PAIR_CHANGED, &pair_changed(&pair)).await?;
+        directory_events::publish(&transaction, PAIR_CHANGED, &pair_changed(&pair)).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::PairTellerResponse {

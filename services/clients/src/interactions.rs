@@ -21,7 +21,7 @@ use tonic::{Request, Response};
 use crate::SERVICE;
 use crate::access::View;
 use crate::access::may_use_contact_log;
-use crate::audit::{self, Actor, Entry};
+use crate::audit_writer::{self, Actor, Entry};
 use crate::client_book::{ClientBook, find_in_scope};
 use crate::error::Result;
 use crate::page_token::PageTokens;
@@ -111,10 +111,10 @@ impl ClientBook {
         }
         .insert(&transaction)
         .await?;
-        audit::record(
+        audit_writer::record(
             &transaction,
             &actor,
-            [Entry::allowed(LOG, audit::subject(&current))],
+            [Entry::allowed(LOG, audit_writer::subject(&current))],
         )
         .await?;
         // A contact logged late must not move the last contact backwards, also
@@ -199,7 +199,12 @@ impl ClientBook {
             );
         }
         let rows = query.all(db).await?;
-        audit::record(db, &actor, [Entry::allowed(LIST, audit::subject(&current))]).await?;
+        audit_writer::record(
+            db,
+            &actor,
+            [Entry::allowed(LIST, audit_writer::subject(&current))],
+        )
+        .await?;
         let (rows, last_key) = crm_grpc::wire::into_page(rows, page_size, page_key);
         Ok(Response::new(pb::ListInteractionsResponse {
             interactions: rows.into_iter().map(interaction_to_proto).collect(),

@@ -7,12 +7,12 @@
 //! (`audit.recorded`).
 
 mod access;
-mod audit;
-mod audit_log;
+mod audit_trail;
+mod audit_writer;
 mod client_book;
 mod client_wire;
 mod directory;
-mod directory_news;
+mod directory_events;
 mod error;
 mod interactions;
 mod page_token;
@@ -33,7 +33,7 @@ use tonic::service::interceptor::InterceptedService;
 
 pub use client_book::ClientBook;
 pub use directory::Directory;
-pub use directory_news::{Republished, republish_directory};
+pub use directory_events::{Republished, republish_directory};
 pub use error::ClientsError;
 pub use settings::ClientsSettings;
 
@@ -130,7 +130,7 @@ impl crm_runtime::ServiceModule for Module {
             infra.bus.clone(),
             infra.db.clone(),
             SERVICE,
-            Arc::new(audit::AuditLines),
+            Arc::new(audit_writer::AuditLines),
             32,
             infra.shutdown.clone(),
         );
@@ -147,6 +147,6 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn jobs(&self) -> Vec<crm_runtime::Job> {
-        vec![directory_news::REPUBLISH_DIRECTORY_JOB]
+        vec![directory_events::REPUBLISH_DIRECTORY_JOB]
     }
 }

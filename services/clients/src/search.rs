@@ -16,7 +16,7 @@ use sea_orm::{
 use tonic::{Request, Response};
 
 use crate::access::{ClientScope, coverage_arms, view_for};
-use crate::audit::{self, Actor, Decision, Entry};
+use crate::audit_writer::{self, Actor, Decision, Entry};
 use crate::client_book::ClientBook;
 use crate::client_wire::{check_phone, check_segment, client_to_proto, tier_filter};
 use crate::error::Result;
@@ -241,7 +241,7 @@ impl ClientBook {
         let vault = &self.state.vault;
         if let Some(why) = filters.refusal(principal.role) {
             let entry = Entry::without_client(SEARCH, Decision::Denied, why);
-            return Err(audit::refuse(db, &actor, entry).await);
+            return Err(audit_writer::refuse(db, &actor, entry).await);
         }
         let parameters = filters.signed_parameters(&input);
         let parameters: Vec<(&str, &str)> = parameters
@@ -287,7 +287,7 @@ impl ClientBook {
         let (rows, last_key) =
             crm_grpc::wire::into_page(rows, filters.page_size, |row| row.client_id.clone());
 
-        audit::record_read_of_many(
+        audit_writer::record_read_of_many(
             db,
             &actor,
             SEARCH,

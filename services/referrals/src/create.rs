@@ -34,7 +34,11 @@ const MAX_NOTE_CHARS: usize = 2000;
 
 enum Subject {
     Client(ClientId),
-    Prospect { full_name: String, phone: String },
+    /// A walk-in: the phone is personal data from the moment it is parsed.
+    Prospect {
+        full_name: String,
+        phone: Pii,
+    },
 }
 
 struct NewReferral {
@@ -78,7 +82,7 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
             }
             Some(Subject::Prospect {
                 full_name: prospect.full_name.trim().to_owned(),
-                phone: prospect.phone.clone(),
+                phone: Pii::new(prospect.phone.clone()),
             })
         }
         (true, None) => {
@@ -151,11 +155,9 @@ pub enum Created {
 fn dedupe_key(subject: &Subject, need: Need, vault: &crm_store::Vault) -> String {
     match subject {
         Subject::Client(client_id) => format!("client:{client_id}:{}", need.as_str()),
-        Subject::Prospect { phone, .. } => format!(
-            "phone:{}:{}",
-            vault.lookup_hash(&Pii::new(phone.clone())),
-            need.as_str()
-        ),
+        Subject::Prospect { phone, .. } => {
+            format!("phone:{}:{}", vault.lookup_hash(phone), need.as_str())
+        }
     }
 }
 
@@ -342,15 +344,12 @@ fn new_referral(
     let referral_id = uuid::Uuid::now_v7().to_string();
     // The walk-in's phone is stored sealed, with the hash duplicates are found by.
     let (client_id, prospect_name, prospect_phone, prospect_phone_hash) = match &request.subject {
-        Subject::Prospect { full_name, phone } => {
-            let phone = Pii::new(phone.clone());
-            (
-                None,
-                Some(full_name.clone()),
-                Some(state.vault.seal(&phone)?),
-                state.vault.lookup_hash(&phone),
-            )
-        }
+        Subject::Prospect { full_name, phone } => (
+            None,
+            Some(full_name.clone()),
+            Some(state.vault.seal(phone)?),
+            state.vault.lookup_hash(phone),
+        ),
         Subject::Client(client_id) => (Some(client_id.to_string()), None, None, String::new()),
     };
     let routing_decision = serde_json::to_string(decision)

@@ -12,7 +12,7 @@ use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tonic::{Request, Response};
 
-use crate::audit::{self, Actor, Decision, Entry};
+use crate::audit_writer::{self, Actor, Decision, Entry};
 use crate::client_book::{ClientBook, audited_client_id};
 use crate::error::Result;
 use crate::page_token::PageTokens;
@@ -147,11 +147,11 @@ impl ClientBook {
         if let Some((why, client)) = self.audit_refusal(&actor, &query).await? {
             let entry = Entry::denied(
                 LIST,
-                client.as_ref().map(audit::subject),
+                client.as_ref().map(audit_writer::subject),
                 &audited_client_id(&input.client_id),
                 why,
             );
-            return Err(audit::refuse(db, &actor, entry).await);
+            return Err(audit_writer::refuse(db, &actor, entry).await);
         }
         let time_range = |ts: &Option<prost_types::Timestamp>| {
             ts.as_ref()
@@ -203,7 +203,7 @@ impl ClientBook {
             client_id: audited_client_id(&input.client_id),
             ..entry
         };
-        audit::record(db, &actor, [entry]).await?;
+        audit_writer::record(db, &actor, [entry]).await?;
         let (rows, last_key) =
             crm_grpc::wire::into_page(rows, query.page_size, |row| row.audit_event_id.clone());
         Ok(Response::new(pb::ListAuditEventsResponse {
