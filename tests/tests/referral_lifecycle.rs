@@ -130,41 +130,50 @@ async fn assert_loads_match(app: &TestApp) {
     );
 }
 
-async fn lifecycle_and_reassignment(backend: Backend) {
+/// Branch B-001 with three RMs, and a loan referral for C-100 held by RM-1 (its
+/// primary RM). Returns the app and the referral's id.
+async fn a_referral_held_by_rm1(backend: Backend) -> (TestApp, String) {
     let app = spawn_app(backend).await;
     app.seed_branch("B-001", 3).await;
     app.seed_client("C-100", "B-001", Some("B-001-RM-1")).await;
+    let created = refer_client(&app, &teller(&app, "B-001"), "C-100", pb::Need::Loan).await;
+    let referral = created.referral.unwrap();
+    assert_eq!(referral.assigned_rm_id, "B-001-RM-1");
+    (app, referral.referral_id)
+}
+
+async fn reassign(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    rm_id: &str,
+    reason: &str,
+) -> Result<pb::Referral, tonic::Status> {
+    Ok(app
+        .referrals()
+        .reassign_referral(with_token(
+            token,
+            pb::ReassignReferralRequest {
+                referral_id: id.into(),
+                rm_id: rm_id.into(),
+                reason: reason.into(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .referral
+        .unwrap())
+}
+
+async fn a_managers_reassignment_closes_one_rms_item_and_opens_the_others_with_the_reason(
+    backend: Backend,
+) {
+    let (app, id) = a_referral_held_by_rm1(backend).await;
     let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
     let rm3 = app.token("B-001-RM-3", Role::Rm, "B-001");
     let manager = app.token("B-001-M", Role::BranchManager, "B-001");
-    let created = refer_client(&app, &teller(&app, "B-001"), "C-100", pb::Need::Loan).await;
-    let referral = created.referral.unwrap();
-    let id = referral.referral_id.clone();
-    assert_eq!(referral.assigned_rm_id, "B-001-RM-1");
-
-    // Before acceptance no outcome is possible; the answer names the status.
-    let error = outcome(&app, &rm1, &id, pb::ReferralOutcome::Contacted, "")
+    let moved = reassign(&app, &manager, &id, "B-001-RM-3", "RM-1 on leave")
         .await
-        .unwrap_err();
-    assert_eq!(error.code(), Code::FailedPrecondition);
-    assert!(error.message().contains("assigned"), "{}", error.message());
-
-    // A manager moves it to RM-3 with a reason: RM-1's item closes saying so,
-    // RM-3's opens saying where it came from.
-    let moved = app
-        .referrals()
-        .reassign_referral(with_token(
-            &manager,
-            pb::ReassignReferralRequest {
-                referral_id: id.clone(),
-                rm_id: "B-001-RM-3".into(),
-                reason: "RM-1 on leave".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
         .unwrap();
     assert_eq!(moved.assigned_rm_id, "B-001-RM-3");
     assert_eq!(moved.status, pb::ReferralStatus::Assigned as i32);
@@ -182,62 +191,57 @@ async fn lifecycle_and_reassignment(backend: Backend) {
         opened.detail.contains("Reassigned from B-001-RM-1")
             && opened.detail.contains("RM-1 on leave")
     );
-    // The old RM may no longer act on it; reassigning to a teller is refused.
+    // The old RM may no longer act on it; reassigning to a teller is refused, and
+    // an RM may not reassign.
     assert_eq!(
         app.accept(&rm1, &id).await.unwrap_err().code(),
         Code::PermissionDenied
     );
-    let error = app
-        .referrals()
-        .reassign_referral(with_token(
-            &manager,
-            pb::ReassignReferralRequest {
-                referral_id: id.clone(),
-                rm_id: "B-001-T-1".into(),
-                reason: "no".into(),
-            },
-        ))
+    let error = reassign(&app, &manager, &id, "B-001-T-1", "no")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
-    // An RM may not reassign.
-    let error = app
-        .referrals()
-        .reassign_referral(with_token(
-            &rm3,
-            pb::ReassignReferralRequest {
-                referral_id: id.clone(),
-                rm_id: "B-001-RM-2".into(),
-                reason: "mine".into(),
-            },
-        ))
+    let error = reassign(&app, &rm3, &id, "B-001-RM-2", "mine")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::PermissionDenied);
+    assert_loads_match(&app).await;
+    app.stop().await;
+}
 
-    // RM-3 works it: accept, contacted, then a decline needs a reason.
-    app.accept(&rm3, &id).await.unwrap();
-    let contacted = outcome(&app, &rm3, &id, pb::ReferralOutcome::Contacted, "called")
+async fn outcomes_follow_the_state_machine_and_a_final_status_refuses_change(backend: Backend) {
+    let (app, id) = a_referral_held_by_rm1(backend).await;
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let manager = app.token("B-001-M", Role::BranchManager, "B-001");
+    // Before acceptance no outcome is possible; the answer names the status.
+    let error = outcome(&app, &rm1, &id, pb::ReferralOutcome::Contacted, "")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(error.message().contains("assigned"), "{}", error.message());
+    // The RM works it: accept, contacted, then a decline needs a reason.
+    app.accept(&rm1, &id).await.unwrap();
+    let contacted = outcome(&app, &rm1, &id, pb::ReferralOutcome::Contacted, "called")
         .await
         .unwrap();
     assert_eq!(contacted.status, pb::ReferralStatus::Contacted as i32);
-    let error = outcome(&app, &rm3, &id, pb::ReferralOutcome::Declined, " ")
+    let error = outcome(&app, &rm1, &id, pb::ReferralOutcome::Declined, " ")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
-    let converted = outcome(&app, &rm3, &id, pb::ReferralOutcome::Converted, "signed")
+    let converted = outcome(&app, &rm1, &id, pb::ReferralOutcome::Converted, "signed")
         .await
         .unwrap();
     assert_eq!(converted.status, pb::ReferralStatus::Converted as i32);
     assert_eq!(converted.outcome, pb::ReferralOutcome::Converted as i32);
     assert_eq!(converted.outcome_product, "time deposit");
     // Final: the same outcome again is the same answer; anything else is refused.
-    outcome(&app, &rm3, &id, pb::ReferralOutcome::Converted, "signed")
+    outcome(&app, &rm1, &id, pb::ReferralOutcome::Converted, "signed")
         .await
         .unwrap();
     let error = outcome(
         &app,
-        &rm3,
+        &rm1,
         &id,
         pb::ReferralOutcome::Declined,
         "changed mind",
@@ -246,25 +250,33 @@ async fn lifecycle_and_reassignment(backend: Backend) {
     .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert!(error.message().contains("converted"));
-    let error = app
-        .referrals()
-        .reassign_referral(with_token(
-            &manager,
-            pb::ReassignReferralRequest {
-                referral_id: id.clone(),
-                rm_id: "B-001-RM-2".into(),
-                reason: "late".into(),
-            },
-        ))
+    let error = reassign(&app, &manager, &id, "B-001-RM-2", "late")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
     // The work item closed with the outcome.
-    let done = queue(&app, "B-001-RM-3", "B-001").await;
+    let done = queue(&app, "B-001-RM-1", "B-001").await;
     let item = done.iter().find(|item| item.source_id == id).unwrap();
     assert_eq!(item.state, pb::WorkItemState::Done as i32);
 
-    // The history tells the whole story, oldest first.
+    assert_loads_match(&app).await;
+    app.stop().await;
+}
+
+async fn the_history_and_the_outbox_tell_the_whole_story(backend: Backend) {
+    let (app, id) = a_referral_held_by_rm1(backend).await;
+    let rm3 = app.token("B-001-RM-3", Role::Rm, "B-001");
+    let manager = app.token("B-001-M", Role::BranchManager, "B-001");
+    reassign(&app, &manager, &id, "B-001-RM-3", "RM-1 on leave")
+        .await
+        .unwrap();
+    app.accept(&rm3, &id).await.unwrap();
+    outcome(&app, &rm3, &id, pb::ReferralOutcome::Contacted, "called")
+        .await
+        .unwrap();
+    outcome(&app, &rm3, &id, pb::ReferralOutcome::Converted, "signed")
+        .await
+        .unwrap();
     let full = app
         .referrals()
         .get_referral(with_token(
@@ -671,7 +683,9 @@ async fn concurrent_changes_happen_once() {
 }
 
 on_both_backends!(
-    lifecycle_and_reassignment,
+    a_managers_reassignment_closes_one_rms_item_and_opens_the_others_with_the_reason,
+    outcomes_follow_the_state_machine_and_a_final_status_refuses_change,
+    the_history_and_the_outbox_tell_the_whole_story,
     duplicates_across_branches,
     a_burst_spreads_evenly,
 );

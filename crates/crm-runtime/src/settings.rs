@@ -14,7 +14,12 @@ pub struct Settings {
     /// The services this process mounts (comma-separated names, e.g.
     /// `referrals`); unset: every service of the suite. The distributed mode runs
     /// one per process, each on its own database schema.
-    #[arg(long, visible_alias = "service", env = "CRM_SERVICES", value_delimiter = ',')]
+    #[arg(
+        long,
+        visible_alias = "service",
+        env = "CRM_SERVICES",
+        value_delimiter = ','
+    )]
     pub services: Vec<String>,
     /// Address the gRPC server listens on.
     #[arg(long, env = "CRM_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
