@@ -478,8 +478,14 @@ async fn the_access_matrix_holds(backend: Backend) {
             }
         }
     }
+    let mut directory_write_denials = 0;
     for (caller, rpc, expectations) in DIRECTORY_MATRIX {
         for (branch, expect) in [Branch::Own, Branch::Other].into_iter().zip(expectations) {
+            let writes = matches!(
+                rpc,
+                DirectoryRpc::UpsertBranch | DirectoryRpc::UpsertStaff | DirectoryRpc::PairTeller
+            );
+            directory_write_denials += usize::from(writes && *expect == Denied);
             let answer = call_directory_rpc(&app, *caller, *rpc, branch)
                 .await
                 .map(|()| Answer::Done);
@@ -496,11 +502,21 @@ async fn the_access_matrix_holds(backend: Backend) {
         failures.len(),
         failures.join("\n")
     );
-    // Every refusal of client data is on the trail, with who asked.
+    // Every refusal of client data, and of a directory write, is on the trail.
     let denied = app
-        .count("SELECT COUNT(*) FROM audit_events WHERE decision = 'denied'")
+        .count(
+            "SELECT COUNT(*) FROM audit_events WHERE decision = 'denied' \
+             AND action NOT LIKE 'directory.%'",
+        )
         .await;
     assert_eq!(denied, i64::try_from(client_denials).unwrap());
+    let denied = app
+        .count(
+            "SELECT COUNT(*) FROM audit_events WHERE decision = 'denied' \
+             AND action LIKE 'directory.%'",
+        )
+        .await;
+    assert_eq!(denied, i64::try_from(directory_write_denials).unwrap());
     app.stop().await;
 }
 

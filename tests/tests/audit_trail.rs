@@ -144,7 +144,53 @@ async fn a_line_sent_twice_is_stored_once(backend: Backend) {
     app.stop().await;
 }
 
+async fn a_line_claiming_to_be_the_client_books_own_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let forged = AuditLine::new(
+        "clients",
+        &timeline_reader(),
+        Entry::allowed("client.read", CLIENT),
+        Vec::new(),
+    );
+    let honest = AuditLine::new(
+        "events",
+        &timeline_reader(),
+        Entry::allowed("timeline.read", CLIENT),
+        Vec::new(),
+    );
+    for line in [&forged, &honest] {
+        let transaction = app.db.begin().await.unwrap();
+        crm_bus::outbox::enqueue_event(
+            &transaction,
+            "events",
+            AUDIT_RECORDED,
+            AUDIT_RECORDED,
+            line,
+        )
+        .await
+        .unwrap();
+        transaction.commit().await.unwrap();
+    }
+    assert_eq!(wait_for_trail_from(&app, "events", 1).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stored = app
+        .count(&format!(
+            "SELECT COUNT(*) FROM audit_events WHERE audit_event_id = '{}'",
+            forged.audit_event_id
+        ))
+        .await;
+    assert_eq!(
+        stored, 0,
+        "a forged line of the client book's own is not stored"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
     another_services_read_lands_on_the_one_trail,
     a_line_sent_twice_is_stored_once,
+    a_line_claiming_to_be_the_client_books_own_is_refused,
 );

@@ -279,3 +279,20 @@ async fn each_service_runs_on_its_own_schema_as_its_own_role_and_the_referral_fl
     clients_db.drop(&admin).await;
     referrals_db.drop(&admin).await;
 }
+
+/// One service's process on a database every service was migrated into (a file of
+/// the embedded default, a schema an older `crm migrate` filled): the others'
+/// migrations are simply not its own, and it starts.
+#[tokio::test]
+async fn a_process_mounting_one_service_starts_on_a_database_that_holds_them_all() {
+    crm_testkit::install_for_tests();
+    let folder = std::env::temp_dir().join(unique_name("sqlite"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", folder.join("crm.db").display());
+    let db = crm_store::connect(&url, None).await.unwrap();
+    crm_runtime::migrate(&db, crm::MODULES).await.unwrap();
+    let referrals_only = crm_runtime::select(crm::MODULES, &["referrals".to_owned()]).unwrap();
+    crm_runtime::migrate(&db, &referrals_only).await.unwrap();
+    db.close().await.unwrap();
+    std::fs::remove_dir_all(&folder).ok();
+}

@@ -6,9 +6,13 @@
 //! the transaction of the read or write they record. Every other service that
 //! shows client data (the timeline, the console, appointments) writes its lines
 //! with [`record_via_outbox`]: as `audit.recorded` messages in its own outbox, in
-//! its own transaction, which the client book consumes into the same table — so a
-//! line is never lost, even while the client book is down, and a read whose line
-//! cannot be written fails rather than go unrecorded.
+//! its own transaction, which the client book consumes into the same table. A
+//! read whose line cannot be written fails rather than go unrecorded; a line
+//! written waits in the sender's outbox while the broker is away and in the client
+//! book's queue while the client book is. (While the consumer still counts
+//! database failures toward the delivery limit, a long outage of the client
+//! book's database sends lines to the dead-letter queue, from which
+//! `crm dead-letters replay` brings them back — the review's hole 3 in issue 10.)
 
 use chrono::{DateTime, Utc};
 use crm_auth::Principal;

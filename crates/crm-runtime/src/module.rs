@@ -3,6 +3,7 @@
 //! process (`crm serve`, `crm migrate`, `crm jobs`, the demo, the test kit) reads
 //! these declarations from one list of modules and knows no service by name.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -11,7 +12,7 @@ use crm_bus::ServiceQueue;
 use crm_domain::sla::BusinessCalendar;
 use crm_store::Db;
 use sea_orm_migration::MigrationTrait;
-use sea_orm_migration::migrator::MigratorTraitSelf;
+use sea_orm_migration::migrator::{Migration, MigratorTraitSelf};
 
 use crate::{Infra, Server, SettingsError};
 
@@ -192,6 +193,7 @@ struct ProcessMigrator<'m> {
     modules: &'m [&'m dyn ServiceModule],
 }
 
+#[async_trait::async_trait]
 impl MigratorTraitSelf for ProcessMigrator<'_> {
     fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
         let mut migrations = crm_store::bus::migrations();
@@ -199,6 +201,28 @@ impl MigratorTraitSelf for ProcessMigrator<'_> {
             migrations.extend(module.migrations());
         }
         migrations
+    }
+
+    /// This process's migrations not yet applied. sea-orm's default refuses to run
+    /// when the database records migrations it doesn't list; a process mounting
+    /// some of the services on a database that holds them all (one service of the
+    /// embedded default's file, a schema an older `crm migrate` filled) must still
+    /// start, so migrations of other services are simply not this process's.
+    async fn get_pending_migrations<C>(&self, db: &C) -> Result<Vec<Migration>, sea_orm::DbErr>
+    where
+        C: sea_orm::ConnectionTrait,
+    {
+        let applied: HashSet<String> = self
+            .get_migration_models(db)
+            .await?
+            .into_iter()
+            .map(|model| model.version)
+            .collect();
+        Ok(self
+            .get_migration_files()
+            .into_iter()
+            .filter(|migration| !applied.contains(migration.name()))
+            .collect())
     }
 }
 

@@ -124,6 +124,12 @@ impl MessageHandler for AuditLines {
             )));
         }
         let line: AuditLine = envelope.decode()?;
+        // The client book's own lines never travel: one that says it does is forged.
+        if line.service == SERVICE {
+            return Err(HandlerError::Poison(format!(
+                "an audit.recorded line may not claim the service {SERVICE}"
+            )));
+        }
         audit_event::Entity::insert(row_of(line))
             .on_conflict_do_nothing_on([audit_event::Column::AuditEventId])
             .exec(transaction)

@@ -19,6 +19,7 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 
 use crate::ClientsState;
+use crate::audit_writer::{self, Actor, Decision, Entry};
 use crate::directory_events::{self, branch_changed, pair_changed, staff_changed};
 use crate::error::{ClientsError, Result};
 
@@ -60,15 +61,30 @@ fn today_in_shanghai() -> NaiveDate {
 }
 
 /// Directory writes: the system role, or a branch manager for their own branch.
-fn require_directory_writer(principal: &Principal, branch: &BranchId) -> Result<()> {
+const UPSERT_BRANCH: &str = "directory.upsert_branch";
+const UPSERT_STAFF: &str = "directory.upsert_staff";
+const PAIR_TELLER: &str = "directory.pair_teller";
+
+/// Why `principal` may not change the directory of `branch`, if they may not: the
+/// system may change any branch's, a branch manager only their own.
+fn directory_write_refusal(principal: &Principal, branch: &str) -> Option<String> {
     match principal.role {
-        Role::System => Ok(()),
-        Role::BranchManager if &principal.branch_id == branch => Ok(()),
-        _ => Err(ClientsError::PermissionDenied(format!(
+        Role::System => None,
+        Role::BranchManager if principal.branch_id.as_str() == branch => None,
+        _ => Some(format!(
             "role {} may not change the directory of branch {branch}",
             principal.role
-        ))),
+        )),
     }
+}
+
+/// The first refusal among the branches a write touches (what the request names
+/// and what is stored), as a denied line of the trail.
+fn refusal_of(principal: &Principal, action: &'static str, branches: &[&str]) -> Option<Entry> {
+    branches
+        .iter()
+        .find_map(|branch| directory_write_refusal(principal, branch))
+        .map(|why| Entry::without_client(action, Decision::Denied, &why))
 }
 
 async fn find_staff(db: &impl ConnectionTrait, staff_id: &StaffId) -> Result<staff::Model> {
@@ -85,8 +101,12 @@ impl Directory {
         &self,
         request: Request<pb::UpsertBranchRequest>,
     ) -> Result<Response<pb::UpsertBranchResponse>> {
-        let principal = principal_of(&request)?;
-        principal.require_any(&[Role::System], "upsert branches")?;
+        let actor = Actor::of(&request)?;
+        if !actor.principal.is(Role::System) {
+            let why = format!("role {} may not upsert branches", actor.principal.role);
+            let entry = Entry::without_client(UPSERT_BRANCH, Decision::Denied, &why);
+            return Err(audit_writer::refuse(&self.state.db, &actor, entry).await);
+        }
         let input = request.into_inner().branch.unwrap_or_default();
         let mut violations = Violations::new();
         let branch_id = violations.check("branch.branch_id", BranchId::parse(&input.branch_id));
@@ -134,6 +154,12 @@ impl Directory {
             .ok_or_else(|| ClientsError::NotFound(format!("branch {branch_id}")))?;
         // Routing keeps each branch's time zone: SLA deadlines count its hours.
         directory_events::publish(&transaction, BRANCH_CHANGED, &branch_changed(&stored)).await?;
+        let line = Entry::without_client(
+            UPSERT_BRANCH,
+            Decision::Allowed,
+            &format!("branch {branch_id}"),
+        );
+        audit_writer::record(&transaction, &actor, [line]).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertBranchResponse {
@@ -146,7 +172,8 @@ impl Directory {
         &self,
         request: Request<pb::UpsertStaffRequest>,
     ) -> Result<Response<pb::UpsertStaffResponse>> {
-        let principal = principal_of(&request)?;
+        let actor = Actor::of(&request)?;
+        let principal = &actor.principal;
         let input = request.into_inner().staff.unwrap_or_default();
         let mut violations = Violations::new();
         let staff_id = violations.check("staff.staff_id", StaffId::parse(&input.staff_id));
@@ -166,13 +193,15 @@ impl Directory {
         let (staff_id, role, branch_id) =
             violations.finish(|| Some((staff_id?, role?, branch_id?)))?;
         tracing::Span::current().record("staff_id", staff_id.as_str());
-        require_directory_writer(&principal, &branch_id)?;
-        if role == Role::System && principal.role != Role::System {
-            return Err(ClientsError::PermissionDenied(
-                "only the system role may create system accounts".into(),
-            ));
-        }
         let db = &self.state.db;
+        if let Some(refusal) = refusal_of(principal, UPSERT_STAFF, &[branch_id.as_str()]) {
+            return Err(audit_writer::refuse(db, &actor, refusal).await);
+        }
+        if role == Role::System && principal.role != Role::System {
+            let why = "only the system role may create system accounts";
+            let entry = Entry::without_client(UPSERT_STAFF, Decision::Denied, why);
+            return Err(audit_writer::refuse(db, &actor, entry).await);
+        }
         if branch::Entity::find_by_id(branch_id.as_str())
             .one(db)
             .await?
@@ -182,6 +211,25 @@ impl Directory {
         }
         let now = Utc::now();
         let transaction = db.begin().await?;
+        // The stored row decides too: naming one's own branch in the request must
+        // not move, deactivate or re-role someone of another branch. Locked, so
+        // the check holds until the write commits.
+        let existing = staff::Entity::find_by_id(staff_id.as_str())
+            .lock_exclusive()
+            .one(&transaction)
+            .await?;
+        if let Some(existing) = &existing {
+            let refusal = refusal_of(principal, UPSERT_STAFF, &[existing.branch_id.as_str()])
+                .or_else(|| {
+                    (existing.role == Role::System && principal.role != Role::System).then(|| {
+                        let why = "only the system role may change system accounts";
+                        Entry::without_client(UPSERT_STAFF, Decision::Denied, why)
+                    })
+                });
+            if let Some(refusal) = refusal {
+                return Err(audit_writer::refuse_in(transaction, &actor, refusal).await);
+            }
+        }
         let row = staff::ActiveModel {
             staff_id: Set(staff_id.to_string()),
             name: Set(input.name.trim().to_owned()),
@@ -211,6 +259,9 @@ impl Directory {
             .await?;
         let stored = find_staff(&transaction, &staff_id).await?;
         directory_events::publish(&transaction, STAFF_CHANGED, &staff_changed(&stored)).await?;
+        let subject = format!("staff {staff_id} of branch {branch_id}");
+        let line = Entry::without_client(UPSERT_STAFF, Decision::Allowed, &subject);
+        audit_writer::record(&transaction, &actor, [line]).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertStaffResponse {
@@ -223,7 +274,8 @@ impl Directory {
         &self,
         request: Request<pb::PairTellerRequest>,
     ) -> Result<Response<pb::PairTellerResponse>> {
-        let principal = principal_of(&request)?;
+        let actor = Actor::of(&request)?;
+        let principal = &actor.principal;
         let input = request.into_inner();
         let mut violations = Violations::new();
         let teller_id = violations.check("teller_id", StaffId::parse(&input.teller_id));
@@ -249,9 +301,11 @@ impl Directory {
         let db = &self.state.db;
         let teller = find_staff(db, &teller_id).await?;
         let rm = find_staff(db, &rm_id).await?;
-        let teller_branch = BranchId::parse(&teller.branch_id)
-            .map_err(|_| ClientsError::NotFound(format!("branch of {teller_id}")))?;
-        require_directory_writer(&principal, &teller_branch)?;
+        // Both ends are the caller's to pair: their teller with their branch's RM.
+        let branches = [teller.branch_id.as_str(), rm.branch_id.as_str()];
+        if let Some(refusal) = refusal_of(principal, PAIR_TELLER, &branches) {
+            return Err(audit_writer::refuse(db, &actor, refusal).await);
+        }
         if teller.role != Role::Teller {
             return Err(ClientsError::FailedPrecondition(format!(
                 "{teller_id} is not a teller"
@@ -284,6 +338,9 @@ impl Directory {
             .exec_without_returning(&transaction)
             .await?;
         directory_events::publish(&transaction, PAIR_CHANGED, &pair_changed(&pair)).await?;
+        let subject = format!("teller {teller_id} paired with {rm_id}");
+        let line = Entry::without_client(PAIR_TELLER, Decision::Allowed, &subject);
+        audit_writer::record(&transaction, &actor, [line]).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::PairTellerResponse {

@@ -133,8 +133,9 @@ async fn main() -> anyhow::Result<()> {
             sections,
         } => jobs::run(job, &settings, sections).await,
         Command::Migrate { settings } => {
-            let db = jobs::open_database(&settings).await?;
+            // An unknown name is refused before anything is opened or created.
             let modules = crm_runtime::select(MODULES, &settings.services)?;
+            let db = jobs::open_database(&settings).await?;
             crm_runtime::migrate(&db, &modules).await?;
             let names: Vec<_> = modules.iter().map(|module| module.name()).collect();
             println!("migrations applied: {}", names.join(", "));
