@@ -296,3 +296,38 @@ async fn a_process_mounting_one_service_starts_on_a_database_that_holds_them_all
     db.close().await.unwrap();
     std::fs::remove_dir_all(&folder).ok();
 }
+
+/// Without RabbitMQ the services talk over an in-process bus: a process running
+/// only some of them would silently lose every message to or from the others.
+#[tokio::test]
+async fn one_service_alone_without_a_broker_refuses_to_start() {
+    crm_testkit::install_for_tests();
+    let folder = std::env::temp_dir().join(unique_name("sqlite"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", folder.join("crm.db").display());
+    let mut settings = crm_runtime::Settings::for_local_app(
+        url,
+        None,
+        None,
+        String::new(),
+        crm_testkit::TEST_JWT_SECRET.to_owned(),
+    )
+    .unwrap();
+    settings.services = vec!["referrals".to_owned()];
+    let sections = crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap();
+    let refused = crm_runtime::App::build(
+        &settings,
+        &sections,
+        crm::MODULES,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("a lone service without CRM_AMQP_URL must not start");
+    assert!(refused.to_string().contains("CRM_AMQP_URL"), "{refused}");
+    assert!(
+        !folder.join("crm.db").exists(),
+        "refused before anything was opened"
+    );
+    std::fs::remove_dir_all(&folder).ok();
+}

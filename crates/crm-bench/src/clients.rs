@@ -225,7 +225,6 @@ impl ClientsBench {
             BENCH_JWT_SECRET.to_owned(),
         )?;
         settings.pii_key = Some(secrecy::SecretString::from(BENCH_PII_KEY));
-        settings.services = vec![crm_clients::SERVICE.to_owned()];
         let shutdown = CancellationToken::new();
         let app = crm_runtime::App::build(
             &settings,

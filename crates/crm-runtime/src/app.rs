@@ -69,6 +69,14 @@ impl App {
     ) -> Result<App, AppError> {
         crate::install_crypto_provider();
         let mounted = module::select(suite, &settings.services)?;
+        // The in-process transport lives in one process: a process with only some
+        // of the services would never hear from the others, nor they from it.
+        if settings.amqp_url.is_none() && mounted.len() < suite.len() {
+            return Err(SettingsError::InProcessBusNeedsEveryService {
+                mounted: mounted.iter().map(|module| module.name()).collect(),
+            }
+            .into());
+        }
         for module in &mounted {
             module
                 .check_settings(sections)

@@ -110,6 +110,11 @@ pub enum SettingsError {
     /// A service's settings section is invalid; the text names the setting.
     #[error("{0}")]
     Section(String),
+    #[error(
+        "CRM_AMQP_URL must be set to run only {mounted:?}: without it the services talk \
+         over an in-process bus, which cannot reach services in other processes"
+    )]
+    InProcessBusNeedsEveryService { mounted: Vec<&'static str> },
     #[error("no service named {name:?} (CRM_SERVICES); the suite has {known:?}")]
     UnknownService {
         name: String,
