@@ -5,18 +5,16 @@
 
 use crate::store::{referral, referral_history};
 use crate::store::{routing_branch, routing_client, routing_pair, routing_staff};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
     BRANCH_CHANGED, BranchChanged, COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED,
     InteractionLogged, PAIR_CHANGED, PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
 };
 use crm_domain::referral::ReferralStatus;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Alias, Expr, OnConflict};
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait,
-    ActiveValue::{NotSet, Set},
-    DatabaseTransaction, EntityTrait, IntoActiveModel,
+    ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
 use sea_orm::{ColumnTrait, QueryFilter};
 
@@ -46,27 +44,33 @@ impl MessageHandler for Projections {
     }
 }
 
-/// Inserts the copy, or replaces it unless what is stored is newer than the news.
-/// Columns left `NotSet` in `row` keep their stored value on update.
-async fn save_if_newer<A>(
+/// Inserts the copy, or replaces `columns` unless what is stored is newer than the
+/// news. The condition is part of the one statement (`ON CONFLICT … DO UPDATE …
+/// WHERE stored <= news`): two replicas applying an older and a newer message at
+/// once can't both read "older" and then write, since the database judges the row
+/// as it is when the write lands.
+async fn save_if_newer<E, A>(
     transaction: &DatabaseTransaction,
-    stored_updated_at: Option<DateTime<Utc>>,
-    news_updated_at: DateTime<Utc>,
     row: A,
+    key: E::Column,
+    columns: &[E::Column],
+    source_updated_at: E::Column,
 ) -> Result<(), HandlerError>
 where
-    A: ActiveModelTrait + ActiveModelBehavior + Send,
-    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    E: EntityTrait,
+    A: ActiveModelTrait<Entity = E> + Send,
 {
-    match stored_updated_at {
-        Some(stored) if stored > news_updated_at => {}
-        Some(_) => {
-            row.update(transaction).await?;
-        }
-        None => {
-            row.insert(transaction).await?;
-        }
-    }
+    let stored = Expr::col((E::default(), source_updated_at));
+    let news = Expr::col((Alias::new("excluded"), source_updated_at));
+    E::insert(row)
+        .on_conflict(
+            OnConflict::column(key)
+                .update_columns(columns.iter().copied())
+                .action_and_where(sea_orm::sea_query::ExprTrait::lte(stored, news))
+                .to_owned(),
+        )
+        .exec_without_returning(transaction)
+        .await?;
     Ok(())
 }
 
@@ -74,10 +78,7 @@ async fn apply_staff(
     transaction: &DatabaseTransaction,
     message: StaffChanged,
 ) -> Result<(), HandlerError> {
-    let stored = routing_staff::Entity::find_by_id(message.staff_id.as_str())
-        .one(transaction)
-        .await?
-        .map(|row| row.source_updated_at);
+    use routing_staff::Column;
     let row = routing_staff::ActiveModel {
         staff_id: Set(message.staff_id),
         role: Set(message.role),
@@ -85,22 +86,35 @@ async fn apply_staff(
         active: Set(message.active),
         capacity: Set(message.capacity),
         out_of_office_until: Set(message.out_of_office_until),
-        // Routing's own bookkeeping, not the directory's: never overwritten here.
-        last_assigned_at: NotSet,
-        open_referrals: NotSet,
+        // Routing's own bookkeeping, not the directory's: starts empty on insert
+        // and is never overwritten here.
+        last_assigned_at: Set(None),
+        open_referrals: Set(0),
         source_updated_at: Set(message.updated_at),
     };
-    save_if_newer(transaction, stored, message.updated_at, row).await
+    let columns = [
+        Column::Role,
+        Column::BranchId,
+        Column::Active,
+        Column::Capacity,
+        Column::OutOfOfficeUntil,
+        Column::SourceUpdatedAt,
+    ];
+    save_if_newer(
+        transaction,
+        row,
+        Column::StaffId,
+        &columns,
+        Column::SourceUpdatedAt,
+    )
+    .await
 }
 
 async fn apply_pair(
     transaction: &DatabaseTransaction,
     message: PairChanged,
 ) -> Result<(), HandlerError> {
-    let stored = routing_pair::Entity::find_by_id(message.teller_id.as_str())
-        .one(transaction)
-        .await?
-        .map(|row| row.source_updated_at);
+    use routing_pair::Column;
     let row = routing_pair::ActiveModel {
         teller_id: Set(message.teller_id),
         rm_id: Set(message.rm_id),
@@ -108,33 +122,48 @@ async fn apply_pair(
         valid_until: Set(message.valid_until),
         source_updated_at: Set(message.updated_at),
     };
-    save_if_newer(transaction, stored, message.updated_at, row).await
+    let columns = [
+        Column::RmId,
+        Column::ValidFrom,
+        Column::ValidUntil,
+        Column::SourceUpdatedAt,
+    ];
+    save_if_newer(
+        transaction,
+        row,
+        Column::TellerId,
+        &columns,
+        Column::SourceUpdatedAt,
+    )
+    .await
 }
 
 async fn apply_branch(
     transaction: &DatabaseTransaction,
     message: BranchChanged,
 ) -> Result<(), HandlerError> {
-    let stored = routing_branch::Entity::find_by_id(message.branch_id.as_str())
-        .one(transaction)
-        .await?
-        .map(|row| row.source_updated_at);
+    use routing_branch::Column;
     let row = routing_branch::ActiveModel {
         branch_id: Set(message.branch_id),
         time_zone: Set(message.time_zone),
         source_updated_at: Set(message.updated_at),
     };
-    save_if_newer(transaction, stored, message.updated_at, row).await
+    let columns = [Column::TimeZone, Column::SourceUpdatedAt];
+    save_if_newer(
+        transaction,
+        row,
+        Column::BranchId,
+        &columns,
+        Column::SourceUpdatedAt,
+    )
+    .await
 }
 
 async fn apply_coverage(
     transaction: &DatabaseTransaction,
     message: CoverageChanged,
 ) -> Result<(), HandlerError> {
-    let stored = routing_client::Entity::find_by_id(message.client_id.as_str())
-        .one(transaction)
-        .await?
-        .map(|row| row.source_updated_at);
+    use routing_client::Column;
     let row = routing_client::ActiveModel {
         client_id: Set(message.client_id),
         home_branch_id: Set(message.home_branch_id),
@@ -144,7 +173,22 @@ async fn apply_coverage(
         do_not_contact: Set(message.do_not_contact),
         source_updated_at: Set(message.updated_at),
     };
-    save_if_newer(transaction, stored, message.updated_at, row).await
+    let columns = [
+        Column::HomeBranchId,
+        Column::PrimaryRmId,
+        Column::WealthManagerId,
+        Column::PrivateBankerId,
+        Column::DoNotContact,
+        Column::SourceUpdatedAt,
+    ];
+    save_if_newer(
+        transaction,
+        row,
+        Column::ClientId,
+        &columns,
+        Column::SourceUpdatedAt,
+    )
+    .await
 }
 
 /// A contact with the client by the RM holding their referral stops its acceptance
