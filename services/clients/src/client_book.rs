@@ -11,7 +11,7 @@ use crm_domain::{ClientId, Role, StaffId, Violations};
 use crm_proto::v1::{self as pb, client_service_server::ClientService};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, TransactionTrait,
+    QueryFilter, QuerySelect, TransactionTrait,
 };
 use tonic::{Request, Response, Status};
 
@@ -202,7 +202,12 @@ impl ClientBook {
         let input = parse_client(&raw)?;
         tracing::Span::current().record("client_id", input.client_id.as_str());
         let transaction = db.begin().await?;
+        // Locked for the rest of the transaction: the update writes the record
+        // back whole, and core banking's new average must not be rolled back by
+        // an RM's edit that read the record before it (PostgreSQL; SQLite's one
+        // connection already serialises writers).
         let existing = client::Entity::find_by_id(input.client_id.as_str())
+            .lock_exclusive()
             .one(&transaction)
             .await?;
         let (stored, previous_tier, routing_relevant) = match existing {
