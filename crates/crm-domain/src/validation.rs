@@ -89,7 +89,16 @@ pub fn check_text(
         violations.add(field, "is required");
     } else if value.chars().count() > max_chars {
         violations.add(field, format!("must be at most {max_chars} characters"));
+    } else if value.chars().any(is_forbidden_control) {
+        // NUL can't be stored in PostgreSQL text at all; the other control
+        // characters have no place in a name or a note and hide text in logs.
+        violations.add(field, "must not contain control characters");
     }
+}
+
+/// A control character other than tab, line feed and carriage return.
+fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
 }
 
 #[cfg(test)]
@@ -102,8 +111,10 @@ mod tests {
         check_text(&mut violations, "name", "", true, 10);
         check_text(&mut violations, "note", &"x".repeat(11), false, 10);
         check_text(&mut violations, "city", "上海", true, 2);
+        check_text(&mut violations, "reason", "a\0b", false, 10);
+        check_text(&mut violations, "line", "two\nlines\tand a tab", false, 40);
         let fields: Vec<_> = violations.iter().map(|v| v.field.clone()).collect();
-        assert_eq!(fields, vec!["name", "note"]);
+        assert_eq!(fields, vec!["name", "note", "reason"]);
     }
 
     #[test]

@@ -23,6 +23,34 @@ pub trait WireEnum: Sized + Copy {
     }
 }
 
+/// A repeated enum field used as a filter (`states`, `kinds`): each value once, in
+/// the order named. More entries than the enum has values can only be repeats or
+/// junk: refused with one violation, not one per entry, so a request of a million
+/// entries costs one line of answer. The first unknown value is named.
+pub fn enum_filter<T: WireEnum + PartialEq>(
+    violations: &mut crm_domain::Violations,
+    field: &str,
+    values: &[i32],
+    variants: usize,
+) -> Vec<T> {
+    if values.len() > variants {
+        violations.add(field, format!("must name at most {variants} values"));
+        return Vec::new();
+    }
+    let mut parsed = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        match T::from_proto(*value) {
+            Some(value) if parsed.contains(&value) => {}
+            Some(value) => parsed.push(value),
+            None => {
+                violations.add(format!("{field}[{index}]"), "is not a known value");
+                break;
+            }
+        }
+    }
+    parsed
+}
+
 /// `wire_enum!(Domain <=> pb::Proto { Variant, … })` for twins whose variants share
 /// their names.
 macro_rules! wire_enum {
@@ -83,6 +111,24 @@ mod tests {
         }
         assert_eq!(T::from_proto(0), None, "UNSPECIFIED is no value");
         assert_eq!(T::from_proto(999), None, "an unknown number is no value");
+    }
+
+    #[test]
+    fn a_filter_names_each_value_once_and_a_flood_is_one_violation() {
+        let mut violations = crm_domain::Violations::new();
+        let open = WorkItemState::Open.to_wire();
+        let done = WorkItemState::Done.to_wire();
+        let states: Vec<WorkItemState> =
+            enum_filter(&mut violations, "states", &[open, done, open], 3);
+        assert_eq!(states, [WorkItemState::Open, WorkItemState::Done]);
+        assert!(violations.is_empty());
+        let flood = vec![open; 1_000_000];
+        let none: Vec<WorkItemState> = enum_filter(&mut violations, "states", &flood, 3);
+        assert!(none.is_empty());
+        let junk: Vec<WorkItemState> = enum_filter(&mut violations, "kinds", &[open, 0, 99], 3);
+        assert_eq!(junk, [WorkItemState::Open]);
+        let fields: Vec<_> = violations.iter().map(|v| v.field.clone()).collect();
+        assert_eq!(fields, ["states", "kinds[1]"]);
     }
 
     #[test]

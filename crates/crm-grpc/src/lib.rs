@@ -10,5 +10,5 @@ mod enums;
 mod error;
 pub mod wire;
 
-pub use enums::WireEnum;
+pub use enums::{WireEnum, enum_filter};
 pub use error::RpcError;

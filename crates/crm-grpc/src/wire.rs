@@ -13,9 +13,21 @@ pub fn optional_timestamp(value: Option<DateTime<Utc>>) -> Option<prost_types::T
     value.map(timestamp)
 }
 
+/// The earliest and latest time any request may name (1900-01-01 and the end of
+/// 9999, UTC): every database keeps them, and date arithmetic on them (a window
+/// before, a deadline after) cannot overflow.
+pub const EARLIEST_SECONDS: i64 = -2_208_988_800;
+pub const LATEST_SECONDS: i64 = 253_402_300_799;
+
 /// A wire timestamp as UTC, or why not.
 pub fn datetime(value: &prost_types::Timestamp) -> Result<DateTime<Utc>, &'static str> {
-    let nanos = u32::try_from(value.nanos).map_err(|_| "nanos must not be negative")?;
+    let nanos = u32::try_from(value.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .ok_or("nanos must be between 0 and 999,999,999")?;
+    if !(EARLIEST_SECONDS..=LATEST_SECONDS).contains(&value.seconds) {
+        return Err("must be between 1900-01-01 and 9999-12-31");
+    }
     DateTime::from_timestamp(value.seconds, nanos).ok_or("is not a valid time")
 }
 
@@ -69,6 +81,24 @@ pub fn into_page<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_outside_1900_to_9999_are_refused() {
+        let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+        assert!(datetime(&at(EARLIEST_SECONDS)).is_ok());
+        assert!(datetime(&at(LATEST_SECONDS)).is_ok());
+        assert!(datetime(&at(EARLIEST_SECONDS - 1)).is_err());
+        assert!(datetime(&at(LATEST_SECONDS + 1)).is_err());
+        assert!(datetime(&at(i64::MAX)).is_err());
+        assert!(datetime(&at(i64::MIN)).is_err());
+        assert!(
+            datetime(&prost_types::Timestamp {
+                seconds: 0,
+                nanos: 1_000_000_000
+            })
+            .is_err()
+        );
+    }
 
     #[test]
     fn timestamps_round_trip() {

@@ -110,6 +110,9 @@ pub(crate) fn check_segment(violations: &mut Violations, field: &str, segment: &
     }
 }
 
+/// More than any bank's list-based management uses; a bound on the request.
+const MAX_SEGMENTS: usize = 50;
+
 pub(crate) fn parse_client(input: &pb::Client) -> std::result::Result<ClientInput, Violations> {
     let mut violations = Violations::new();
     let client_id = violations.check("client.client_id", ClientId::parse(&input.client_id));
@@ -136,12 +139,20 @@ pub(crate) fn parse_client(input: &pb::Client) -> std::result::Result<ClientInpu
     if kind.is_none() {
         violations.add("client.kind", "must be INDIVIDUAL or CORPORATE");
     }
-    for (index, segment) in input.segments.iter().enumerate() {
-        check_segment(
-            &mut violations,
-            &format!("client.segments[{index}]"),
-            segment,
+    if input.segments.len() > MAX_SEGMENTS {
+        // One violation, not one per entry: a flood costs one line of answer.
+        violations.add(
+            "client.segments",
+            format!("must name at most {MAX_SEGMENTS} segments"),
         );
+    } else {
+        for (index, segment) in input.segments.iter().enumerate() {
+            check_segment(
+                &mut violations,
+                &format!("client.segments[{index}]"),
+                segment,
+            );
+        }
     }
     let aum = match &input.aum_daily_avg {
         // Tiers are CNY thresholds: an average in another currency can't be tiered.

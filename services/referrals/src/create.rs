@@ -55,6 +55,10 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
     let key = input.idempotency_key.trim();
     if key.len() > 128 {
         violations.add("idempotency_key", "must be at most 128 characters");
+    } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        // A token a counter app makes (a UUID, its own request number): printable
+        // ASCII, no spaces or control characters, which some databases can't store.
+        violations.add("idempotency_key", "must be printable ASCII without spaces");
     }
     let subject = match (input.client_id.is_empty(), &input.prospect) {
         (false, Some(_)) => {

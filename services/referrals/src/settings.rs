@@ -22,13 +22,19 @@ pub struct ReferralsSettings {
     pub referral_expire_days: u16,
 }
 
+/// A year of business minutes (8 hours, 260 days): a deadline further out is a
+/// typo, and would make every deadline's arithmetic overflow a date.
+const MAX_SLA_MINUTES: i64 = 8 * 60 * 260;
+
 impl ReferralsSettings {
     /// The acceptance deadlines these settings describe.
     pub fn referral_sla(&self) -> Result<SlaPolicy, String> {
         match self.referral_sla_minutes.as_deref() {
             None => Ok(SlaPolicy::default()),
             Some(&[urgent, high, normal, low])
-                if [urgent, high, normal, low].iter().all(|m| *m > 0) =>
+                if [urgent, high, normal, low]
+                    .iter()
+                    .all(|m| (1..=MAX_SLA_MINUTES).contains(m)) =>
             {
                 Ok(SlaPolicy {
                     urgent_minutes: urgent,
@@ -38,7 +44,7 @@ impl ReferralsSettings {
                 })
             }
             Some(other) => Err(format!(
-                "CRM_REFERRAL_SLA_MINUTES must be four positive numbers (urgent, high, normal, low), got {other:?}"
+                "CRM_REFERRAL_SLA_MINUTES must be four numbers from 1 to {MAX_SLA_MINUTES} (urgent, high, normal, low), got {other:?}"
             )),
         }
     }
@@ -81,6 +87,8 @@ mod tests {
             "{error}"
         );
         assert!(parse(&["--referral-sla-minutes", "60,120"]).is_err());
+        let huge = format!("60,120,240,{}", i64::MAX);
+        assert!(parse(&["--referral-sla-minutes", &huge]).is_err());
     }
 
     #[test]

@@ -60,6 +60,9 @@ impl Tally {
     }
 }
 
+/// The longest period one request may cover: a year and a day (leap years).
+const MAX_WINDOW_DAYS: i64 = 366;
+
 impl Referrals {
     #[tracing::instrument(skip_all)]
     pub(crate) async fn handle_get_referral_stats(
@@ -75,35 +78,17 @@ impl Referrals {
         let referrer = violations
             .check("referrer_id", StaffId::parse_optional(&input.referrer_id))
             .flatten();
-        let now = Utc::now();
-        let to: Option<DateTime<Utc>> = match &input.to_time {
-            Some(ts) => violations.check("to_time", wire::datetime(ts)),
-            None => Some(now),
-        };
-        let from = match &input.from_time {
-            Some(ts) => violations.check("from_time", wire::datetime(ts)),
-            None => to.map(|to| to - Duration::days(30)),
-        };
-        if let (Some(from), Some(to)) = (from, to)
-            && to <= from
-        {
-            violations.add("to_time", "must be after from_time");
-        }
-        let (from, to) = violations.finish(|| Some((from?, to?)))?;
-
-        let mut query = referral::Entity::find()
-            .filter(referral::Column::CreatedAt.gte(from))
-            .filter(referral::Column::CreatedAt.lt(to));
-        // The caller's scope first; the filters narrow it, never widen it.
-        match principal.role {
-            Role::System | Role::CampaignAdmin => {}
+        // Who may ask comes first: nothing of the request is looked at for a role
+        // that may not ask at all.
+        let scope = match principal.role {
+            Role::System | Role::CampaignAdmin => None,
             Role::BranchManager => {
                 if branch.as_ref().is_some_and(|b| b != &principal.branch_id) {
                     return Err(ReferralsError::PermissionDenied(
                         "may read the credit of own branch only".into(),
                     ));
                 }
-                query = query.filter(referral::Column::BranchId.eq(principal.branch_id.as_str()));
+                Some(referral::Column::BranchId.eq(principal.branch_id.as_str()))
             }
             Role::Teller => {
                 if referrer.as_ref().is_some_and(|r| r != &principal.staff_id) {
@@ -111,13 +96,42 @@ impl Referrals {
                         "tellers read their own credit".into(),
                     ));
                 }
-                query = query.filter(referral::Column::ReferrerId.eq(principal.staff_id.as_str()));
+                Some(referral::Column::ReferrerId.eq(principal.staff_id.as_str()))
             }
             Role::Rm => {
                 return Err(ReferralsError::PermissionDenied(
                     "referrer credit is for tellers and their managers".into(),
                 ));
             }
+        };
+        let now = Utc::now();
+        let to: Option<DateTime<Utc>> = match &input.to_time {
+            Some(ts) => violations.check("to_time", wire::datetime(ts)),
+            None => Some(now),
+        };
+        let from = match &input.from_time {
+            Some(ts) => violations.check("from_time", wire::datetime(ts)),
+            // Bounded wire times make this subtraction safe; checked all the same.
+            None => to.and_then(|to| to.checked_sub_signed(Duration::days(30))),
+        };
+        if let (Some(from), Some(to)) = (from, to) {
+            if to <= from {
+                violations.add("to_time", "must be after from_time");
+            } else if to - from > Duration::days(MAX_WINDOW_DAYS) {
+                violations.add(
+                    "from_time",
+                    format!("the window may be at most {MAX_WINDOW_DAYS} days"),
+                );
+            }
+        }
+        let (from, to) = violations.finish(|| Some((from?, to?)))?;
+
+        let mut query = referral::Entity::find()
+            .filter(referral::Column::CreatedAt.gte(from))
+            .filter(referral::Column::CreatedAt.lt(to));
+        // The caller's scope first; the filters narrow it, never widen it.
+        if let Some(scope) = scope {
+            query = query.filter(scope);
         }
         if let Some(branch) = &branch {
             query = query.filter(referral::Column::BranchId.eq(branch.as_str()));

@@ -8,7 +8,7 @@ use crm_auth::{Principal, principal_of};
 use crm_domain::Violations;
 use crm_domain::referral::{WorkItemKind, WorkItemState};
 use crm_domain::validation::check_text;
-use crm_grpc::{WireEnum, wire};
+use crm_grpc::{enum_filter, wire};
 use crm_proto::v1 as pb;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
@@ -93,20 +93,18 @@ impl Referrals {
         let input = request.into_inner();
         let owner = queue_owner(&self.state, &principal, &input.rm_id).await?;
         let mut violations = Violations::new();
-        let mut states = Vec::new();
-        for (index, value) in input.states.iter().enumerate() {
-            match WorkItemState::from_proto(*value) {
-                Some(state) => states.push(state.as_str()),
-                None => violations.add(format!("states[{index}]"), "is not a known state"),
-            }
-        }
-        let mut kinds = Vec::new();
-        for (index, value) in input.kinds.iter().enumerate() {
-            match WorkItemKind::from_proto(*value) {
-                Some(kind) => kinds.push(kind.as_str()),
-                None => violations.add(format!("kinds[{index}]"), "is not a known kind"),
-            }
-        }
+        let states: Vec<WorkItemState> = enum_filter(
+            &mut violations,
+            "states",
+            &input.states,
+            WorkItemState::ALL.len(),
+        );
+        let kinds: Vec<WorkItemKind> = enum_filter(
+            &mut violations,
+            "kinds",
+            &input.kinds,
+            WorkItemKind::ALL.len(),
+        );
         let page_size = violations.check("page_size", wire::page_size(input.page_size));
         let after = if input.page_token.is_empty() {
             None

@@ -1,0 +1,609 @@
+//! Malformed requests across the RPCs — NUL bytes, control characters and
+//! 100,000-character values in every string field, times outside any calendar a
+//! database keeps, floods in repeated fields — are answered INVALID_ARGUMENT (or
+//! RESOURCE_EXHAUSTED), never INTERNAL or a panic, and the server stays healthy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crm_domain::Role;
+use crm_proto::v1 as pb;
+use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
+use tonic::Code;
+
+type Call<'a> = Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send + 'a>>;
+
+/// Values no text field may hold.
+fn bad_texts() -> Vec<(&'static str, String)> {
+    vec![
+        ("nul", "a\0b".to_owned()),
+        ("control", "\u{7}\u{1b}[31mred".to_owned()),
+        ("huge", "x".repeat(100_000)),
+    ]
+}
+
+/// Times outside 1900–9999, and nanos out of range.
+fn bad_times() -> Vec<(&'static str, prost_types::Timestamp)> {
+    let at = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+    vec![
+        ("max", at(i64::MAX, 0)),
+        ("min", at(i64::MIN, 0)),
+        ("year 10000", at(253_402_300_800, 0)),
+        ("year 1800", at(-5_364_662_400, 0)),
+        ("negative nanos", at(0, -1)),
+        ("nanos overflow", at(0, 1_000_000_000)),
+    ]
+}
+
+struct Sweep<'a> {
+    app: &'a TestApp,
+    system: String,
+    rm: String,
+    teller: String,
+    manager: String,
+    cases: Vec<(String, Call<'a>)>,
+}
+
+impl<'a> Sweep<'a> {
+    fn case(&mut self, name: impl Into<String>, call: Call<'a>) {
+        self.cases.push((name.into(), call));
+    }
+
+    fn client(&self, field: &str, value: &str) -> pb::Client {
+        let mut client = pb::Client {
+            client_id: "C-SWEEP".into(),
+            full_name: "Sweep Client".into(),
+            national_id: "110101198001011234".into(),
+            phone: "13812345678".into(),
+            home_branch_id: "B-001".into(),
+            kind: pb::ClientKind::Individual as i32,
+            ..Default::default()
+        };
+        match field {
+            "full_name" => client.full_name = value.into(),
+            "national_id" => client.national_id = value.into(),
+            "phone" => client.phone = value.into(),
+            "client_id" => client.client_id = value.into(),
+            "home_branch_id" => client.home_branch_id = value.into(),
+            "segments" => client.segments = vec![value.into()],
+            _ => unreachable!("{field}"),
+        }
+        client
+    }
+
+    fn texts(&mut self) {
+        let app = self.app;
+        for (what, bad) in bad_texts() {
+            for field in [
+                "full_name",
+                "national_id",
+                "phone",
+                "client_id",
+                "home_branch_id",
+                "segments",
+            ] {
+                let client = self.client(field, &bad);
+                let token = self.system.clone();
+                self.case(
+                    format!("UpsertClient {field} {what}"),
+                    Box::pin(async move {
+                        app.clients()
+                            .upsert_client(with_token(
+                                &token,
+                                pb::UpsertClientRequest {
+                                    client: Some(client),
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            for field in [
+                "name_prefix",
+                "phone",
+                "segment",
+                "rm_id",
+                "branch_id",
+                "client_id",
+            ] {
+                let mut request = pb::SearchClientsRequest::default();
+                match field {
+                    "name_prefix" => request.name_prefix = bad.clone(),
+                    "phone" => request.phone = bad.clone(),
+                    "segment" => request.segment = bad.clone(),
+                    "rm_id" => request.rm_id = bad.clone(),
+                    "branch_id" => request.branch_id = bad.clone(),
+                    _ => request.client_id = bad.clone(),
+                }
+                let token = self.system.clone();
+                self.case(
+                    format!("SearchClients {field} {what}"),
+                    Box::pin(async move {
+                        app.clients()
+                            .search_clients(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            for field in ["summary", "outcome", "client_id"] {
+                let mut request = pb::LogInteractionRequest {
+                    client_id: "C-000001".into(),
+                    channel: pb::InteractionChannel::Phone as i32,
+                    summary: "called".into(),
+                    outcome: "interested".into(),
+                    occurred_at: None,
+                };
+                match field {
+                    "summary" => request.summary = bad.clone(),
+                    "outcome" => request.outcome = bad.clone(),
+                    _ => request.client_id = bad.clone(),
+                }
+                let token = self.rm.clone();
+                self.case(
+                    format!("LogInteraction {field} {what}"),
+                    Box::pin(async move {
+                        app.clients()
+                            .log_interaction(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            for field in ["reason", "primary_rm_id"] {
+                let mut request = pb::AssignCoverageRequest {
+                    client_id: "C-000001".into(),
+                    primary_rm_id: "B-001-RM-1".into(),
+                    reason: "review".into(),
+                    ..Default::default()
+                };
+                match field {
+                    "reason" => request.reason = bad.clone(),
+                    _ => request.primary_rm_id = bad.clone(),
+                }
+                let token = self.system.clone();
+                self.case(
+                    format!("AssignCoverage {field} {what}"),
+                    Box::pin(async move {
+                        app.clients()
+                            .assign_coverage(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            for field in [
+                "idempotency_key",
+                "client_id",
+                "note",
+                "prospect.full_name",
+                "prospect.phone",
+            ] {
+                let mut request = pb::CreateReferralRequest {
+                    idempotency_key: format!("sweep-{field}-{what}"),
+                    client_id: "C-000001".into(),
+                    need: pb::Need::Loan as i32,
+                    priority: pb::Priority::Normal as i32,
+                    note: "note".into(),
+                    ..Default::default()
+                };
+                match field {
+                    "idempotency_key" => request.idempotency_key = bad.clone(),
+                    "client_id" => request.client_id = bad.clone(),
+                    "note" => request.note = bad.clone(),
+                    "prospect.full_name" | "prospect.phone" => {
+                        request.client_id = String::new();
+                        request.prospect = Some(pb::Prospect {
+                            full_name: if field == "prospect.full_name" {
+                                bad.clone()
+                            } else {
+                                "Walk In".into()
+                            },
+                            phone: if field == "prospect.phone" {
+                                bad.clone()
+                            } else {
+                                "13900001111".into()
+                            },
+                        });
+                    }
+                    _ => unreachable!(),
+                }
+                let token = self.teller.clone();
+                self.case(
+                    format!("CreateReferral {field} {what}"),
+                    Box::pin(async move {
+                        app.referrals()
+                            .create_referral(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            for (field, request) in [
+                (
+                    "outcome note",
+                    pb::RecordReferralOutcomeRequest {
+                        referral_id: uuid::Uuid::now_v7().to_string(),
+                        outcome: pb::ReferralOutcome::Contacted as i32,
+                        note: bad.clone(),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "outcome product",
+                    pb::RecordReferralOutcomeRequest {
+                        referral_id: uuid::Uuid::now_v7().to_string(),
+                        outcome: pb::ReferralOutcome::Converted as i32,
+                        note: "ok".into(),
+                        product: bad.clone(),
+                        ..Default::default()
+                    },
+                ),
+            ] {
+                let token = self.rm.clone();
+                self.case(
+                    format!("RecordReferralOutcome {field} {what}"),
+                    Box::pin(async move {
+                        app.referrals()
+                            .record_referral_outcome(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            let request = pb::ReassignReferralRequest {
+                referral_id: uuid::Uuid::now_v7().to_string(),
+                rm_id: "B-001-RM-2".into(),
+                reason: bad.clone(),
+            };
+            let token = self.manager.clone();
+            self.case(
+                format!("ReassignReferral reason {what}"),
+                Box::pin(async move {
+                    app.referrals()
+                        .reassign_referral(with_token(&token, request))
+                        .await
+                        .map(drop)
+                }),
+            );
+            for field in ["outcome", "note"] {
+                let mut request = pb::CompleteWorkItemRequest {
+                    work_item_id: uuid::Uuid::now_v7().to_string(),
+                    outcome: "done".into(),
+                    note: "ok".into(),
+                };
+                match field {
+                    "outcome" => request.outcome = bad.clone(),
+                    _ => request.note = bad.clone(),
+                }
+                let token = self.rm.clone();
+                self.case(
+                    format!("CompleteWorkItem {field} {what}"),
+                    Box::pin(async move {
+                        app.referrals()
+                            .complete_work_item(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            for field in ["name", "city", "time_zone", "branch_id"] {
+                let mut branch = pb::Branch {
+                    branch_id: "B-009".into(),
+                    name: "Sweep".into(),
+                    city: "Shanghai".into(),
+                    time_zone: String::new(),
+                };
+                match field {
+                    "name" => branch.name = bad.clone(),
+                    "city" => branch.city = bad.clone(),
+                    "time_zone" => branch.time_zone = bad.clone(),
+                    _ => branch.branch_id = bad.clone(),
+                }
+                let token = self.system.clone();
+                self.case(
+                    format!("UpsertBranch {field} {what}"),
+                    Box::pin(async move {
+                        app.directory()
+                            .upsert_branch(with_token(
+                                &token,
+                                pb::UpsertBranchRequest {
+                                    branch: Some(branch),
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            let staff = pb::Staff {
+                staff_id: "B-001-RM-9".into(),
+                name: bad.clone(),
+                role: pb::StaffRole::Rm as i32,
+                branch_id: "B-001".into(),
+                active: true,
+                capacity: 5,
+                out_of_office_until: None,
+            };
+            let token = self.system.clone();
+            self.case(
+                format!("UpsertStaff name {what}"),
+                Box::pin(async move {
+                    app.directory()
+                        .upsert_staff(with_token(
+                            &token,
+                            pb::UpsertStaffRequest { staff: Some(staff) },
+                        ))
+                        .await
+                        .map(drop)
+                }),
+            );
+            for (rpc, page_token) in [
+                ("ListReferrals", bad.clone()),
+                ("ListWorkItems", bad.clone()),
+            ] {
+                let token = self.manager.clone();
+                self.case(
+                    format!("{rpc} page_token {what}"),
+                    Box::pin(async move {
+                        if rpc == "ListReferrals" {
+                            app.referrals()
+                                .list_referrals(with_token(
+                                    &token,
+                                    pb::ListReferralsRequest {
+                                        page_token,
+                                        ..Default::default()
+                                    },
+                                ))
+                                .await
+                                .map(drop)
+                        } else {
+                            app.referrals()
+                                .list_work_items(with_token(
+                                    &token,
+                                    pb::ListWorkItemsRequest {
+                                        page_token,
+                                        ..Default::default()
+                                    },
+                                ))
+                                .await
+                                .map(drop)
+                        }
+                    }),
+                );
+            }
+        }
+    }
+
+    fn times(&mut self) {
+        let app = self.app;
+        for (what, bad) in bad_times() {
+            let token = self.rm.clone();
+            let at = bad;
+            self.case(
+                format!("LogInteraction occurred_at {what}"),
+                Box::pin(async move {
+                    app.clients()
+                        .log_interaction(with_token(
+                            &token,
+                            pb::LogInteractionRequest {
+                                client_id: "C-000001".into(),
+                                channel: pb::InteractionChannel::Phone as i32,
+                                summary: "called".into(),
+                                outcome: "ok".into(),
+                                occurred_at: Some(at),
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                }),
+            );
+            let token = self.rm.clone();
+            let at = bad;
+            self.case(
+                format!("SnoozeWorkItem until {what}"),
+                Box::pin(async move {
+                    app.referrals()
+                        .snooze_work_item(with_token(
+                            &token,
+                            pb::SnoozeWorkItemRequest {
+                                work_item_id: uuid::Uuid::now_v7().to_string(),
+                                until: Some(at),
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                }),
+            );
+            for field in ["from_time", "to_time"] {
+                let token = self.system.clone();
+                let mut request = pb::GetReferralStatsRequest::default();
+                match field {
+                    "from_time" => request.from_time = Some(bad),
+                    _ => request.to_time = Some(bad),
+                }
+                self.case(
+                    format!("GetReferralStats {field} {what}"),
+                    Box::pin(async move {
+                        app.referrals()
+                            .get_referral_stats(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+                let token = self.system.clone();
+                let mut request = pb::ListAuditEventsRequest {
+                    client_id: "C-000001".into(),
+                    ..Default::default()
+                };
+                match field {
+                    "from_time" => request.from_time = Some(bad),
+                    _ => request.to_time = Some(bad),
+                }
+                self.case(
+                    format!("ListAuditEvents {field} {what}"),
+                    Box::pin(async move {
+                        app.clients()
+                            .list_audit_events(with_token(&token, request))
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+            let token = self.system.clone();
+            let at = bad;
+            self.case(
+                format!("UpsertStaff out_of_office_until {what}"),
+                Box::pin(async move {
+                    app.directory()
+                        .upsert_staff(with_token(
+                            &token,
+                            pb::UpsertStaffRequest {
+                                staff: Some(pb::Staff {
+                                    staff_id: "B-001-RM-9".into(),
+                                    name: "Sweep".into(),
+                                    role: pb::StaffRole::Rm as i32,
+                                    branch_id: "B-001".into(),
+                                    active: true,
+                                    capacity: 5,
+                                    out_of_office_until: Some(at),
+                                }),
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                }),
+            );
+        }
+        // A stats window of a lifetime: bounded work, refused.
+        let token = self.system.clone();
+        self.case(
+            "GetReferralStats a 50-year window",
+            Box::pin(async move {
+                app.referrals()
+                    .get_referral_stats(with_token(
+                        &token,
+                        pb::GetReferralStatsRequest {
+                            from_time: Some(prost_types::Timestamp {
+                                seconds: 0,
+                                nanos: 0,
+                            }),
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(drop)
+            }),
+        );
+    }
+
+    fn floods(&mut self) {
+        let app = self.app;
+        for (field, states, kinds) in [
+            (
+                "states",
+                vec![pb::WorkItemState::Open as i32; 100_000],
+                vec![],
+            ),
+            (
+                "kinds",
+                vec![],
+                vec![pb::WorkItemKind::Referral as i32; 100_000],
+            ),
+            ("states unknown", vec![42; 10], vec![]),
+        ] {
+            let token = self.rm.clone();
+            self.case(
+                format!("ListWorkItems {field} flood"),
+                Box::pin(async move {
+                    app.referrals()
+                        .list_work_items(with_token(
+                            &token,
+                            pb::ListWorkItemsRequest {
+                                states,
+                                kinds,
+                                ..Default::default()
+                            },
+                        ))
+                        .await
+                        .map(drop)
+                }),
+            );
+        }
+        let mut client = self.client("segments", "coal");
+        client.segments = (0..70_000).map(|n| format!("s{n}")).collect();
+        let token = self.system.clone();
+        self.case(
+            "UpsertClient segments flood",
+            Box::pin(async move {
+                app.clients()
+                    .upsert_client(with_token(
+                        &token,
+                        pb::UpsertClientRequest {
+                            client: Some(client),
+                        },
+                    ))
+                    .await
+                    .map(drop)
+            }),
+        );
+    }
+}
+
+async fn malformed_requests_are_refused_field_by_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let mut sweep = Sweep {
+        app: &app,
+        system: app.token("SYS-TEST", Role::System, "HQ-001"),
+        rm: app.token("B-001-RM-1", Role::Rm, "B-001"),
+        teller: app.token("B-001-T-1", Role::Teller, "B-001"),
+        manager: app.token("B-001-M", Role::BranchManager, "B-001"),
+        cases: Vec::new(),
+    };
+    sweep.texts();
+    sweep.times();
+    sweep.floods();
+    let cases = std::mem::take(&mut sweep.cases);
+    assert!(cases.len() >= 140, "{} cases", cases.len());
+    let mut wrong = Vec::new();
+    for (name, call) in cases {
+        match call.await {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::ResourceExhausted
+                ) => {}
+            other => wrong.push(format!(
+                "{name}: {:?}",
+                other.map_err(|s| (s.code(), s.message().chars().take(120).collect::<String>()))
+            )),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} answered wrongly:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // Healthy after: a good request is served.
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    app.clients()
+        .get_client(with_token(
+            &rm,
+            pb::GetClientRequest {
+                client_id: "C-000001".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    drop(sweep);
+    app.stop().await;
+}
+
+on_both_backends!(malformed_requests_are_refused_field_by_field);
