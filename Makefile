@@ -22,7 +22,7 @@ run:
 ## where CRM_PII_KEY comes from the deployment's secret store).
 serve:
 	@mkdir -p data && { test -s data/.dev-pii-key || head -c 32 /dev/urandom | base64 > data/.dev-pii-key; }
-	CRM_JWT_SECRET=$${CRM_JWT_SECRET:-dev-secret-change-me-0123456789} \
+	CRM_JWT_SECRET=$${CRM_JWT_SECRET:-dev-secret-change-me-0123456789abcdef} \
 	CRM_PII_KEY=$${CRM_PII_KEY:-$$(cat data/.dev-pii-key)} \
 	$(CARGO) run -p crm -- serve
 

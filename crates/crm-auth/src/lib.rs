@@ -7,7 +7,7 @@ mod jwt;
 mod principal;
 
 pub use edge::{principal_of, request_id_of};
-pub use jwt::{AuthError, Claims, JwtKeys};
+pub use jwt::{AuthError, Claims, JwtKeys, JwtPolicy, MIN_HS256_SECRET_BYTES};
 pub use principal::Principal;
 
 use crm_grpc::RpcError;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use crm_auth::JwtKeys;
+use crm_auth::{JwtKeys, JwtPolicy};
 use crm_domain::sla::BusinessCalendar;
 use crm_store::Vault;
 use secrecy::SecretString;
@@ -39,12 +39,28 @@ pub struct Settings {
     /// Queues expire when unused and exchanges auto-delete (tests and demos).
     #[arg(long, env = "CRM_EPHEMERAL_QUEUES", default_value_t = false)]
     pub ephemeral_queues: bool,
-    /// HS256 secret for tokens (at least 16 bytes).
+    /// HS256 secret for tokens (at least 32 bytes).
     #[arg(long, env = "CRM_JWT_SECRET", hide_env_values = true, value_parser = secret)]
     pub jwt_secret: Option<SecretString>,
-    /// RS256 public key (PEM) of the identity provider; takes precedence.
+    /// The identity provider's public keys: a JWKS file, or one RS256/ES256 public
+    /// key in PEM. Takes precedence over CRM_JWT_SECRET.
     #[arg(long, env = "CRM_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// Tokens must carry this `iss` (the identity provider), when set.
+    #[arg(long, env = "CRM_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Tokens must name this in `aud` (this application), when set; a token
+    /// minted for another application is refused.
+    #[arg(long, env = "CRM_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The longest a presented token may still be valid for, in minutes.
+    #[arg(
+        long,
+        env = "CRM_JWT_MAX_LIFETIME_MINUTES",
+        default_value_t = 720,
+        value_parser = clap::value_parser!(u32).range(1..=10_080)
+    )]
+    pub jwt_max_lifetime_minutes: u32,
     /// 32 random bytes, base64 (`openssl rand -base64 32`): seals national ids and
     /// phone numbers at rest and keys their lookup hashes and page tokens.
     #[arg(long, env = "CRM_PII_KEY", hide_env_values = true, value_parser = secret)]
@@ -73,6 +89,9 @@ impl std::fmt::Debug for Settings {
             .field("queue_prefix", &self.queue_prefix)
             .field("jwt_secret", &self.jwt_secret)
             .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_max_lifetime_minutes", &self.jwt_max_lifetime_minutes)
             .field("pii_key", &self.pii_key)
             .field("bank_holidays", &self.bank_holidays)
             .field("bank_workdays", &self.bank_workdays)
@@ -142,15 +161,29 @@ impl Settings {
     }
 
     pub fn jwt_keys(&self) -> Result<Arc<JwtKeys>, SettingsError> {
-        if let Some(path) = &self.jwt_public_key {
-            let pem = std::fs::read(path).map_err(|source| SettingsError::Read {
+        let keys = if let Some(path) = &self.jwt_public_key {
+            let document = std::fs::read(path).map_err(|source| SettingsError::Read {
                 path: path.clone(),
                 source,
             })?;
-            return Ok(Arc::new(JwtKeys::rs256_public(&pem)?));
+            JwtKeys::public_keys(&document)?
+        } else {
+            let secret = self.jwt_secret.as_ref().ok_or(SettingsError::NoJwtKey)?;
+            JwtKeys::hs256(secret)?
+        };
+        Ok(Arc::new(keys.with_policy(self.jwt_policy())))
+    }
+
+    /// What every token must satisfy beyond its signature.
+    pub fn jwt_policy(&self) -> JwtPolicy {
+        JwtPolicy {
+            issuer: self.jwt_issuer.clone().filter(|issuer| !issuer.is_empty()),
+            audience: self
+                .jwt_audience
+                .clone()
+                .filter(|audience| !audience.is_empty()),
+            max_lifetime: chrono::Duration::minutes(self.jwt_max_lifetime_minutes.into()),
         }
-        let secret = self.jwt_secret.as_ref().ok_or(SettingsError::NoJwtKey)?;
-        Ok(Arc::new(JwtKeys::hs256(secret)?))
     }
 }
 
@@ -200,6 +233,9 @@ impl Settings {
             ephemeral_queues: true,
             jwt_secret: Some(SecretString::from(jwt_secret)),
             jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_max_lifetime_minutes: 720,
             pii_key: Some(Vault::generate_key()?),
             bank_holidays: Vec::new(),
             bank_workdays: Vec::new(),
