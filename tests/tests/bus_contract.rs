@@ -7,20 +7,8 @@ use crm_testkit::{Backend, on_both_backends};
 
 use std::time::Duration;
 
-use crm_bus::{Bus, BusConfig, Envelope, SubscriptionEvent};
+use crm_bus::{Envelope, SubscriptionEvent};
 use crm_domain::messages::COVERAGE_CHANGED;
-use tokio_util::sync::CancellationToken;
-
-async fn bus(backend: Backend) -> Bus {
-    crm_testkit::install_for_tests();
-    let config = BusConfig {
-        amqp_url: (backend == Backend::Distributed).then(|| crm_testkit::amqp_url().into()),
-        prefix: format!("{}.", crm_testkit::unique_name("bus")),
-        ephemeral: true,
-        queues: crm_runtime::suite_queues(crm::MODULES),
-    };
-    Bus::start(&config, CancellationToken::new()).await.unwrap()
-}
 
 fn event(body: &str) -> Envelope {
     let mut envelope = Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &body).unwrap();
@@ -42,7 +30,7 @@ async fn next_message(subscription: &mut crm_bus::Subscription) -> crm_bus::Deli
 }
 
 async fn a_published_event_arrives_whole_and_once_acked(backend: Backend) {
-    let bus = bus(backend).await;
+    let bus = crm_testkit::bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("hello");
     bus.publish_confirmed(std::slice::from_ref(&sent))
@@ -63,7 +51,7 @@ async fn a_published_event_arrives_whole_and_once_acked(backend: Backend) {
 }
 
 async fn a_nacked_event_is_redelivered(backend: Backend) {
-    let bus = bus(backend).await;
+    let bus = crm_testkit::bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("again");
     bus.publish_confirmed(std::slice::from_ref(&sent))
@@ -81,7 +69,7 @@ async fn a_nacked_event_is_redelivered(backend: Backend) {
 }
 
 async fn an_unacked_event_goes_to_the_next_consumer(backend: Backend) {
-    let bus = bus(backend).await;
+    let bus = crm_testkit::bus(backend).await;
     let sent = event("unacked");
     {
         let mut first = bus.consume("referrals", 8).await.unwrap();
@@ -100,7 +88,7 @@ async fn an_unacked_event_goes_to_the_next_consumer(backend: Backend) {
 }
 
 async fn a_live_subscription_gets_only_its_rms_feed(backend: Backend) {
-    let bus = bus(backend).await;
+    let bus = crm_testkit::bus(backend).await;
     let mut mine = bus.subscribe_live("rm.RM-1").await.unwrap();
     let other = Envelope::new("work_item.changed", "rm.RM-2", &"theirs").unwrap();
     let own = Envelope::new("work_item.changed", "rm.RM-1", &"mine").unwrap();
@@ -114,7 +102,7 @@ async fn a_live_subscription_gets_only_its_rms_feed(backend: Backend) {
 }
 
 async fn a_rejected_event_is_dead_lettered_and_can_be_replayed(backend: Backend) {
-    let bus = bus(backend).await;
+    let bus = crm_testkit::bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let sent = event("poison");
     bus.publish_confirmed(std::slice::from_ref(&sent))

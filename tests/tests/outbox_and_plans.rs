@@ -12,7 +12,7 @@ use crm_testkit::{Backend, on_both_backends};
 use std::time::Duration;
 
 use crm_bus::outbox::{OutboxWaker, Relay};
-use crm_bus::{Bus, BusConfig, Envelope, SubscriptionEvent};
+use crm_bus::{Envelope, SubscriptionEvent};
 use crm_domain::messages::COVERAGE_CHANGED;
 use crm_store::bus::outbox;
 use crm_store::{Db, WriteBatch};
@@ -22,51 +22,6 @@ use sea_orm::{
     TransactionTrait, Value,
 };
 use tokio_util::sync::CancellationToken;
-
-struct Store {
-    db: Db,
-    schema: Option<String>,
-}
-
-async fn store(backend: Backend) -> Store {
-    crm_testkit::install_for_tests();
-    let (url, schema) = if backend == Backend::Distributed {
-        (
-            crm_testkit::postgres_url(),
-            Some(crm_testkit::unique_name("outbox")),
-        )
-    } else {
-        let folder = std::env::temp_dir().join(crm_testkit::unique_name("sqlite"));
-        std::fs::create_dir_all(&folder).unwrap();
-        (
-            format!("sqlite://{}?mode=rwc", folder.join("crm.db").display()),
-            None,
-        )
-    };
-    let db = crm_store::connect(&url, schema.as_deref()).await.unwrap();
-    crm_runtime::migrate(&db, &[]).await.unwrap();
-    Store { db, schema }
-}
-
-impl Store {
-    async fn drop(self) {
-        if let Some(schema) = self.schema {
-            crm_store::db::drop_schema(&crm_testkit::postgres_url(), &schema)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-async fn bus(backend: Backend) -> Bus {
-    let config = BusConfig {
-        amqp_url: (backend == Backend::Distributed).then(|| crm_testkit::amqp_url().into()),
-        prefix: format!("{}.", crm_testkit::unique_name("relay")),
-        ephemeral: true,
-        queues: crm_runtime::suite_queues(crm::MODULES),
-    };
-    Bus::start(&config, CancellationToken::new()).await.unwrap()
-}
 
 fn event(body: &str) -> Envelope {
     Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &body).unwrap()
@@ -96,8 +51,8 @@ async fn next_id(subscription: &mut crm_bus::Subscription, within: Duration) -> 
 }
 
 async fn named_rows_go_out_at_once_and_a_scan_finds_the_rest(backend: Backend) {
-    let store = store(backend).await;
-    let bus = bus(backend).await;
+    let store = crm_testkit::messaging_store(backend).await;
+    let bus = crm_testkit::bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     let waker = OutboxWaker::default();
     let mut relay = Relay::new(store.db.clone(), bus.clone(), "clients", waker.clone());
@@ -156,8 +111,8 @@ async fn named_rows_go_out_at_once_and_a_scan_finds_the_rest(backend: Backend) {
 }
 
 async fn sent_rows_are_pruned_and_unsent_ones_kept(backend: Backend) {
-    let store = store(backend).await;
-    let bus = bus(backend).await;
+    let store = crm_testkit::messaging_store(backend).await;
+    let bus = crm_testkit::bus(backend).await;
     let mut subscription = bus.consume("referrals", 8).await.unwrap();
     // Another service's row, old and unsent: never this relay's to delete.
     let mut foreign = event("someone else's");
@@ -206,7 +161,7 @@ async fn sent_rows_are_pruned_and_unsent_ones_kept(backend: Backend) {
 }
 
 async fn a_write_batch_is_all_or_nothing(backend: Backend) {
-    let store = store(backend).await;
+    let store = crm_testkit::messaging_store(backend).await;
     let existing = event("existing");
     commit_row(&store.db, &existing).await;
 

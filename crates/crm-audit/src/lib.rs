@@ -8,11 +8,9 @@
 //! with [`record_via_outbox`]: as `audit.recorded` messages in its own outbox, in
 //! its own transaction, which the client book consumes into the same table. A
 //! read whose line cannot be written fails rather than go unrecorded; a line
-//! written waits in the sender's outbox while the broker is away and in the client
-//! book's queue while the client book is. (While the consumer still counts
-//! database failures toward the delivery limit, a long outage of the client
-//! book's database sends lines to the dead-letter queue, from which
-//! `crm dead-letters replay` brings them back — the review's hole 3 in issue 10.)
+//! written waits in the sender's outbox while the broker is away, in the client
+//! book's queue while the client book is, and is retried in place (never
+//! dead-lettered) while the client book's database is down.
 
 use chrono::{DateTime, Utc};
 use crm_auth::Principal;

@@ -1,6 +1,13 @@
 //! Consumers with manual acks and the inbox: process and record the message id in
 //! one transaction, then ack. A redelivered message finds its id and has no second
-//! effect; a message that keeps failing is dead-lettered by the delivery limit.
+//! effect.
+//!
+//! Failures are told apart by kind. A poison message (it can never be processed)
+//! is dead-lettered at once with its reason. A transient failure (the database is
+//! down or restarting, a deadlock) is retried in place with backoff while the
+//! message is held unacknowledged, so an outage of minutes never uses up the
+//! delivery limit of good messages. Only failures nobody classified are
+//! redelivered and count toward that limit.
 
 use std::sync::Arc;
 
@@ -14,20 +21,34 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{Bus, BusError, Delivery, Envelope, SubscriptionEvent};
+use backon::{ExponentialBuilder, Retryable};
+use crm_store::db::DbFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// The message can never be processed (bad payload): dead-letter it now.
+    /// The message can never be processed (bad payload, a row it can't write):
+    /// dead-letter it now, with this reason.
     #[error("poison message: {0}")]
     Poison(String),
-    /// Worth another try (database down, a race): redeliver it.
+    /// A dependency is down or the work lost a race: retried in place, with
+    /// backoff, holding the message — never counted toward the delivery limit.
     #[error("transient failure: {0}")]
     Transient(String),
+    /// A failure nobody classified: redelivered, and dead-lettered when the
+    /// delivery limit is reached.
+    #[error("failure: {0}")]
+    Failed(String),
 }
 
 impl From<sea_orm::DbErr> for HandlerError {
     fn from(error: sea_orm::DbErr) -> Self {
-        HandlerError::Transient(error.to_string())
+        match crm_store::db::classify(&error) {
+            DbFailure::Unavailable | DbFailure::Conflict => {
+                HandlerError::Transient(error.to_string())
+            }
+            DbFailure::Refused => HandlerError::Poison(error.to_string()),
+            DbFailure::Unclassified => HandlerError::Failed(error.to_string()),
+        }
     }
 }
 
@@ -35,7 +56,30 @@ impl From<BusError> for HandlerError {
     fn from(error: BusError) -> Self {
         match error {
             BusError::Payload(error) => HandlerError::Poison(error.to_string()),
-            other => HandlerError::Transient(other.to_string()),
+            BusError::Db(error) => error.into(),
+            BusError::Connect(_)
+            | BusError::Broker(_)
+            | BusError::Timeout
+            | BusError::Nacked
+            | BusError::Closed => HandlerError::Transient(error.to_string()),
+            BusError::Unroutable(_) => HandlerError::Failed(error.to_string()),
+        }
+    }
+}
+
+/// How long a transient failure waits before the next try: doubling from `first`
+/// up to `max`, for as long as it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryDelays {
+    pub first: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Default for RetryDelays {
+    fn default() -> Self {
+        Self {
+            first: std::time::Duration::from_millis(200),
+            max: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -61,6 +105,11 @@ async fn process(
     handler: &dyn MessageHandler,
     envelope: &Envelope,
 ) -> Result<Outcome, HandlerError> {
+    // The inbox keys on the id: without one, a message would pass as a repeat of
+    // the first other message that had none.
+    if envelope.message_id.trim().is_empty() {
+        return Err(HandlerError::Poison("message has no message_id".to_owned()));
+    }
     let transaction = db.begin().await?;
     let seen = inbox::ActiveModel {
         consumer: Set(consumer.to_owned()),
@@ -98,9 +147,14 @@ async fn settle(delivery: Delivery, result: Result<Outcome, HandlerError>) {
             tracing::error!(%reason, "poison message dead-lettered");
             delivery.nack(false).await
         }
+        // Reached only when shutting down mid-retry: another consumer takes it.
         Err(HandlerError::Transient(reason)) => {
+            tracing::warn!(%reason, "message returned to the queue at shutdown");
+            delivery.nack(true).await
+        }
+        Err(HandlerError::Failed(reason)) => {
             tracing::warn!(%reason, "message failed; it will be redelivered");
-            // Don't spin on a dependency that is down.
+            // Don't spin on a fault that may need a moment.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             delivery.nack(true).await
         }
@@ -111,6 +165,32 @@ async fn settle(delivery: Delivery, result: Result<Outcome, HandlerError>) {
     }
 }
 
+/// Processes one delivery, retrying transient failures in place until they pass,
+/// the failure turns out to be of another kind, or the process shuts down.
+async fn process_retrying(
+    db: &DatabaseConnection,
+    consumer: &str,
+    handler: &dyn MessageHandler,
+    envelope: &Envelope,
+    delays: RetryDelays,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, HandlerError> {
+    let attempt = || process(db, consumer, handler, envelope);
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(delays.first)
+                .with_max_delay(delays.max)
+                .without_max_times(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|error| matches!(error, HandlerError::Transient(_)) && !shutdown.is_cancelled())
+        .notify(|error, delay| {
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "transient failure; retrying");
+        })
+        .await
+}
+
 /// Consumes `service`'s queue with `handler` until `shutdown`.
 pub async fn run_consumer(
     bus: Bus,
@@ -118,6 +198,28 @@ pub async fn run_consumer(
     service: &'static str,
     handler: Arc<dyn MessageHandler>,
     prefetch: u16,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    run_consumer_with(
+        bus,
+        db,
+        service,
+        handler,
+        prefetch,
+        RetryDelays::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_consumer`] with its own retry delays (tests use short ones).
+pub async fn run_consumer_with(
+    bus: Bus,
+    db: DatabaseConnection,
+    service: &'static str,
+    handler: Arc<dyn MessageHandler>,
+    prefetch: u16,
+    delays: RetryDelays,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let consumer_name = format!("{service}-consumer");
@@ -146,7 +248,15 @@ pub async fn run_consumer(
         // Finish the message in hand even when shutdown arrives meanwhile: drained,
         // not dropped.
         async {
-            let result = process(&db, &consumer_name, handler.as_ref(), &delivery.envelope).await;
+            let result = process_retrying(
+                &db,
+                &consumer_name,
+                handler.as_ref(),
+                &delivery.envelope,
+                delays,
+                &shutdown,
+            )
+            .await;
             settle(delivery, result).await;
         }
         .instrument(span)

@@ -20,7 +20,7 @@ mod topic;
 mod topology;
 mod transport;
 
-pub use consumer::{HandlerError, MessageHandler, run_consumer};
+pub use consumer::{HandlerError, MessageHandler, RetryDelays, run_consumer, run_consumer_with};
 pub use dead_letters::DeadLetter;
 pub use envelope::Envelope;
 pub use error::BusError;

@@ -131,17 +131,139 @@ pub fn is_unique_violation(error: &DbErr) -> bool {
     )
 }
 
-/// True when the database could not be reached (answer `UNAVAILABLE`, retry later),
-/// as opposed to a statement that failed.
-pub fn is_unavailable(error: &DbErr) -> bool {
+/// What a database failure means for whoever retries, decided by the error's kind
+/// (the driver's error variant, the SQLSTATE or SQLite result code), never by its
+/// text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// The database can't be reached or is restarting: the same work later will do.
+    Unavailable,
+    /// Lost a race (deadlock, serialization failure, a lock not granted in time,
+    /// SQLite busy): the same work again will do.
+    Conflict,
+    /// The statement can never succeed as it is (a constraint, bad data, a stored
+    /// value that doesn't decode).
+    Refused,
+    /// Anything else; assume a fault of ours.
+    Unclassified,
+}
+
+impl DbFailure {
+    /// True when doing the same work again later is expected to succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, DbFailure::Unavailable | DbFailure::Conflict)
+    }
+}
+
+pub fn classify(error: &DbErr) -> DbFailure {
+    use sea_orm::RuntimeErr;
     match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(inner) | DbErr::Query(inner) => {
-            let text = inner.to_string().to_ascii_lowercase();
-            text.contains("connection")
-                || text.contains("io error")
-                || text.contains("pool timed out")
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => DbFailure::Unavailable,
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            classify_sqlx(inner)
         }
-        _ => false,
+        DbErr::Type(_) | DbErr::Json(_) | DbErr::TryIntoErr { .. } | DbErr::RecordNotInserted => {
+            DbFailure::Refused
+        }
+        _ => DbFailure::Unclassified,
+    }
+}
+
+fn classify_sqlx(error: &sea_orm::sqlx::Error) -> DbFailure {
+    use sea_orm::sqlx::Error;
+    match error {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => DbFailure::Unavailable,
+        Error::Database(database) => {
+            let code = database.code().unwrap_or_default();
+            // PostgreSQL's SQLSTATEs are five characters; SQLite's codes are numbers
+            // of at most four digits.
+            if code.len() == 5 {
+                classify_sqlstate(&code)
+            } else {
+                classify_sqlite(&code)
+            }
+        }
+        Error::ColumnDecode { .. } | Error::Decode(_) | Error::TypeNotFound { .. } => {
+            DbFailure::Refused
+        }
+        _ => DbFailure::Unclassified,
+    }
+}
+
+/// PostgreSQL's error codes (appendix A of its manual).
+fn classify_sqlstate(code: &str) -> DbFailure {
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available
+        "40001" | "40P01" | "55P03" => DbFailure::Conflict,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, database_dropped;
+        // read_only_sql_transaction: a failover left us on a replica.
+        "57P01" | "57P02" | "57P03" | "57P04" | "25006" => DbFailure::Unavailable,
+        // connection_exception, insufficient_resources, operator intervention
+        _ if code.starts_with("08") || code.starts_with("53") => DbFailure::Unavailable,
+        // integrity constraints, data exceptions, syntax or access rule errors
+        _ if code.starts_with("23") || code.starts_with("22") || code.starts_with("42") => {
+            DbFailure::Refused
+        }
+        _ => DbFailure::Unclassified,
+    }
+}
+
+/// SQLite's (extended) result codes: the primary code is the low byte.
+fn classify_sqlite(code: &str) -> DbFailure {
+    let Ok(extended) = code.parse::<u32>() else {
+        return DbFailure::Unclassified;
+    };
+    match extended & 0xff {
+        // SQLITE_BUSY, SQLITE_LOCKED
+        5 | 6 => DbFailure::Conflict,
+        // SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+        10 | 13 | 14 => DbFailure::Unavailable,
+        // SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_TOOBIG
+        18..=20 => DbFailure::Refused,
+        _ => DbFailure::Unclassified,
+    }
+}
+
+/// True when the request may be answered `UNAVAILABLE`: the database couldn't be
+/// reached, or the work lost a race and the same request again will do.
+pub fn is_unavailable(error: &DbErr) -> bool {
+    classify(error).is_retryable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_codes_of_both_databases_sort_into_the_same_kinds() {
+        assert_eq!(classify_sqlstate("40001"), DbFailure::Conflict);
+        assert_eq!(classify_sqlstate("40P01"), DbFailure::Conflict);
+        assert_eq!(classify_sqlstate("57P01"), DbFailure::Unavailable);
+        assert_eq!(classify_sqlstate("08006"), DbFailure::Unavailable);
+        assert_eq!(classify_sqlstate("23505"), DbFailure::Refused);
+        assert_eq!(classify_sqlstate("22P05"), DbFailure::Refused);
+        assert_eq!(classify_sqlstate("XX000"), DbFailure::Unclassified);
+        assert_eq!(classify_sqlite("5"), DbFailure::Conflict);
+        assert_eq!(
+            classify_sqlite("517"),
+            DbFailure::Conflict,
+            "SQLITE_BUSY_SNAPSHOT"
+        );
+        assert_eq!(
+            classify_sqlite("2067"),
+            DbFailure::Refused,
+            "SQLITE_CONSTRAINT_UNIQUE"
+        );
+        assert_eq!(classify_sqlite("1"), DbFailure::Unclassified);
+        assert_eq!(
+            classify(&DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout)),
+            DbFailure::Unavailable
+        );
+        assert_eq!(classify(&DbErr::Type("bad".into())), DbFailure::Refused);
     }
 }

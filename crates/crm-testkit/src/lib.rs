@@ -426,3 +426,56 @@ macro_rules! on_both_backends {
         )+
     };
 }
+
+/// A database with only the messaging tables (outbox, inbox): for tests of the
+/// bus and the relay below any service. PostgreSQL gets its own schema, SQLite its
+/// own file.
+pub struct MessagingStore {
+    pub db: Db,
+    schema: Option<String>,
+}
+
+pub async fn messaging_store(backend: Backend) -> MessagingStore {
+    install_for_tests();
+    let (url, schema) = match backend {
+        Backend::Distributed => (postgres_url(), Some(unique_name("bus"))),
+        Backend::Embedded => {
+            let folder = std::env::temp_dir().join(unique_name("sqlite"));
+            std::fs::create_dir_all(&folder).unwrap();
+            (
+                format!("sqlite://{}?mode=rwc", folder.join("crm.db").display()),
+                None,
+            )
+        }
+    };
+    let db = crm_store::connect(&url, schema.as_deref()).await.unwrap();
+    crm_runtime::migrate(&db, &[]).await.unwrap();
+    MessagingStore { db, schema }
+}
+
+impl MessagingStore {
+    /// Drops the schema (PostgreSQL).
+    pub async fn drop(self) {
+        self.db.clone().close().await.ok();
+        if let Some(schema) = self.schema {
+            crm_store::db::drop_schema(&postgres_url(), &schema)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The suite's topology on RabbitMQ (distributed) or in process (embedded), under
+/// a fresh prefix.
+pub async fn bus(backend: Backend) -> crm_bus::Bus {
+    install_for_tests();
+    let config = crm_bus::BusConfig {
+        amqp_url: (backend == Backend::Distributed).then(|| amqp_url().into()),
+        prefix: format!("{}.", unique_name("bus")),
+        ephemeral: true,
+        queues: crm_runtime::suite_queues(crm::MODULES),
+    };
+    crm_bus::Bus::start(&config, CancellationToken::new())
+        .await
+        .unwrap()
+}
