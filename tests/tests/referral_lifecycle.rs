@@ -338,7 +338,8 @@ async fn duplicates_across_branches(backend: Backend) {
     )
     .await;
     let first = first.referral.unwrap();
-    // Another branch's teller, same client and need: the first one, summarised.
+    // Another branch's teller, same client and need: only that it exists — not
+    // where, nor who holds it.
     let second = refer_client(
         &app,
         &teller(&app, "B-002"),
@@ -346,15 +347,25 @@ async fn duplicates_across_branches(backend: Backend) {
         pb::Need::WealthManagement,
     )
     .await;
-    assert_eq!(second.duplicate_held_by, "B-001-RM-1");
-    let summary = second.referral.unwrap();
-    assert_eq!(summary.duplicate_of, first.referral_id);
-    assert_eq!(summary.referral_id, first.referral_id);
+    assert_eq!(second.duplicate_held_by, "");
+    let existence = second.referral.unwrap();
+    assert_eq!(existence.duplicate_of, first.referral_id);
+    assert_eq!(existence.referral_id, first.referral_id);
     assert!(
-        summary.note.is_empty()
-            && summary.routing_decision.is_none()
-            && summary.referrer_id.is_empty()
+        existence.note.is_empty()
+            && existence.routing_decision.is_none()
+            && existence.referrer_id.is_empty()
+            && existence.assigned_rm_id.is_empty()
+            && existence.branch_id.is_empty()
     );
+    // Another teller of the same branch: that it exists, and who holds it.
+    let colleague = app.seed_unpaired_teller("B-001-T-2", "B-001").await;
+    let third = refer_client(&app, &colleague, "C-200", pb::Need::WealthManagement).await;
+    assert_eq!(third.duplicate_held_by, "B-001-RM-1");
+    let summary = third.referral.unwrap();
+    assert_eq!(summary.duplicate_of, first.referral_id);
+    assert_eq!(summary.assigned_rm_id, "B-001-RM-1");
+    assert!(summary.note.is_empty() && summary.referrer_id.is_empty());
     // The same teller again sees their own referral whole.
     let again = refer_client(
         &app,
@@ -443,7 +454,7 @@ async fn duplicates_across_branches(backend: Backend) {
     let answers = futures::future::join_all(racers).await;
     let made = answers
         .iter()
-        .filter(|a| a.duplicate_held_by.is_empty())
+        .filter(|a| a.referral.as_ref().unwrap().duplicate_of.is_empty())
         .count();
     assert_eq!(made, 1);
     assert_eq!(

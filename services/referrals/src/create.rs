@@ -25,7 +25,7 @@ use tonic::{Request, Response};
 use crate::access::may_read_referral;
 use crate::error::{ReferralsError, Result};
 use crate::referral_changes::{self, ChangedBy};
-use crate::referral_wire::{duplicate_summary, to_proto};
+use crate::referral_wire::{duplicate_existence, duplicate_summary, to_proto};
 use crate::work_item_feed::announcement_row;
 use crate::{ReferralsState, calendars, routing_inputs};
 
@@ -445,20 +445,31 @@ impl crate::service::Referrals {
             },
             // The open referral for the same thing, whole if the caller may read
             // it, otherwise only that it exists and who holds it.
+            // The open referral for the same thing: whole if the caller may read
+            // it; to a teller of its own branch, that it exists and who holds it;
+            // to anyone else, only that it exists — a counter in another branch
+            // must not learn, client by client, who serves whom across the bank.
             Created::Duplicate(existing) => {
-                let held_by = existing.assigned_rm_id.clone();
-                let referral = if may_read_referral(&principal, &existing) {
+                if may_read_referral(&principal, &existing) {
                     let id = existing.referral_id.clone();
-                    pb::Referral {
-                        duplicate_of: id,
-                        ..to_proto(existing, &principal, &self.state.vault)?
+                    let held_by = existing.assigned_rm_id.clone();
+                    pb::CreateReferralResponse {
+                        referral: Some(pb::Referral {
+                            duplicate_of: id,
+                            ..to_proto(existing, &principal, &self.state.vault)?
+                        }),
+                        duplicate_held_by: held_by,
+                    }
+                } else if existing.branch_id == principal.branch_id.as_str() {
+                    pb::CreateReferralResponse {
+                        duplicate_held_by: existing.assigned_rm_id.clone(),
+                        referral: Some(duplicate_summary(&existing)),
                     }
                 } else {
-                    duplicate_summary(&existing)
-                };
-                pb::CreateReferralResponse {
-                    referral: Some(referral),
-                    duplicate_held_by: held_by,
+                    pb::CreateReferralResponse {
+                        referral: Some(duplicate_existence(&existing)),
+                        duplicate_held_by: String::new(),
+                    }
                 }
             }
         };

@@ -107,6 +107,18 @@ pub fn duplicate_summary(model: &referral::Model) -> pb::Referral {
     }
 }
 
+/// All a caller of another branch learns of a duplicate: that an open referral
+/// for the same client (or phone) and need exists — not where, nor who holds it.
+pub fn duplicate_existence(model: &referral::Model) -> pb::Referral {
+    pb::Referral {
+        referral_id: model.referral_id.clone(),
+        duplicate_of: model.referral_id.clone(),
+        need: model.need.to_wire(),
+        status: model.status.to_wire(),
+        ..Default::default()
+    }
+}
+
 pub fn change_to_proto(model: referral_history::Model) -> pb::ReferralChange {
     pb::ReferralChange {
         action: model.action,
