@@ -14,6 +14,7 @@ mod migrations {
     pub mod m20261126_000002_create_directory_and_clients;
     pub mod m20261126_000004_client_book;
     pub mod m20261128_000009_audit_event_service;
+    pub mod m20261128_000010_audit_events_no_truncate;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -24,5 +25,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261126_000002_create_directory_and_clients::Migration),
         Box::new(migrations::m20261126_000004_client_book::Migration),
         Box::new(migrations::m20261128_000009_audit_event_service::Migration),
+        Box::new(migrations::m20261128_000010_audit_events_no_truncate::Migration),
     ]
 }
