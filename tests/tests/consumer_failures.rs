@@ -1,6 +1,7 @@
 //! A consumer tells failures apart: a database that is down or a deadlock is
 //! retried in place for as long as it takes, holding the message, so it never uses
-//! up the delivery limit of a good message; a message without an id is poison.
+//! up the delivery limit of a good message; a message without an id is poison;
+//! and the inbox forgets, in time, what it processed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -118,7 +119,64 @@ async fn a_message_without_an_id_is_dead_lettered_not_taken_for_a_repeat(backend
     store.drop().await;
 }
 
+/// A consumer forgets what it processed long ago, its own rows only.
+async fn the_inbox_is_pruned_of_old_messages_only(backend: Backend) {
+    use crm_store::bus::inbox;
+    use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let store = crm_testkit::messaging_store(backend).await;
+    let id_at = |days_ago: i64| {
+        let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
+        let millis = u64::try_from(at.timestamp_millis()).unwrap();
+        {
+            let mut random = [0u8; 10];
+            random.copy_from_slice(&uuid::Uuid::now_v7().into_bytes()[6..]);
+            uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        }
+        .into_uuid()
+        .to_string()
+    };
+    let mut rows = Vec::new();
+    for (consumer, days_ago) in [
+        ("referrals-consumer", 30),
+        ("referrals-consumer", 20),
+        ("referrals-consumer", 1),
+        ("clients-consumer", 30),
+    ] {
+        rows.push(inbox::ActiveModel {
+            consumer: Set(consumer.to_owned()),
+            message_id: Set(id_at(days_ago)),
+            processed_at: Set(chrono::Utc::now()),
+        });
+    }
+    inbox::Entity::insert_many(rows)
+        .exec_without_returning(&store.db)
+        .await
+        .unwrap();
+    let pruned = crm_bus::prune_inbox(&store.db, "referrals-consumer", crm_bus::KEEP_INBOX_FOR)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2, "the two older than 14 days");
+    let left = |consumer: &'static str| {
+        let db = store.db.clone();
+        async move {
+            inbox::Entity::find()
+                .filter(inbox::Column::Consumer.eq(consumer))
+                .count(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(left("referrals-consumer").await, 1);
+    assert_eq!(
+        left("clients-consumer").await,
+        1,
+        "another consumer's rows untouched"
+    );
+    store.drop().await;
+}
+
 on_both_backends!(
     a_transient_failure_never_uses_up_the_delivery_limit,
     a_message_without_an_id_is_dead_lettered_not_taken_for_a_repeat,
+    the_inbox_is_pruned_of_old_messages_only,
 );

@@ -165,6 +165,51 @@ async fn settle(delivery: Delivery, result: Result<Outcome, HandlerError>) {
     }
 }
 
+/// How long a consumer remembers a message it processed. Longer than any
+/// redelivery or dead-letter replay waits in practice; a replay after that is
+/// applied again, which every handler tolerates (copies only take newer news,
+/// audit lines are stored once by their own id).
+pub const KEEP_INBOX_FOR: chrono::Duration = chrono::Duration::days(14);
+
+/// Inbox rows pruned per pass, and how often a consumer prunes.
+const PRUNE_BATCH: u64 = 5_000;
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Deletes up to a batch of `consumer`'s inbox rows for messages older than
+/// `keep_for`; how many. Message ids are UUIDv7, ordered by when the message was
+/// written: the primary key (consumer, message_id) finds the old rows without
+/// reading the rest.
+pub async fn prune_inbox(
+    db: &DatabaseConnection,
+    consumer: &str,
+    keep_for: chrono::Duration,
+) -> Result<u64, sea_orm::DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait};
+    let Some(cutoff) = Utc::now().checked_sub_signed(keep_for) else {
+        return Ok(0);
+    };
+    let Ok(millis) = u64::try_from(cutoff.timestamp_millis()) else {
+        return Ok(0);
+    };
+    let first_kept = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10])
+        .into_uuid()
+        .to_string();
+    let oldest = inbox::Entity::find()
+        .select_only()
+        .column(inbox::Column::MessageId)
+        .filter(inbox::Column::Consumer.eq(consumer))
+        .filter(inbox::Column::MessageId.lt(first_kept))
+        .order_by_asc(inbox::Column::MessageId)
+        .limit(PRUNE_BATCH)
+        .into_query();
+    let deleted = inbox::Entity::delete_many()
+        .filter(inbox::Column::Consumer.eq(consumer))
+        .filter(inbox::Column::MessageId.in_subquery(oldest))
+        .exec(db)
+        .await?;
+    Ok(deleted.rows_affected)
+}
+
 /// Processes one delivery, retrying transient failures in place until they pass,
 /// the failure turns out to be of another kind, or the process shuts down.
 async fn process_retrying(
@@ -224,9 +269,19 @@ pub async fn run_consumer_with(
 ) -> Result<(), BusError> {
     let consumer_name = format!("{service}-consumer");
     let mut subscription = bus.consume(service, prefetch).await?;
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = prune.tick() => {
+                match prune_inbox(&db, &consumer_name, KEEP_INBOX_FOR).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(consumer = %consumer_name, pruned, "inbox pruned"),
+                    Err(error) => tracing::warn!(%error, "could not prune the inbox"),
+                }
+                continue;
+            }
             event = subscription.next() => event,
         };
         let delivery = match event {

@@ -20,7 +20,10 @@ mod topic;
 mod topology;
 mod transport;
 
-pub use consumer::{HandlerError, MessageHandler, RetryDelays, run_consumer, run_consumer_with};
+pub use consumer::{
+    HandlerError, KEEP_INBOX_FOR, MessageHandler, RetryDelays, prune_inbox, run_consumer,
+    run_consumer_with,
+};
 pub use dead_letters::DeadLetter;
 pub use envelope::Envelope;
 pub use error::BusError;
