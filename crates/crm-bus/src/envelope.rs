@@ -20,6 +20,18 @@ pub struct Envelope {
 
 impl Envelope {
     /// A new message of `message_type` with the current trace context.
+    /// AMQP carries a routing key as a short string: at most 255 bytes. Both
+    /// transports refuse a longer one the same way, before anything is sent.
+    pub fn check_routing_key(&self) -> Result<(), BusError> {
+        if self.routing_key.len() > 255 {
+            return Err(BusError::Broker(format!(
+                "routing key of {} bytes; AMQP allows 255",
+                self.routing_key.len()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn new<T: Serialize>(
         message_type: &str,
         routing_key: &str,

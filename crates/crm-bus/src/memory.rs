@@ -159,6 +159,7 @@ impl InProcessBus {
         // Check routability of the whole batch first, so an error publishes nothing.
         let mut routes = Vec::with_capacity(batch.len());
         for envelope in batch {
+            envelope.check_routing_key()?;
             let queues: Vec<Arc<MemoryQueue>> = state
                 .bindings
                 .iter()
@@ -212,6 +213,11 @@ impl InProcessBus {
             name
         };
         Ok(self.pump(queue, None, 64, Some((self.clone(), name))))
+    }
+
+    /// Deletes a queue and its bindings (operations, and tests).
+    pub(crate) fn delete_queue(&self, name: &str) {
+        self.remove_queue(name);
     }
 
     fn remove_queue(&self, name: &str) {

@@ -31,6 +31,7 @@ pub fn row(source: &str, envelope: &Envelope) -> outbox::ActiveModel {
         sent_at: Set(None),
         attempts: Set(0),
         last_error: Set(None),
+        parked_at: Set(None),
     }
 }
 
@@ -77,6 +78,10 @@ pub async fn enqueue_event<T: serde::Serialize>(
 /// when idle): 5,000 every ~5 s keeps up with a day of 1,000 messages/s peaks.
 const PRUNE_BATCH: u64 = 5_000;
 const PRUNE_EVERY_SCANS: u64 = 10;
+
+/// Failed passes of a row before the relay tries the rows of its batch one by one,
+/// to tell a row that can't be published from a broker that is away.
+pub const ISOLATE_AFTER_ATTEMPTS: i32 = 5;
 
 /// Ids a waker holds for the relay at most (a few seconds of peak load).
 const MAX_NAMED_ROWS: usize = 100_000;
@@ -195,6 +200,7 @@ impl Relay {
             Pick::Oldest => outbox::Entity::find()
                 .filter(outbox::Column::Source.eq(self.source.as_str()))
                 .filter(outbox::Column::SentAt.is_null())
+                .filter(outbox::Column::ParkedAt.is_null())
                 .order_by_asc(outbox::Column::MessageId)
                 .limit(self.batch_size),
             Pick::Ids(ids) => rows_by_id(ids),
@@ -204,7 +210,9 @@ impl Relay {
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
         let mut rows = query.all(&transaction).await?;
-        rows.retain(|row| row.sent_at.is_none() && row.source == self.source);
+        rows.retain(|row| {
+            row.sent_at.is_none() && row.parked_at.is_none() && row.source == self.source
+        });
         rows.sort_by(|a, b| a.message_id.cmp(&b.message_id));
         if rows.is_empty() {
             transaction.commit().await?;
@@ -223,19 +231,88 @@ impl Relay {
             })
             .collect();
         let ids: Vec<String> = rows.iter().map(|row| row.message_id.clone()).collect();
-        if let Err(error) = self.bus.publish_confirmed(&envelopes).await {
+        let mut published = self.bus.publish_confirmed(&envelopes).await;
+        if let Err(BusError::Unroutable(routing_key)) = &published {
+            // A queue deleted under a live connection (by hand, or lost with a
+            // node): declare the topology again and try once more, rather than
+            // fail every mandatory publish until a reconnect.
+            tracing::warn!(%routing_key, "unroutable; declaring the topology again");
+            if let Err(error) = self.bus.redeclare_topology().await {
+                tracing::warn!(%error, "could not declare the topology again");
+            }
+            published = self.bus.publish_confirmed(&envelopes).await;
+        }
+        if let Err(error) = published {
+            let stuck = rows.len() > 1
+                && rows
+                    .iter()
+                    .any(|row| row.attempts + 1 >= ISOLATE_AFTER_ATTEMPTS);
+            if stuck {
+                return self
+                    .publish_one_by_one(transaction, &rows, &envelopes)
+                    .await;
+            }
             transaction.rollback().await?;
             self.record_failure(&ids, &error).await;
             return Err(error);
         }
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::SentAt, Utc::now().into())
-            .filter(outbox::Column::MessageId.is_in(ids))
-            .exec(&transaction)
-            .await?;
+        mark_sent(&transaction, ids).await?;
         transaction.commit().await?;
         tracing::debug!(source = %self.source, sent = rows.len(), "outbox relayed");
         Ok(rows.len())
+    }
+
+    /// A batch keeps failing: publish its rows one at a time, in order. A row that
+    /// fails alone while others of the pass go out can't be published as it is:
+    /// it is set aside with its reason, so the outbox behind it moves again. If
+    /// nothing goes out, the broker is the trouble and nothing is set aside.
+    async fn publish_one_by_one(
+        &self,
+        transaction: sea_orm::DatabaseTransaction,
+        rows: &[outbox::Model],
+        envelopes: &[Envelope],
+    ) -> Result<usize, BusError> {
+        let mut sent = Vec::new();
+        let mut failed = Vec::new();
+        for (row, envelope) in rows.iter().zip(envelopes) {
+            match self
+                .bus
+                .publish_confirmed(std::slice::from_ref(envelope))
+                .await
+            {
+                Ok(()) => sent.push(row.message_id.clone()),
+                Err(error) => failed.push((row, error)),
+            }
+        }
+        let sent_count = sent.len();
+        if !sent.is_empty() {
+            mark_sent(&transaction, sent).await?;
+        }
+        for (row, error) in &failed {
+            let park = sent_count > 0 && row.attempts + 1 >= ISOLATE_AFTER_ATTEMPTS;
+            let mut update = outbox::Entity::update_many()
+                .col_expr(
+                    outbox::Column::Attempts,
+                    sea_orm::sea_query::Expr::col(outbox::Column::Attempts).add(1),
+                )
+                .col_expr(outbox::Column::LastError, Some(error.to_string()).into())
+                .filter(outbox::Column::MessageId.eq(row.message_id.as_str()));
+            if park {
+                tracing::error!(
+                    message_id = %row.message_id,
+                    message_type = %row.message_type,
+                    %error,
+                    "outbox row set aside: it fails alone while others go out"
+                );
+                update = update.col_expr(outbox::Column::ParkedAt, Some(Utc::now()).into());
+            }
+            update.exec(&transaction).await?;
+        }
+        transaction.commit().await?;
+        match failed.into_iter().next() {
+            Some((_, error)) if sent_count == 0 => Err(error),
+            _ => Ok(sent_count),
+        }
     }
 
     /// Notes the failure on the rows for operators; best effort, the rows stay unsent.
@@ -344,4 +421,50 @@ impl Relay {
         }
         tracing::info!(source = %self.source, "outbox relay stopped");
     }
+}
+
+async fn mark_sent(
+    transaction: &sea_orm::DatabaseTransaction,
+    ids: Vec<String>,
+) -> Result<(), sea_orm::DbErr> {
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::SentAt, Utc::now().into())
+        .filter(outbox::Column::MessageId.is_in(ids))
+        .exec(transaction)
+        .await?;
+    Ok(())
+}
+
+/// Rows set aside, oldest first, with why (`crm outbox parked`).
+pub async fn parked(
+    db: &impl ConnectionTrait,
+    limit: u64,
+) -> Result<Vec<outbox::Model>, sea_orm::DbErr> {
+    outbox::Entity::find()
+        .filter(outbox::Column::ParkedAt.is_not_null())
+        .filter(outbox::Column::SentAt.is_null())
+        .order_by_asc(outbox::Column::MessageId)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Returns rows set aside to the relay (`crm outbox retry`): those named, or
+/// every one when none is named. How many.
+pub async fn retry_parked(
+    db: &impl ConnectionTrait,
+    message_ids: &[String],
+) -> Result<u64, sea_orm::DbErr> {
+    let mut update = outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::ParkedAt,
+            Option::<chrono::DateTime<Utc>>::None.into(),
+        )
+        .col_expr(outbox::Column::Attempts, 0.into())
+        .filter(outbox::Column::ParkedAt.is_not_null());
+    if !message_ids.is_empty() {
+        update =
+            update.filter(outbox::Column::MessageId.is_in(message_ids.iter().map(String::as_str)));
+    }
+    Ok(update.exec(db).await?.rows_affected)
 }

@@ -270,6 +270,28 @@ impl RabbitBus {
         Ok(())
     }
 
+    /// Declares the whole topology again on the live connection: a queue deleted
+    /// by hand (or lost by a node) is back before the next publish, without
+    /// waiting for a reconnect.
+    pub(crate) async fn redeclare_topology(&self) -> Result<(), BusError> {
+        let connection = self.connection().await?;
+        let channel = connection.create_channel().await?;
+        let declared = self.declare_on(&channel).await;
+        let _ = channel.close(200, "topology declared".into()).await;
+        declared
+    }
+
+    /// Deletes a queue (operations, and tests of the above).
+    pub(crate) async fn delete_queue(&self, name: &str) -> Result<(), BusError> {
+        let connection = self.connection().await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .queue_delete(name.into(), lapin::options::QueueDeleteOptions::default())
+            .await?;
+        let _ = channel.close(200, "queue deleted".into()).await;
+        Ok(())
+    }
+
     pub(crate) async fn declare_topology(&self) -> Result<(), BusError> {
         // Declared on every (re)connect; this just makes sure one connection exists.
         self.connection_with_retry().await.map(|_| ())
@@ -304,6 +326,9 @@ impl RabbitBus {
     async fn publish_on(&self, channel: &Channel, batch: &[Envelope]) -> Result<(), BusError> {
         let exchange = self.topology.exchange();
         let mut confirms = Vec::with_capacity(batch.len());
+        if let Some(error) = batch.iter().find_map(|e| e.check_routing_key().err()) {
+            return Err(error);
+        }
         for envelope in batch {
             // A consumed event must reach its queue: unroutable, it comes back and
             // is an error. Live feeds may have nobody listening, which is fine: the

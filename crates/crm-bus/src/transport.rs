@@ -60,6 +60,29 @@ impl Bus {
         }
     }
 
+    /// Declares the whole topology again now (after a queue was deleted under a
+    /// live connection).
+    pub async fn redeclare_topology(&self) -> Result<(), BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.redeclare_topology().await,
+            Bus::InProcess(bus) => {
+                bus.declare_topology();
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the queue `name` (as the topology names it, prefix included).
+    pub async fn delete_queue(&self, name: &str) -> Result<(), BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.delete_queue(name).await,
+            Bus::InProcess(bus) => {
+                bus.delete_queue(name);
+                Ok(())
+            }
+        }
+    }
+
     /// Publishes every message and returns only once the broker confirmed all of
     /// them. Any error means some may not have arrived: publish them again.
     pub async fn publish_confirmed(&self, batch: &[Envelope]) -> Result<(), BusError> {

@@ -9,6 +9,7 @@
 mod dead_letters;
 mod demo;
 mod jobs;
+mod outbox;
 
 use clap::{Parser, Subcommand};
 use crm::{JobChoice, MODULES, SectionArgs};
@@ -63,6 +64,14 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Outbox rows the relay set aside (they failed alone while others went out):
+    /// show them with why, or return them to the relay.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Apply the migrations of the services CRM_SERVICES names (default: all, in
     /// one database) and exit. In the distributed mode run it once per service,
     /// each with its own CRM_DATABASE_SCHEMA.
@@ -101,6 +110,20 @@ fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value))
 }
 
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Print the rows set aside, oldest first, with the error that set them aside.
+    Parked {
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Return rows to the relay: those named, or every one set aside.
+    Retry {
+        #[arg(long = "message-id")]
+        message_ids: Vec<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -127,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DeadLetters { action, settings } => dead_letters::run(action, &settings).await,
+        Command::Outbox { action, settings } => outbox::run(action, &settings).await,
         Command::Jobs {
             job,
             settings,

@@ -21,6 +21,9 @@ pub struct Model {
     pub attempts: i32,
     #[sea_orm(column_type = "Text", nullable)]
     pub last_error: Option<String>,
+    /// Set aside: it failed alone while the rows around it were published
+    /// (`last_error` says why); the relay skips it until `crm outbox retry`.
+    pub parked_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
