@@ -138,3 +138,89 @@ async fn every_referral_reaches_its_rm_exactly_once_while_the_broker_connections
     drop(seen);
     app.stop().await;
 }
+
+/// Five items reassigned away while the phone's live queue did not exist (every
+/// broker connection cut a moment before) still reach the phone as done: after a
+/// reconnect the stream reads again every item it has shown, not only the open
+/// ones, so it converges to the truth by construction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "cuts every broker connection: `make test` runs it alone, after the rest"]
+async fn items_that_went_away_during_a_broker_cut_reach_the_phone_as_done() {
+    let app = spawn_app(Backend::Distributed).await;
+    app.seed_branch("B-001", 3).await;
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    let manager = app.token("B-001-M", Role::BranchManager, "B-001");
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let mut referral_ids = Vec::new();
+    for n in 0..5 {
+        let client = format!("C-CUT-{n}");
+        app.seed_client(&client, "B-001", Some("B-001-RM-1")).await;
+        let created = app
+            .referrals()
+            .create_referral(with_token(
+                &teller,
+                pb::CreateReferralRequest {
+                    idempotency_key: format!("cut-{n}"),
+                    client_id: client,
+                    need: pb::Need::Loan as i32,
+                    priority: pb::Priority::Normal as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .referral
+            .unwrap();
+        referral_ids.push(created.referral_id);
+    }
+    let mut stream = app
+        .referrals()
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut open = HashMap::new();
+    while open.len() < 5 {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the open items")
+            .unwrap()
+            .unwrap()
+            .work_item
+            .unwrap();
+        open.insert(item.work_item_id.clone(), item.source_id.clone());
+    }
+
+    cut_broker_connections();
+    for referral_id in &referral_ids {
+        app.referrals()
+            .reassign_referral(with_token(
+                &manager,
+                pb::ReassignReferralRequest {
+                    referral_id: referral_id.clone(),
+                    rm_id: "B-001-RM-3".into(),
+                    reason: "RM-1 called away".into(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+
+    let mut done = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while done.len() < 5 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let item = tokio::time::timeout(left, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of 5 reached the phone as done", done.len()))
+            .unwrap()
+            .unwrap()
+            .work_item
+            .unwrap();
+        if item.state == pb::WorkItemState::Done as i32 && open.contains_key(&item.work_item_id) {
+            done.insert(item.work_item_id);
+        }
+    }
+    app.stop().await;
+}

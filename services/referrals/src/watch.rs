@@ -54,8 +54,38 @@ async fn send(sender: &Sender, sent: &mut Sent, item: &WorkItemMessage) -> bool 
 
 const SNAPSHOT_PAGE: u64 = 500;
 
-/// Sends every open or snoozed item of `rm_id`; false when the client went away.
+/// Sends every open or snoozed item of `rm_id`, then the newest version of every
+/// other item this stream has already shown: one completed, expired or
+/// reassigned away while the live queue did not exist (a broker reconnect) reaches
+/// the phone as done. False when the client went away.
 async fn send_snapshot(
+    state: &ReferralsState,
+    rm_id: &StaffId,
+    sender: &Sender,
+    sent: &mut Sent,
+) -> Result<bool> {
+    if !send_open_items(state, rm_id, sender, sent).await? {
+        return Ok(false);
+    }
+    let shown: Vec<String> = sent.0.keys().cloned().collect();
+    for ids in shown.chunks(SNAPSHOT_PAGE as usize) {
+        let rows = work_item::Entity::find()
+            .filter(work_item::Column::WorkItemId.is_in(ids.iter().map(String::as_str)))
+            .filter(work_item::Column::RmId.eq(rm_id.as_str()))
+            .order_by_asc(work_item::Column::WorkItemId)
+            .all(&state.db)
+            .await?;
+        for row in &rows {
+            if !send(sender, sent, &WorkItemMessage::from(row)).await {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Sends every open or snoozed item of `rm_id`; false when the client went away.
+async fn send_open_items(
     state: &ReferralsState,
     rm_id: &StaffId,
     sender: &Sender,
