@@ -122,6 +122,14 @@ impl JwtKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_token(token).map(|(principal, _)| principal)
+    }
+
+    /// The caller and when their token stops being valid (a stream must end then).
+    pub fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, chrono::DateTime<chrono::Utc>), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
         let mut outcome = Err(AuthError::Invalid);
         let candidates = self.verifiers.iter().filter(|verifier| {
@@ -156,13 +164,16 @@ impl JwtKeys {
                 self.policy.max_lifetime.num_minutes()
             )));
         }
-        Ok(Principal {
+        let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| AuthError::BadClaims("exp out of range".to_owned()))?;
+        let principal = Principal {
             staff_id: StaffId::parse(&claims.sub)
                 .map_err(|e| AuthError::BadClaims(format!("sub {e}")))?,
             role: Role::from_str(&claims.role).map_err(|e| AuthError::BadClaims(e.to_string()))?,
             branch_id: BranchId::parse(&claims.branch)
                 .map_err(|e| AuthError::BadClaims(format!("branch {e}")))?,
-        })
+        };
+        Ok((principal, expires_at))
     }
 
     /// A token for `sub` valid for `ttl`, signed with the HS256 secret (and

@@ -12,6 +12,10 @@ pub use principal::Principal;
 
 use crm_grpc::RpcError;
 
+/// When the caller's token stops being valid: a long-lived stream ends then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenExpiry(pub chrono::DateTime<chrono::Utc>);
+
 /// The interceptor for every service: no valid token, no call.
 #[derive(Clone)]
 pub struct AuthInterceptor {
@@ -40,11 +44,12 @@ impl tonic::service::Interceptor for AuthInterceptor {
             .ok_or_else(|| {
                 RpcError::Unauthenticated("authorization must be 'Bearer <token>'".to_owned())
             })?;
-        let principal = self.keys.verify(token).map_err(|error| {
+        let (principal, expires_at) = self.keys.verify_token(token).map_err(|error| {
             tracing::info!(%error, "rejected token");
             RpcError::Unauthenticated(error.to_string())
         })?;
         request.extensions_mut().insert(principal);
+        request.extensions_mut().insert(TokenExpiry(expires_at));
         Ok(request)
     }
 }

@@ -120,6 +120,10 @@ impl Server {
         });
         tonic::transport::Server::builder()
             .trace_fn(crm_telemetry::grpc_request_span)
+            // A phone that vanished (tunnel, flight mode) leaves no FIN: pings find
+            // the dead connection and end its stream, freeing its place.
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
             .await?;

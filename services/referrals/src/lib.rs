@@ -61,6 +61,8 @@ pub struct ReferralsState {
     pub shutdown: CancellationToken,
     /// Seals walk-in phones; their lookup hashes find duplicates.
     pub vault: Arc<Vault>,
+    /// How many live streams are open, per person and in all.
+    pub streams: Arc<watch::StreamLimits>,
 }
 
 impl ReferralsState {
@@ -76,6 +78,10 @@ impl ReferralsState {
             calendar: infra.calendar.clone(),
             shutdown: infra.shutdown.clone(),
             vault: infra.vault.clone(),
+            streams: Arc::new(watch::StreamLimits::new(
+                settings.watch_streams_per_staff.into(),
+                usize::try_from(settings.watch_streams_total).unwrap_or(usize::MAX),
+            )),
         })
     }
 }

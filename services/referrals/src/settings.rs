@@ -20,6 +20,24 @@ pub struct ReferralsSettings {
         value_parser = clap::value_parser!(u16).range(1..=3650)
     )]
     pub referral_expire_days: u16,
+    /// Live work-item streams one person may hold open at once (phone, tablet,
+    /// a reconnect overlapping the old stream); more are refused.
+    #[arg(
+        long,
+        env = "CRM_WATCH_STREAMS_PER_STAFF",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u16).range(1..=100)
+    )]
+    pub watch_streams_per_staff: u16,
+    /// Live work-item streams one process serves at once; more are refused, so
+    /// streams can never take every broker channel from the relay and consumers.
+    #[arg(
+        long,
+        env = "CRM_WATCH_STREAMS_TOTAL",
+        default_value_t = 2000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub watch_streams_total: u32,
 }
 
 /// A year of business minutes (8 hours, 260 days): a deadline further out is a

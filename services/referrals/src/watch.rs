@@ -7,6 +7,7 @@
 //! again, since live messages may have been missed meanwhile.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::store::work_item;
 use crm_bus::{SubscriptionEvent, rm_routing_key};
@@ -24,6 +25,73 @@ use crate::error::Result;
 use crate::work_item_feed::WorkItemMessage;
 
 type Sender = mpsc::Sender<Result<pb::WatchWorkItemsResponse, Status>>;
+
+/// Bounds on live streams: one misbehaving phone app can't lock every other RM
+/// of the process out, nor take the broker channels the relay and consumers need.
+pub struct StreamLimits {
+    per_staff: usize,
+    total: usize,
+    open: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+impl StreamLimits {
+    pub fn new(per_staff: usize, total: usize) -> Self {
+        Self {
+            per_staff,
+            total,
+            open: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A place for one more stream of `staff_id`, held until the permit drops;
+    /// RESOURCE_EXHAUSTED when the person or the process is at its bound.
+    pub fn admit(self: &Arc<Self>, staff_id: &StaffId) -> Result<StreamPermit, RpcError> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let total: usize = open.values().sum();
+        if total >= self.total {
+            return Err(RpcError::ResourceExhausted(
+                "this server holds as many live streams as it may; reconnect to another".into(),
+            ));
+        }
+        let mine = open.entry(staff_id.to_string()).or_default();
+        if *mine >= self.per_staff {
+            return Err(RpcError::ResourceExhausted(format!(
+                "at most {} live streams per person; close one first",
+                self.per_staff
+            )));
+        }
+        *mine += 1;
+        Ok(StreamPermit {
+            limits: self.clone(),
+            staff_id: staff_id.to_string(),
+        })
+    }
+}
+
+/// One admitted stream; dropping it frees the place.
+pub struct StreamPermit {
+    limits: Arc<StreamLimits>,
+    staff_id: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = self
+            .limits
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = open.get_mut(&self.staff_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.staff_id);
+            }
+        }
+    }
+}
 
 /// What a stream has sent: item id → highest version.
 #[derive(Default)]
@@ -120,7 +188,14 @@ async fn send_open_items(
 pub async fn watch(
     state: std::sync::Arc<ReferralsState>,
     rm_id: StaffId,
+    permit: StreamPermit,
+    token_expires_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<mpsc::Receiver<Result<pb::WatchWorkItemsResponse, Status>>> {
+    // A stream lives no longer than the token that opened it.
+    let until_expiry = (token_expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let token_expired = tokio::time::Instant::now() + until_expiry;
     let mut subscription = state
         .bus
         .subscribe_live(&rm_routing_key(rm_id.as_str()))
@@ -129,6 +204,7 @@ pub async fn watch(
     let span = tracing::info_span!("watch_work_items", rm_id = %rm_id);
     tokio::spawn(
         async move {
+            let _permit = permit;
             let mut sent = Sent::default();
             let mut snapshot_needed = true;
             loop {
@@ -144,12 +220,20 @@ pub async fn watch(
                 }
                 let event = tokio::select! {
                     _ = sender.closed() => break,
+                    _ = tokio::time::sleep_until(token_expired) => {
+                        let expired = RpcError::Unauthenticated(
+                            "token expired; reconnect with a new one".into(),
+                        );
+                        let _ = sender.try_send(Err(expired.into()));
+                        break;
+                    }
                     _ = state.shutdown.cancelled() => {
                         let shutting_down = RpcError::Unavailable {
                             dependency: "this server",
                             cause: "shutting down; reconnect".to_owned(),
                         };
-                        let _ = sender.send(Err(shutting_down.into())).await;
+                        // Never wait on a client that stopped reading: shutdown must not.
+                        let _ = sender.try_send(Err(shutting_down.into()));
                         break;
                     }
                     event = subscription.next() => event,

@@ -140,8 +140,16 @@ impl Referrals {
         request: Request<pb::WatchWorkItemsRequest>,
     ) -> Result<Response<WorkItemStream>> {
         let principal = principal_of(&request)?;
+        let expires_at = request
+            .extensions()
+            .get::<crm_auth::TokenExpiry>()
+            .map(|expiry| expiry.0)
+            .ok_or_else(|| {
+                crm_grpc::RpcError::Unauthenticated("no token expiry on the request".into())
+            })?;
         let owner = queue_owner(&self.state, &principal, "").await?;
-        let receiver = watch::watch(self.state.clone(), owner).await?;
+        let permit = self.state.streams.admit(&principal.staff_id)?;
+        let receiver = watch::watch(self.state.clone(), owner, permit, expires_at).await?;
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
