@@ -224,3 +224,75 @@ async fn items_that_went_away_during_a_broker_cut_reach_the_phone_as_done() {
     }
     app.stop().await;
 }
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the broker's app again however the test ends.
+struct StartAppOnDrop;
+
+impl Drop for StartAppOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .output();
+    }
+}
+
+async fn wait_for_health(
+    health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health stayed {status:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Health says NOT_SERVING while the broker is away, and SERVING once it is back,
+/// so a load balancer sends calls where they can be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the broker: `make test` runs it alone, after the rest"]
+async fn health_follows_the_broker() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let app = spawn_app(Backend::Distributed).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    wait_for_health(&mut health, ServingStatus::Serving, Duration::from_secs(10)).await;
+    let restart = StartAppOnDrop;
+    rabbitmqctl(&["stop_app"]);
+    wait_for_health(
+        &mut health,
+        ServingStatus::NotServing,
+        Duration::from_secs(30),
+    )
+    .await;
+    rabbitmqctl(&["start_app"]);
+    drop(restart);
+    wait_for_health(&mut health, ServingStatus::Serving, Duration::from_secs(60)).await;
+    app.stop().await;
+}

@@ -60,6 +60,15 @@ impl Bus {
         }
     }
 
+    /// True while the transport can carry messages (RabbitMQ: a connection is up;
+    /// in process: always).
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            Bus::Rabbit(bus) => bus.is_connected(),
+            Bus::InProcess(_) => true,
+        }
+    }
+
     /// Declares the whole topology again now (after a queue was deleted under a
     /// live connection).
     pub async fn redeclare_topology(&self) -> Result<(), BusError> {

@@ -126,7 +126,18 @@ impl App {
     /// to drain.
     pub async fn run(self) -> Result<(), AppError> {
         let App { server, infra } = self;
-        let served = server.serve(infra.shutdown.clone()).await;
+        let (db, bus) = (infra.db.clone(), infra.bus.clone());
+        let ready = move || {
+            let (db, bus) = (db.clone(), bus.clone());
+            let check: futures::future::BoxFuture<'static, bool> = Box::pin(async move {
+                bus.is_healthy()
+                    && tokio::time::timeout(std::time::Duration::from_secs(2), db.ping())
+                        .await
+                        .is_ok_and(|pinged| pinged.is_ok())
+            });
+            check
+        };
+        let served = server.serve(infra.shutdown.clone(), ready).await;
         // However the server ended, stop the background work too.
         infra.shutdown.cancel();
         infra.tasks.close();

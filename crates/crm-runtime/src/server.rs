@@ -22,6 +22,9 @@ pub enum ServerError {
     Io(std::io::Error),
 }
 
+/// How often health asks whether the database and the broker are there.
+const READINESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A gRPC server bound to its port (0 picks a free one: tests read it back).
 pub struct Server {
     listener: TcpListener,
@@ -84,7 +87,14 @@ impl Server {
     }
 
     /// Serves until `shutdown`, then stops accepting and lets calls in flight finish.
-    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+    /// Health follows `ready`, asked every few seconds: a load balancer stops
+    /// sending calls while the database or the broker is away, and sends them
+    /// again once they are back.
+    pub async fn serve(
+        self,
+        shutdown: CancellationToken,
+        ready: impl Fn() -> futures::future::BoxFuture<'static, bool> + Send + 'static,
+    ) -> Result<(), ServerError> {
         for name in &self.service_names {
             self.health
                 .set_service_status(*name, ServingStatus::Serving)
@@ -93,6 +103,33 @@ impl Server {
         self.health
             .set_service_status("", ServingStatus::Serving)
             .await;
+        let watcher = self.health.clone();
+        let watched = self.service_names.clone();
+        let watching = shutdown.clone();
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::select! {
+                    _ = watching.cancelled() => return,
+                    _ = tokio::time::sleep(READINESS_EVERY) => {}
+                }
+                let now_serving = ready().await;
+                if now_serving == serving || watching.is_cancelled() {
+                    continue;
+                }
+                serving = now_serving;
+                let status = if serving {
+                    tracing::info!("dependencies back: serving");
+                    ServingStatus::Serving
+                } else {
+                    tracing::warn!("a dependency is away: not serving");
+                    ServingStatus::NotServing
+                };
+                for name in watched.iter().copied().chain([""]) {
+                    watcher.set_service_status(name, status).await;
+                }
+            }
+        });
         let health = self.health.clone();
         let names = self.service_names.clone();
         let stop = shutdown.clone();
