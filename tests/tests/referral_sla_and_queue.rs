@@ -297,6 +297,7 @@ async fn sla_escalates_then_reassigns(backend: Backend) {
             escalated: 0,
             reassigned: 1,
             expired: 0,
+            rerouted: 0,
         }
     );
     let moved = get(&app, &lapsing.referral_id).await;
@@ -730,7 +731,71 @@ async fn a_flaky_phone_sees_every_item(backend: Backend) {
     app.stop().await;
 }
 
+/// Nobody waits on someone who is not there: the SLA pass moves an inactive RM's
+/// referrals, and those of an RM out of office past the deadline, down the chain.
+async fn an_absent_rms_referrals_are_rerouted_by_the_chain(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 3).await;
+    app.seed_client("C-ABS-1", "B-001", Some("B-001-RM-1"))
+        .await;
+    app.seed_client("C-ABS-2", "B-001", Some("B-001-RM-3"))
+        .await;
+    let leaver = refer(&app, "C-ABS-1").await;
+    let on_leave = refer(&app, "C-ABS-2").await;
+    assert_eq!(leaver.assigned_rm_id, "B-001-RM-1");
+    assert_eq!(on_leave.assigned_rm_id, "B-001-RM-3");
+    let system = app.token("SYS-TEST", Role::System, "B-001");
+    let away_until = Utc::now() + chrono::Duration::days(10);
+    for (staff_id, active, out_of_office_until) in [
+        ("B-001-RM-1", false, None),
+        ("B-001-RM-3", true, Some(away_until)),
+    ] {
+        app.directory()
+            .upsert_staff(with_token(
+                &system,
+                pb::UpsertStaffRequest {
+                    staff: Some(pb::Staff {
+                        staff_id: staff_id.into(),
+                        name: format!("Staff {staff_id}"),
+                        role: pb::StaffRole::Rm as i32,
+                        branch_id: "B-001".into(),
+                        active,
+                        capacity: 1000,
+                        out_of_office_until: out_of_office_until.map(crm_grpc::wire::timestamp),
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM routing_staff WHERE (staff_id = 'B-001-RM-1' AND active = false) \
+         OR (staff_id = 'B-001-RM-3' AND out_of_office_until IS NOT NULL)",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let report = sla_job(&app).run(Utc::now()).await.unwrap();
+    assert_eq!(report.rerouted, 2, "{report:?}");
+    for (referral, why) in [(&leaver, "no longer active"), (&on_leave, "out of office")] {
+        let moved = get(&app, &referral.referral_id).await;
+        assert_eq!(
+            moved.assigned_rm_id, "B-001-RM-2",
+            "the teller's pair takes it"
+        );
+        assert!(
+            moved.routing_reason.contains(why),
+            "{}",
+            moved.routing_reason
+        );
+    }
+    // Settled: a second pass moves nothing.
+    assert_eq!(sla_job(&app).run(Utc::now()).await.unwrap().rerouted, 0);
+    app.stop().await;
+}
+
 on_both_backends!(
+    an_absent_rms_referrals_are_rerouted_by_the_chain,
     republishing_the_directory_rebuilds_routings_copies,
     the_recount_restores_routings_load,
     deadlines_count_the_branchs_own_hours,

@@ -38,8 +38,9 @@ async fn referral_sla(context: JobContext) -> Result<String, ModuleError> {
         .unwrap_or_else(chrono::Utc::now);
     let report = job.run(now).await.map_err(ModuleError::failed)?;
     Ok(format!(
-        "referral SLA: {} escalated to their branch manager, {} reassigned, {} expired",
-        report.escalated, report.reassigned, report.expired
+        "referral SLA: {} escalated to their branch manager, {} reassigned, {} expired, \
+         {} rerouted from someone inactive or away",
+        report.escalated, report.reassigned, report.expired, report.rerouted
     ))
 }
 

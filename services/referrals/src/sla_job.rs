@@ -20,14 +20,14 @@ use crate::store::{referral, routing_client, routing_staff};
 use chrono::{DateTime, Utc};
 use crm_domain::messages::{REFERRAL_ESCALATED, REFERRAL_EXPIRED};
 use crm_domain::referral::{ReferralStatus, WorkItemKind};
-use crm_domain::routing::{RoutingRequest, route};
+use crm_domain::routing::{RoutingDecision, RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_domain::{BranchId, Role, StaffId};
 use crm_store::Db;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 
 use crate::error::{ReferralsError, Result};
@@ -55,6 +55,9 @@ pub struct SlaReport {
     pub escalated: usize,
     pub reassigned: usize,
     pub expired: usize,
+    /// Moved away from a holder who is inactive, or out of office past the
+    /// referral's deadline.
+    pub rerouted: usize,
 }
 
 /// What the job needs: the store and the clock's rules.
@@ -80,8 +83,11 @@ impl SlaJob {
             .limit(BATCH)
             .all(&self.db)
             .await?;
+        // Nobody waits on someone who is not there: before deadlines are judged.
+        let rerouted = self.reroute_from_absent_holders(now).await?;
         let mut report = SlaReport {
             expired,
+            rerouted,
             ..SlaReport::default()
         };
         for breached in due {
@@ -95,6 +101,164 @@ impl SlaJob {
             tracing::info!(?report, "referral SLA pass");
         }
         Ok(report)
+    }
+
+    /// Reroutes open referrals whose holder can't work them: deactivated, or out
+    /// of office past the referral's deadline. Each moves down the routing chain,
+    /// as a second breach would; how many moved.
+    async fn reroute_from_absent_holders(&self, now: DateTime<Utc>) -> Result<usize> {
+        let absent = routing_staff::Entity::find()
+            .select_only()
+            .column(routing_staff::Column::StaffId)
+            .filter(
+                Condition::any()
+                    .add(routing_staff::Column::Active.eq(false))
+                    .add(routing_staff::Column::OutOfOfficeUntil.gt(now)),
+            )
+            .into_query();
+        let held = referral::Entity::find()
+            .filter(referral::Column::Status.is_in([
+                ReferralStatus::Assigned,
+                ReferralStatus::Accepted,
+                ReferralStatus::Contacted,
+            ]))
+            .filter(referral::Column::AssignedRmId.in_subquery(absent))
+            .order_by_asc(referral::Column::ReferralId)
+            .limit(BATCH)
+            .all(&self.db)
+            .await?;
+        let mut rerouted = 0;
+        for referral in held {
+            if self
+                .reroute_if_holder_absent(&referral.referral_id, now)
+                .await?
+            {
+                rerouted += 1;
+            }
+        }
+        Ok(rerouted)
+    }
+
+    /// Reroutes one referral if, with its row locked, it is still open and held by
+    /// someone absent (another runner, or the holder's return, may have settled it).
+    async fn reroute_if_holder_absent(
+        &self,
+        referral_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let transaction = self.db.begin().await?;
+        let Some(current) = referral::Entity::find_by_id(referral_id)
+            .lock_exclusive()
+            .one(&transaction)
+            .await?
+        else {
+            transaction.rollback().await?;
+            return Ok(false);
+        };
+        let holder = routing_staff::Entity::find_by_id(current.assigned_rm_id.as_str())
+            .one(&transaction)
+            .await?;
+        let why = match holder {
+            Some(holder) if !holder.active => {
+                Some(format!("{} is no longer active", holder.staff_id))
+            }
+            Some(holder)
+                if holder
+                    .out_of_office_until
+                    .is_some_and(|until| until > now && until > current.sla_due_at) =>
+            {
+                Some(format!(
+                    "{} is out of office past the deadline",
+                    holder.staff_id
+                ))
+            }
+            _ => None,
+        };
+        let (Some(why), true) = (why, current.status.is_open()) else {
+            transaction.rollback().await?;
+            return Ok(false);
+        };
+        let holder_id = current.assigned_rm_id.clone();
+        let level = current.escalation_level;
+        match self.route_past_holder(&transaction, &current, now).await? {
+            Some((decision, calendar)) if decision.chosen_rm_id != holder_id => {
+                let by = ChangedBy {
+                    actor_id: ACTOR.to_owned(),
+                    reason: format!("rerouted: {why}"),
+                };
+                referral_changes::reassign(
+                    &transaction,
+                    &self.sla,
+                    &calendar,
+                    current,
+                    &decision.chosen_rm_id,
+                    &by,
+                    level,
+                    now,
+                )
+                .await?;
+                transaction.commit().await?;
+                Ok(true)
+            }
+            // Nobody to give it to: it stays, and the deadline will escalate it.
+            _ => {
+                transaction.rollback().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The routing chain's choice for `current` with its holder left out (the
+    /// chain still ends at the branch manager); None when the chain has nobody.
+    async fn route_past_holder(
+        &self,
+        transaction: &sea_orm::DatabaseTransaction,
+        current: &referral::Model,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(RoutingDecision, BusinessCalendar)>> {
+        let holder = current.assigned_rm_id.as_str();
+        let (Ok(branch_id), Ok(teller_id)) = (
+            BranchId::parse(&current.branch_id),
+            StaffId::parse(&current.referrer_id),
+        ) else {
+            return Err(ReferralsError::Corrupt(format!(
+                "referral {} has unroutable branch or referrer",
+                current.referral_id
+            )));
+        };
+        let primary = match &current.client_id {
+            Some(id) => routing_client::Entity::find_by_id(id.as_str())
+                .one(transaction)
+                .await?
+                .and_then(|c| c.primary_rm_id),
+            None => None,
+        };
+        let calendar =
+            calendars::for_branch(transaction, &current.branch_id, &self.calendar).await?;
+        let paired =
+            routing_inputs::paired_rm_id(transaction, &teller_id, calendar.time_zone).await?;
+        let mut candidates = routing_inputs::load(
+            transaction,
+            &branch_id,
+            primary.as_deref(),
+            paired.as_deref(),
+        )
+        .await?;
+        let is_holder = |c: &crm_domain::routing::Candidate| c.staff_id.as_str() == holder;
+        candidates.primary_rm = candidates.primary_rm.filter(|c| !is_holder(c));
+        candidates.paired_rm = candidates.paired_rm.filter(|c| !is_holder(c));
+        candidates
+            .branch_staff
+            .retain(|c| !is_holder(c) || c.role == Role::BranchManager);
+        let decision = route(&RoutingRequest {
+            branch_id: &branch_id,
+            teller_id: &teller_id,
+            primary_rm: candidates.primary_rm.as_ref(),
+            paired_rm: candidates.paired_rm.as_ref(),
+            branch_staff: &candidates.branch_staff,
+            now,
+        });
+        Ok(decision.ok().map(|decision| (decision, calendar)))
     }
 
     /// Expires open referrals unchanged since `now - expire_after`; how many.
@@ -278,50 +442,9 @@ impl SlaJob {
         let holder = current.assigned_rm_id.clone();
         // Rolled back with the claim: a referral that can't be routed stays visible
         // to the next pass and in the logs, rather than silently consumed.
-        let (Ok(branch_id), Ok(teller_id)) = (
-            BranchId::parse(&current.branch_id),
-            StaffId::parse(&current.referrer_id),
-        ) else {
-            return Err(ReferralsError::Corrupt(format!(
-                "referral {} has unroutable branch or referrer",
-                current.referral_id
-            )));
-        };
-        let primary = match &current.client_id {
-            Some(id) => routing_client::Entity::find_by_id(id.as_str())
-                .one(transaction)
-                .await?
-                .and_then(|c| c.primary_rm_id),
-            None => None,
-        };
-        let calendar =
-            calendars::for_branch(transaction, &current.branch_id, &self.calendar).await?;
-        let paired =
-            routing_inputs::paired_rm_id(transaction, &teller_id, calendar.time_zone).await?;
-        let mut candidates = routing_inputs::load(
-            transaction,
-            &branch_id,
-            primary.as_deref(),
-            paired.as_deref(),
-        )
-        .await?;
-        // Everyone but the RM who let it lapse (the chain still ends at the manager).
-        let lapsed = |c: &crm_domain::routing::Candidate| c.staff_id.as_str() == holder;
-        candidates.primary_rm = candidates.primary_rm.filter(|c| !lapsed(c));
-        candidates.paired_rm = candidates.paired_rm.filter(|c| !lapsed(c));
-        candidates
-            .branch_staff
-            .retain(|c| !lapsed(c) || c.role == Role::BranchManager);
-        let decision = route(&RoutingRequest {
-            branch_id: &branch_id,
-            teller_id: &teller_id,
-            primary_rm: candidates.primary_rm.as_ref(),
-            paired_rm: candidates.paired_rm.as_ref(),
-            branch_staff: &candidates.branch_staff,
-            now,
-        });
-        match decision {
-            Ok(decision) if decision.chosen_rm_id != holder => {
+        let routed = self.route_past_holder(transaction, &current, now).await?;
+        match routed {
+            Some((decision, calendar)) if decision.chosen_rm_id != holder => {
                 let by = ChangedBy {
                     actor_id: by.actor_id.clone(),
                     reason: format!("second SLA breach: {}", by.reason),
