@@ -500,6 +500,208 @@ impl<'a> Sweep<'a> {
         );
     }
 
+    /// Every id field of the RPCs, with values no id has.
+    fn ids(&mut self) {
+        let app = self.app;
+        let bad_ids = [
+            ("nul", "C-0\0".to_owned()),
+            ("huge", "C".repeat(10_000)),
+            ("lowercase", "not an id!".to_owned()),
+        ];
+        for (what, bad) in bad_ids {
+            let (system, rm, manager) =
+                (self.system.clone(), self.rm.clone(), self.manager.clone());
+            let cases: Vec<(&str, Call<'a>)> = vec![
+                ("GetClient client_id", {
+                    let (t, v) = (system.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.clients()
+                            .get_client(with_token(&t, pb::GetClientRequest { client_id: v }))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("ListInteractions client_id", {
+                    let (t, v) = (rm.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.clients()
+                            .list_interactions(with_token(
+                                &t,
+                                pb::ListInteractionsRequest {
+                                    client_id: v,
+                                    ..Default::default()
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("ListAuditEvents actor_id", {
+                    let (t, v) = (system.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.clients()
+                            .list_audit_events(with_token(
+                                &t,
+                                pb::ListAuditEventsRequest {
+                                    actor_id: v,
+                                    ..Default::default()
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("GetReferral referral_id", {
+                    let (t, v) = (manager.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.referrals()
+                            .get_referral(with_token(&t, pb::GetReferralRequest { referral_id: v }))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("AcceptReferral referral_id", {
+                    let (t, v) = (rm.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.referrals()
+                            .accept_referral(with_token(
+                                &t,
+                                pb::AcceptReferralRequest { referral_id: v },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("ReassignReferral rm_id", {
+                    let (t, v) = (manager.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.referrals()
+                            .reassign_referral(with_token(
+                                &t,
+                                pb::ReassignReferralRequest {
+                                    referral_id: uuid::Uuid::now_v7().to_string(),
+                                    rm_id: v,
+                                    reason: "moving".into(),
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("ListReferrals referrer_id", {
+                    let (t, v) = (manager.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.referrals()
+                            .list_referrals(with_token(
+                                &t,
+                                pb::ListReferralsRequest {
+                                    referrer_id: v,
+                                    ..Default::default()
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("ListWorkItems rm_id", {
+                    let (t, v) = (manager.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.referrals()
+                            .list_work_items(with_token(
+                                &t,
+                                pb::ListWorkItemsRequest {
+                                    rm_id: v,
+                                    ..Default::default()
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("AckWorkItem work_item_id", {
+                    let (t, v) = (rm.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.referrals()
+                            .ack_work_item(with_token(
+                                &t,
+                                pb::AckWorkItemRequest { work_item_id: v },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("GetReferralStats branch_id", {
+                    let (t, v) = (system.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.referrals()
+                            .get_referral_stats(with_token(
+                                &t,
+                                pb::GetReferralStatsRequest {
+                                    branch_id: v,
+                                    ..Default::default()
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("GetStaff staff_id", {
+                    let (t, v) = (system.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.directory()
+                            .get_staff(with_token(&t, pb::GetStaffRequest { staff_id: v }))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("GetBranch branch_id", {
+                    let (t, v) = (system.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.directory()
+                            .get_branch(with_token(&t, pb::GetBranchRequest { branch_id: v }))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("ListStaff branch_id", {
+                    let (t, v) = (system.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.directory()
+                            .list_staff(with_token(
+                                &t,
+                                pb::ListStaffRequest {
+                                    branch_id: v,
+                                    ..Default::default()
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+                ("PairTeller teller_id", {
+                    let (t, v) = (system.clone(), bad.clone());
+                    Box::pin(async move {
+                        app.directory()
+                            .pair_teller(with_token(
+                                &t,
+                                pb::PairTellerRequest {
+                                    teller_id: v,
+                                    rm_id: "B-001-RM-1".into(),
+                                    valid_from: None,
+                                    valid_until: None,
+                                },
+                            ))
+                            .await
+                            .map(drop)
+                    })
+                }),
+            ];
+            for (name, call) in cases {
+                self.case(format!("{name} {what}"), call);
+            }
+        }
+    }
+
     fn floods(&mut self) {
         let app = self.app;
         for (field, states, kinds) in [
@@ -568,9 +770,10 @@ async fn malformed_requests_are_refused_field_by_field(backend: Backend) {
     };
     sweep.texts();
     sweep.times();
+    sweep.ids();
     sweep.floods();
     let cases = std::mem::take(&mut sweep.cases);
-    assert!(cases.len() >= 140, "{} cases", cases.len());
+    assert!(cases.len() >= 190, "{} cases", cases.len());
     let mut wrong = Vec::new();
     for (name, call) in cases {
         match call.await {
