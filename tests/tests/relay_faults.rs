@@ -43,7 +43,16 @@ async fn a_queue_deleted_under_a_live_connection_is_declared_again(backend: Back
         &Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"news").unwrap(),
     )
     .await;
-    assert_eq!(relay.relay_once().await.unwrap(), 1, "published at once");
+    let relaying = tokio::spawn(async move { relay.relay_once().await });
+    // The relay declared the queue again; its consumer comes back to it (the
+    // in-process relay waits for that consumer to settle the message).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _consumer = crm_testkit::drain_queue(&bus, &store.db, "referrals").drop_guard();
+    assert_eq!(
+        relaying.await.unwrap().unwrap(),
+        1,
+        "published without a reconnect"
+    );
     assert_eq!(unsent(&store.db).await, 0);
     store.drop().await;
 }
@@ -51,6 +60,7 @@ async fn a_queue_deleted_under_a_live_connection_is_declared_again(backend: Back
 async fn a_row_that_fails_alone_is_set_aside_and_the_rest_go_out(backend: Backend) {
     let store = crm_testkit::messaging_store(backend).await;
     let bus = crm_testkit::bus(backend).await;
+    let _drain = crm_testkit::drain_queue(&bus, &store.db, "referrals").drop_guard();
     let relay = Relay::new(
         store.db.clone(),
         bus.clone(),
@@ -106,3 +116,32 @@ on_both_backends!(
     a_queue_deleted_under_a_live_connection_is_declared_again,
     a_row_that_fails_alone_is_set_aside_and_the_rest_go_out,
 );
+
+/// In the embedded default a row counts as sent only once the consuming service
+/// has committed it: a message that sits in an in-process queue when the process
+/// stops is published again at the next start, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_a_row_is_sent_only_once_its_consumer_committed_it() {
+    let store = crm_testkit::messaging_store(Backend::Embedded).await;
+    let bus = crm_testkit::bus(Backend::Embedded).await;
+    let relay = Relay::new(
+        store.db.clone(),
+        bus.clone(),
+        "clients",
+        OutboxWaker::default(),
+    );
+    commit(
+        &store.db,
+        &Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"news").unwrap(),
+    )
+    .await;
+    let relaying = tokio::spawn(async move { relay.relay_once().await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!relaying.is_finished(), "the relay waits for the consumer");
+    assert_eq!(unsent(&store.db).await, 1, "not sent while only in memory");
+    // The referrals service's consumer takes it and commits: now it is sent.
+    let _consumer = crm_testkit::drain_queue(&bus, &store.db, "referrals").drop_guard();
+    assert_eq!(relaying.await.unwrap().unwrap(), 1);
+    assert_eq!(unsent(&store.db).await, 0);
+    store.drop().await;
+}

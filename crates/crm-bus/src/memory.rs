@@ -14,6 +14,17 @@ use crate::{BusError, DeadLetter, Envelope, Topology, topic};
 struct Pending {
     envelope: Envelope,
     deliveries: u32,
+    /// Told once the message is settled in a service queue — acked after its
+    /// consumer committed, or dead-lettered — for a publisher that waits on it.
+    settled: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Pending {
+    fn settle(&mut self) {
+        if let Some(settled) = self.settled.take() {
+            let _ = settled.send(());
+        }
+    }
 }
 
 struct MemoryQueue {
@@ -72,6 +83,8 @@ struct State {
 pub struct InProcessBus {
     topology: Topology,
     state: Mutex<State>,
+    /// The process's shutdown: a publisher waiting for consumers stops waiting.
+    shutdown: CancellationToken,
 }
 
 /// Acks a delivery of the in-process bus; dropped unacked, it is redelivered.
@@ -84,7 +97,9 @@ pub struct MemoryAck {
 
 impl MemoryAck {
     pub(crate) fn ack(mut self) {
-        self.pending = None;
+        if let Some(mut pending) = self.pending.take() {
+            pending.settle();
+        }
     }
 
     pub(crate) fn nack(mut self, requeue: bool) {
@@ -93,10 +108,15 @@ impl MemoryAck {
         }
     }
 
-    fn give_back(&self, pending: Pending, requeue: bool) {
+    fn give_back(&self, mut pending: Pending, requeue: bool) {
         if requeue && pending.deliveries < self.delivery_limit {
             self.queue.push_front(pending);
-        } else if let Some(dead) = &self.dead {
+            return;
+        }
+        // Dead-lettered (or, on a live feed, dropped): settled, as RabbitMQ's
+        // dead-letter exchange takes it over.
+        pending.settle();
+        if let Some(dead) = &self.dead {
             dead.push_back(pending);
         }
     }
@@ -111,11 +131,16 @@ impl Drop for MemoryAck {
 }
 
 impl InProcessBus {
-    pub fn new(topology: Topology) -> Self {
+    pub fn new(topology: Topology, shutdown: CancellationToken) -> Self {
         Self {
             topology,
             state: Mutex::new(State::default()),
+            shutdown,
         }
+    }
+
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     pub fn topology(&self) -> &Topology {
@@ -155,16 +180,45 @@ impl InProcessBus {
 
     /// Routes every message; "confirmed" as soon as it sits in its queues.
     pub(crate) fn publish(&self, batch: &[Envelope]) -> Result<(), BusError> {
+        self.route(batch, false).map(drop)
+    }
+
+    /// Routes every message and answers, for each copy in a service's queue, a
+    /// receiver told when that copy is settled (acked after its consumer
+    /// committed, or dead-lettered). Live feeds are not waited for.
+    pub(crate) fn publish_settling(
+        &self,
+        batch: &[Envelope],
+    ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, BusError> {
+        self.route(batch, true)
+    }
+
+    fn route(
+        &self,
+        batch: &[Envelope],
+        track: bool,
+    ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, BusError> {
+        let service_queues: std::collections::HashSet<String> = self
+            .topology
+            .queues()
+            .iter()
+            .map(|queue| self.topology.service_queue(&queue.service))
+            .collect();
         let state = self.state();
         // Check routability of the whole batch first, so an error publishes nothing.
         let mut routes = Vec::with_capacity(batch.len());
         for envelope in batch {
             envelope.check_routing_key()?;
-            let queues: Vec<Arc<MemoryQueue>> = state
+            let queues: Vec<(Arc<MemoryQueue>, bool)> = state
                 .bindings
                 .iter()
                 .filter(|b| topic::matches(&b.pattern, &envelope.routing_key))
-                .filter_map(|b| state.queues.get(&b.queue).cloned())
+                .filter_map(|b| {
+                    state
+                        .queues
+                        .get(&b.queue)
+                        .map(|queue| (queue.clone(), service_queues.contains(&b.queue)))
+                })
                 .collect();
             if queues.is_empty() && self.topology.must_be_routed(&envelope.routing_key) {
                 return Err(BusError::Unroutable(envelope.routing_key.clone()));
@@ -172,15 +226,24 @@ impl InProcessBus {
             routes.push(queues);
         }
         drop(state);
+        let mut settled = Vec::new();
         for (envelope, queues) in batch.iter().zip(routes) {
-            for queue in queues {
+            for (queue, service_queue) in queues {
+                let tell = if track && service_queue {
+                    let (tell, told) = tokio::sync::oneshot::channel();
+                    settled.push(told);
+                    Some(tell)
+                } else {
+                    None
+                };
                 queue.push_back(Pending {
                     envelope: envelope.clone(),
                     deliveries: 0,
+                    settled: tell,
                 });
             }
         }
-        Ok(())
+        Ok(settled)
     }
 
     pub(crate) fn consume(&self, service: &str, prefetch: u16) -> Result<Subscription, BusError> {

@@ -195,7 +195,16 @@ impl Relay {
     }
 
     async fn relay(&self, pick: Pick<'_>) -> Result<usize, BusError> {
-        let transaction = self.db.begin().await?;
+        // PostgreSQL: replicas share the outbox, so rows are claimed (SKIP LOCKED)
+        // in a transaction held across the publish. SQLite: one process, one
+        // connection — read the rows and let the connection go before publishing,
+        // for the in-process consumers that settle the publish need it to commit.
+        let postgres = Dialect::of(&self.db) == Dialect::Postgres;
+        let claim = if postgres {
+            Some(self.db.begin().await?)
+        } else {
+            None
+        };
         let mut query = match pick {
             Pick::Oldest => outbox::Entity::find()
                 .filter(outbox::Column::Source.eq(self.source.as_str()))
@@ -205,17 +214,22 @@ impl Relay {
                 .limit(self.batch_size),
             Pick::Ids(ids) => rows_by_id(ids),
         };
-        if Dialect::of(&transaction) == Dialect::Postgres {
+        if postgres {
             // Replicas share the outbox: each claims rows no other relay holds.
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
-        let mut rows = query.all(&transaction).await?;
+        let mut rows = match &claim {
+            Some(transaction) => query.all(transaction).await?,
+            None => query.all(&self.db).await?,
+        };
         rows.retain(|row| {
             row.sent_at.is_none() && row.parked_at.is_none() && row.source == self.source
         });
         rows.sort_by(|a, b| a.message_id.cmp(&b.message_id));
         if rows.is_empty() {
-            transaction.commit().await?;
+            if let Some(transaction) = claim {
+                transaction.commit().await?;
+            }
             return Ok(0);
         }
         let envelopes: Vec<Envelope> = rows
@@ -231,7 +245,7 @@ impl Relay {
             })
             .collect();
         let ids: Vec<String> = rows.iter().map(|row| row.message_id.clone()).collect();
-        let mut published = self.bus.publish_confirmed(&envelopes).await;
+        let mut published = self.bus.publish_and_await_consumers(&envelopes).await;
         if let Err(BusError::Unroutable(routing_key)) = &published {
             // A queue deleted under a live connection (by hand, or lost with a
             // node): declare the topology again and try once more, rather than
@@ -240,7 +254,7 @@ impl Relay {
             if let Err(error) = self.bus.redeclare_topology().await {
                 tracing::warn!(%error, "could not declare the topology again");
             }
-            published = self.bus.publish_confirmed(&envelopes).await;
+            published = self.bus.publish_and_await_consumers(&envelopes).await;
         }
         if let Err(error) = published {
             let stuck = rows.len() > 1
@@ -248,14 +262,18 @@ impl Relay {
                     .iter()
                     .any(|row| row.attempts + 1 >= ISOLATE_AFTER_ATTEMPTS);
             if stuck {
-                return self
-                    .publish_one_by_one(transaction, &rows, &envelopes)
-                    .await;
+                return self.publish_one_by_one(claim, &rows, &envelopes).await;
             }
-            transaction.rollback().await?;
+            if let Some(transaction) = claim {
+                transaction.rollback().await?;
+            }
             self.record_failure(&ids, &error).await;
             return Err(error);
         }
+        let transaction = match claim {
+            Some(transaction) => transaction,
+            None => self.db.begin().await?,
+        };
         mark_sent(&transaction, ids).await?;
         transaction.commit().await?;
         tracing::debug!(source = %self.source, sent = rows.len(), "outbox relayed");
@@ -268,22 +286,26 @@ impl Relay {
     /// nothing goes out, the broker is the trouble and nothing is set aside.
     async fn publish_one_by_one(
         &self,
-        transaction: sea_orm::DatabaseTransaction,
+        claim: Option<sea_orm::DatabaseTransaction>,
         rows: &[outbox::Model],
         envelopes: &[Envelope],
     ) -> Result<usize, BusError> {
         let mut sent = Vec::new();
         let mut failed = Vec::new();
         for (row, envelope) in rows.iter().zip(envelopes) {
-            match self
+            let published = self
                 .bus
-                .publish_confirmed(std::slice::from_ref(envelope))
-                .await
-            {
+                .publish_and_await_consumers(std::slice::from_ref(envelope))
+                .await;
+            match published {
                 Ok(()) => sent.push(row.message_id.clone()),
                 Err(error) => failed.push((row, error)),
             }
         }
+        let transaction = match claim {
+            Some(transaction) => transaction,
+            None => self.db.begin().await?,
+        };
         let sent_count = sent.len();
         if !sent.is_empty() {
             mark_sent(&transaction, sent).await?;

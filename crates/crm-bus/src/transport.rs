@@ -10,6 +10,10 @@ use crate::memory::{InProcessBus, MemoryAck};
 use crate::rabbit::RabbitBus;
 use crate::{BusError, DeadLetter, Envelope, ServiceQueue, Topology};
 
+/// How long the relay waits for in-process consumers to settle a batch before it
+/// publishes the rows again (the inbox absorbs the repeat).
+const IN_PROCESS_SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     /// `amqp://…`; unset selects the in-process transport.
@@ -37,7 +41,7 @@ impl Bus {
         let topology = Topology::new(&config.prefix, config.ephemeral, config.queues.clone());
         let bus = match config.amqp_url.as_ref().map(ExposeSecret::expose_secret) {
             Some(url) => Bus::Rabbit(Arc::new(RabbitBus::new(url, topology, shutdown))),
-            None => Bus::InProcess(Arc::new(InProcessBus::new(topology))),
+            None => Bus::InProcess(Arc::new(InProcessBus::new(topology, shutdown))),
         };
         bus.declare_topology().await?;
         Ok(bus)
@@ -66,6 +70,34 @@ impl Bus {
         match self {
             Bus::Rabbit(bus) => bus.is_connected(),
             Bus::InProcess(_) => true,
+        }
+    }
+
+    /// Publishes like [`Bus::publish_confirmed`] and, on the in-process transport,
+    /// returns only once every consuming service has settled each message (its
+    /// consumer committed it, or it was dead-lettered): the relay marks a row sent
+    /// after this, so a message in a queue in memory is never counted as sent and
+    /// then lost with the process. RabbitMQ's confirm already means the broker
+    /// holds it durably.
+    pub async fn publish_and_await_consumers(&self, batch: &[Envelope]) -> Result<(), BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.publish_confirmed(batch).await,
+            Bus::InProcess(bus) => {
+                let settled = futures::future::join_all(bus.publish_settling(batch)?);
+                tokio::select! {
+                    // Stopping: the rows stay unsent and go out at the next start,
+                    // which is the point — a message only in memory is not sent.
+                    _ = bus.shutdown().cancelled() => Err(BusError::Closed),
+                    outcome = tokio::time::timeout(IN_PROCESS_SETTLE_TIMEOUT, settled) => {
+                        match outcome {
+                            Ok(outcomes) if outcomes.iter().all(Result::is_ok) => Ok(()),
+                            // The bus was dropped with the message; published again.
+                            Ok(_) => Err(BusError::Closed),
+                            Err(_) => Err(BusError::Timeout),
+                        }
+                    }
+                }
+            }
         }
     }
 

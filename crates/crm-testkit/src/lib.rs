@@ -479,3 +479,30 @@ pub async fn bus(backend: Backend) -> crm_bus::Bus {
         .await
         .unwrap()
 }
+
+/// Consumes and acknowledges everything in `service`'s queue until the returned
+/// token is cancelled: a stand-in for the service's consumer, for tests of the
+/// relay (on the in-process bus a publish settles only once a consumer took it).
+pub fn drain_queue(bus: &crm_bus::Bus, db: &Db, service: &'static str) -> CancellationToken {
+    struct Accept;
+    #[async_trait::async_trait]
+    impl crm_bus::MessageHandler for Accept {
+        async fn handle(
+            &self,
+            _: &sea_orm::DatabaseTransaction,
+            _: &crm_bus::Envelope,
+        ) -> Result<(), crm_bus::HandlerError> {
+            Ok(())
+        }
+    }
+    let stop = CancellationToken::new();
+    tokio::spawn(crm_bus::run_consumer(
+        bus.clone(),
+        db.clone(),
+        service,
+        std::sync::Arc::new(Accept),
+        32,
+        stop.clone(),
+    ));
+    stop
+}
