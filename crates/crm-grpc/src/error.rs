@@ -119,15 +119,13 @@ impl From<sea_orm::DbErr> for RpcError {
 impl From<BusError> for RpcError {
     fn from(error: BusError) -> Self {
         match error {
-            // The broker cannot take or confirm the message now: retry later.
-            BusError::Connect(_) | BusError::Broker(_) | BusError::Timeout | BusError::Nacked => {
-                RpcError::Unavailable {
-                    dependency: "message broker",
-                    cause: error.to_string(),
-                }
-            }
-            // Shutting down: another replica will answer the retry.
-            BusError::Closed => RpcError::Unavailable {
+            // The broker cannot take or confirm the message now, or this process
+            // is shutting down: the retry (here or at another replica) will do.
+            BusError::Connect(_)
+            | BusError::Broker(_)
+            | BusError::Timeout
+            | BusError::Nacked
+            | BusError::Closed => RpcError::Unavailable {
                 dependency: "message broker",
                 cause: error.to_string(),
             },

@@ -68,6 +68,21 @@ pub(crate) fn may_read_referral(principal: &Principal, model: &referral::Model) 
     ReferralScope::of(principal).is_ok_and(|scope| scope.allows(model))
 }
 
+/// Whether `principal` may change `model` (accept it, record its outcome): its
+/// holder may, and the branch manager of its branch.
+pub(crate) fn may_work_on(principal: &Principal, model: &referral::Model) -> Result<()> {
+    let holder = model.assigned_rm_id == principal.staff_id.as_str();
+    let manager =
+        principal.role == Role::BranchManager && model.branch_id == principal.branch_id.as_str();
+    if holder || manager {
+        Ok(())
+    } else {
+        Err(ReferralsError::PermissionDenied(
+            "referral is held by another RM".into(),
+        ))
+    }
+}
+
 /// A referral the caller may read: NOT_FOUND if there is none, PERMISSION_DENIED
 /// if it is outside their scope.
 pub(crate) async fn find_in_scope(

@@ -13,6 +13,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel, 
 use tonic::{Request, Response};
 
 use crate::SERVICE;
+use crate::access::may_work_on;
 use crate::calendars;
 use crate::error::{ReferralsError, Result};
 use crate::referral_changes::{self, ChangedBy};
@@ -86,14 +87,7 @@ impl Referrals {
         let db = &self.state.db;
         let transaction = db.begin().await?;
         let current = find_referral_for_update(&transaction, &id).await?;
-        let holder = current.assigned_rm_id == principal.staff_id.as_str();
-        let manager = principal.role == Role::BranchManager
-            && current.branch_id == principal.branch_id.as_str();
-        if !holder && !manager {
-            return Err(ReferralsError::PermissionDenied(
-                "referral is held by another RM".into(),
-            ));
-        }
+        may_work_on(&principal, &current)?;
         let status = current.status;
         accept(status)?;
         if status == ReferralStatus::Accepted {
@@ -146,14 +140,7 @@ impl Referrals {
         let state = &self.state;
         let transaction = state.db.begin().await?;
         let current = find_referral_for_update(&transaction, &input.referral_id).await?;
-        let holder = current.assigned_rm_id == principal.staff_id.as_str();
-        let manager = principal.role == Role::BranchManager
-            && current.branch_id == principal.branch_id.as_str();
-        if !holder && !manager {
-            return Err(ReferralsError::PermissionDenied(
-                "referral is held by another RM".into(),
-            ));
-        }
+        may_work_on(&principal, &current)?;
         let status = current.status;
         let next = record_outcome(status, input.outcome)?;
         let repeated = next == status

@@ -27,12 +27,44 @@ use crm_store::Db;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::error::{ReferralsError, Result};
 use crate::referral_changes::{self, ChangedBy};
 use crate::{calendars, routing_inputs};
+
+/// An open referral whose holder can't work it: deactivated, or out of office past
+/// the referral's deadline. One condition, for the pass's batch and for the locked
+/// re-read of each row, so the two can't disagree.
+fn held_by_someone_absent(now: DateTime<Utc>) -> Condition {
+    use sea_orm::sea_query::{ExprTrait, Query};
+    let staff = |column| Expr::col((routing_staff::Entity, column));
+    let away_until = staff(routing_staff::Column::OutOfOfficeUntil);
+    let absent_holder =
+        Query::select()
+            .expr(Expr::val(1))
+            .from(routing_staff::Entity)
+            .and_where(
+                staff(routing_staff::Column::StaffId)
+                    .equals((referral::Entity, referral::Column::AssignedRmId)),
+            )
+            .cond_where(
+                Condition::any()
+                    .add(staff(routing_staff::Column::Active).eq(false))
+                    .add(Condition::all().add(away_until.clone().gt(now)).add(
+                        away_until.gt(Expr::col((referral::Entity, referral::Column::SlaDueAt))),
+                    )),
+            )
+            .to_owned();
+    Condition::all()
+        .add(referral::Column::Status.is_in([
+            ReferralStatus::Assigned,
+            ReferralStatus::Accepted,
+            ReferralStatus::Contacted,
+        ]))
+        .add(Expr::exists(absent_holder))
+}
 
 /// What one runner did about one breached deadline.
 enum Breach {
@@ -107,22 +139,8 @@ impl SlaJob {
     /// of office past the referral's deadline. Each moves down the routing chain,
     /// as a second breach would; how many moved.
     async fn reroute_from_absent_holders(&self, now: DateTime<Utc>) -> Result<usize> {
-        let absent = routing_staff::Entity::find()
-            .select_only()
-            .column(routing_staff::Column::StaffId)
-            .filter(
-                Condition::any()
-                    .add(routing_staff::Column::Active.eq(false))
-                    .add(routing_staff::Column::OutOfOfficeUntil.gt(now)),
-            )
-            .into_query();
         let held = referral::Entity::find()
-            .filter(referral::Column::Status.is_in([
-                ReferralStatus::Assigned,
-                ReferralStatus::Accepted,
-                ReferralStatus::Contacted,
-            ]))
-            .filter(referral::Column::AssignedRmId.in_subquery(absent))
+            .filter(held_by_someone_absent(now))
             .order_by_asc(referral::Column::ReferralId)
             .limit(BATCH)
             .all(&self.db)
@@ -148,6 +166,7 @@ impl SlaJob {
     ) -> Result<bool> {
         let transaction = self.db.begin().await?;
         let Some(current) = referral::Entity::find_by_id(referral_id)
+            .filter(held_by_someone_absent(now))
             .lock_exclusive()
             .one(&transaction)
             .await?
@@ -155,28 +174,17 @@ impl SlaJob {
             transaction.rollback().await?;
             return Ok(false);
         };
-        let holder = routing_staff::Entity::find_by_id(current.assigned_rm_id.as_str())
+        let holder_active = routing_staff::Entity::find_by_id(current.assigned_rm_id.as_str())
             .one(&transaction)
-            .await?;
-        let why = match holder {
-            Some(holder) if !holder.active => {
-                Some(format!("{} is no longer active", holder.staff_id))
-            }
-            Some(holder)
-                if holder
-                    .out_of_office_until
-                    .is_some_and(|until| until > now && until > current.sla_due_at) =>
-            {
-                Some(format!(
-                    "{} is out of office past the deadline",
-                    holder.staff_id
-                ))
-            }
-            _ => None,
-        };
-        let (Some(why), true) = (why, current.status.is_open()) else {
-            transaction.rollback().await?;
-            return Ok(false);
+            .await?
+            .is_some_and(|holder| holder.active);
+        let why = if holder_active {
+            format!(
+                "{} is out of office past the deadline",
+                current.assigned_rm_id
+            )
+        } else {
+            format!("{} is no longer active", current.assigned_rm_id)
         };
         let holder_id = current.assigned_rm_id.clone();
         let level = current.escalation_level;
