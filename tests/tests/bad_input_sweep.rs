@@ -15,6 +15,20 @@ use tonic::Code;
 
 type Call<'a> = Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send + 'a>>;
 
+/// `call!(app, clients.get_client, token, request)`: one case, the RPC called with
+/// `token` and `request`, its answer kept only as a status.
+macro_rules! call {
+    ($app:expr, $client:ident . $method:ident, $token:expr, $request:expr) => {{
+        let (app, token, request) = ($app, $token.clone(), $request);
+        Box::pin(async move {
+            app.$client()
+                .$method(with_token(&token, request))
+                .await
+                .map(drop)
+        }) as Call<'_>
+    }};
+}
+
 /// Values no text field may hold.
 fn bad_texts() -> Vec<(&'static str, String)> {
     vec![
@@ -88,17 +102,14 @@ impl<'a> Sweep<'a> {
                 let token = self.system.clone();
                 self.case(
                     format!("UpsertClient {field} {what}"),
-                    Box::pin(async move {
-                        app.clients()
-                            .upsert_client(with_token(
-                                &token,
-                                pb::UpsertClientRequest {
-                                    client: Some(client),
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(
+                        app,
+                        clients.upsert_client,
+                        token,
+                        pb::UpsertClientRequest {
+                            client: Some(client),
+                        }
+                    ),
                 );
             }
             for field in [
@@ -121,12 +132,7 @@ impl<'a> Sweep<'a> {
                 let token = self.system.clone();
                 self.case(
                     format!("SearchClients {field} {what}"),
-                    Box::pin(async move {
-                        app.clients()
-                            .search_clients(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, clients.search_clients, token, request),
                 );
             }
             for field in ["summary", "outcome", "client_id"] {
@@ -145,12 +151,7 @@ impl<'a> Sweep<'a> {
                 let token = self.rm.clone();
                 self.case(
                     format!("LogInteraction {field} {what}"),
-                    Box::pin(async move {
-                        app.clients()
-                            .log_interaction(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, clients.log_interaction, token, request),
                 );
             }
             for field in ["reason", "primary_rm_id"] {
@@ -167,12 +168,7 @@ impl<'a> Sweep<'a> {
                 let token = self.system.clone();
                 self.case(
                     format!("AssignCoverage {field} {what}"),
-                    Box::pin(async move {
-                        app.clients()
-                            .assign_coverage(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, clients.assign_coverage, token, request),
                 );
             }
             for field in [
@@ -214,12 +210,7 @@ impl<'a> Sweep<'a> {
                 let token = self.teller.clone();
                 self.case(
                     format!("CreateReferral {field} {what}"),
-                    Box::pin(async move {
-                        app.referrals()
-                            .create_referral(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, referrals.create_referral, token, request),
                 );
             }
             for (field, request) in [
@@ -246,12 +237,7 @@ impl<'a> Sweep<'a> {
                 let token = self.rm.clone();
                 self.case(
                     format!("RecordReferralOutcome {field} {what}"),
-                    Box::pin(async move {
-                        app.referrals()
-                            .record_referral_outcome(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, referrals.record_referral_outcome, token, request),
                 );
             }
             let request = pb::ReassignReferralRequest {
@@ -262,12 +248,7 @@ impl<'a> Sweep<'a> {
             let token = self.manager.clone();
             self.case(
                 format!("ReassignReferral reason {what}"),
-                Box::pin(async move {
-                    app.referrals()
-                        .reassign_referral(with_token(&token, request))
-                        .await
-                        .map(drop)
-                }),
+                call!(app, referrals.reassign_referral, token, request),
             );
             for field in ["outcome", "note"] {
                 let mut request = pb::CompleteWorkItemRequest {
@@ -282,12 +263,7 @@ impl<'a> Sweep<'a> {
                 let token = self.rm.clone();
                 self.case(
                     format!("CompleteWorkItem {field} {what}"),
-                    Box::pin(async move {
-                        app.referrals()
-                            .complete_work_item(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, referrals.complete_work_item, token, request),
                 );
             }
             for field in ["name", "city", "time_zone", "branch_id"] {
@@ -306,17 +282,14 @@ impl<'a> Sweep<'a> {
                 let token = self.system.clone();
                 self.case(
                     format!("UpsertBranch {field} {what}"),
-                    Box::pin(async move {
-                        app.directory()
-                            .upsert_branch(with_token(
-                                &token,
-                                pb::UpsertBranchRequest {
-                                    branch: Some(branch),
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(
+                        app,
+                        directory.upsert_branch,
+                        token,
+                        pb::UpsertBranchRequest {
+                            branch: Some(branch),
+                        }
+                    ),
                 );
             }
             let staff = pb::Staff {
@@ -331,15 +304,12 @@ impl<'a> Sweep<'a> {
             let token = self.system.clone();
             self.case(
                 format!("UpsertStaff name {what}"),
-                Box::pin(async move {
-                    app.directory()
-                        .upsert_staff(with_token(
-                            &token,
-                            pb::UpsertStaffRequest { staff: Some(staff) },
-                        ))
-                        .await
-                        .map(drop)
-                }),
+                call!(
+                    app,
+                    directory.upsert_staff,
+                    token,
+                    pb::UpsertStaffRequest { staff: Some(staff) }
+                ),
             );
             for (rpc, page_token) in [
                 ("ListReferrals", bad.clone()),
@@ -385,38 +355,32 @@ impl<'a> Sweep<'a> {
             let at = bad;
             self.case(
                 format!("LogInteraction occurred_at {what}"),
-                Box::pin(async move {
-                    app.clients()
-                        .log_interaction(with_token(
-                            &token,
-                            pb::LogInteractionRequest {
-                                client_id: "C-000001".into(),
-                                channel: pb::InteractionChannel::Phone as i32,
-                                summary: "called".into(),
-                                outcome: "ok".into(),
-                                occurred_at: Some(at),
-                            },
-                        ))
-                        .await
-                        .map(drop)
-                }),
+                call!(
+                    app,
+                    clients.log_interaction,
+                    token,
+                    pb::LogInteractionRequest {
+                        client_id: "C-000001".into(),
+                        channel: pb::InteractionChannel::Phone as i32,
+                        summary: "called".into(),
+                        outcome: "ok".into(),
+                        occurred_at: Some(at),
+                    }
+                ),
             );
             let token = self.rm.clone();
             let at = bad;
             self.case(
                 format!("SnoozeWorkItem until {what}"),
-                Box::pin(async move {
-                    app.referrals()
-                        .snooze_work_item(with_token(
-                            &token,
-                            pb::SnoozeWorkItemRequest {
-                                work_item_id: uuid::Uuid::now_v7().to_string(),
-                                until: Some(at),
-                            },
-                        ))
-                        .await
-                        .map(drop)
-                }),
+                call!(
+                    app,
+                    referrals.snooze_work_item,
+                    token,
+                    pb::SnoozeWorkItemRequest {
+                        work_item_id: uuid::Uuid::now_v7().to_string(),
+                        until: Some(at),
+                    }
+                ),
             );
             for field in ["from_time", "to_time"] {
                 let token = self.system.clone();
@@ -427,12 +391,7 @@ impl<'a> Sweep<'a> {
                 }
                 self.case(
                     format!("GetReferralStats {field} {what}"),
-                    Box::pin(async move {
-                        app.referrals()
-                            .get_referral_stats(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, referrals.get_referral_stats, token, request),
                 );
                 let token = self.system.clone();
                 let mut request = pb::ListAuditEventsRequest {
@@ -445,58 +404,47 @@ impl<'a> Sweep<'a> {
                 }
                 self.case(
                     format!("ListAuditEvents {field} {what}"),
-                    Box::pin(async move {
-                        app.clients()
-                            .list_audit_events(with_token(&token, request))
-                            .await
-                            .map(drop)
-                    }),
+                    call!(app, clients.list_audit_events, token, request),
                 );
             }
             let token = self.system.clone();
             let at = bad;
             self.case(
                 format!("UpsertStaff out_of_office_until {what}"),
-                Box::pin(async move {
-                    app.directory()
-                        .upsert_staff(with_token(
-                            &token,
-                            pb::UpsertStaffRequest {
-                                staff: Some(pb::Staff {
-                                    staff_id: "B-001-RM-9".into(),
-                                    name: "Sweep".into(),
-                                    role: pb::StaffRole::Rm as i32,
-                                    branch_id: "B-001".into(),
-                                    active: true,
-                                    capacity: 5,
-                                    out_of_office_until: Some(at),
-                                }),
-                            },
-                        ))
-                        .await
-                        .map(drop)
-                }),
+                call!(
+                    app,
+                    directory.upsert_staff,
+                    token,
+                    pb::UpsertStaffRequest {
+                        staff: Some(pb::Staff {
+                            staff_id: "B-001-RM-9".into(),
+                            name: "Sweep".into(),
+                            role: pb::StaffRole::Rm as i32,
+                            branch_id: "B-001".into(),
+                            active: true,
+                            capacity: 5,
+                            out_of_office_until: Some(at),
+                        }),
+                    }
+                ),
             );
         }
         // A stats window of a lifetime: bounded work, refused.
         let token = self.system.clone();
         self.case(
             "GetReferralStats a 50-year window",
-            Box::pin(async move {
-                app.referrals()
-                    .get_referral_stats(with_token(
-                        &token,
-                        pb::GetReferralStatsRequest {
-                            from_time: Some(prost_types::Timestamp {
-                                seconds: 0,
-                                nanos: 0,
-                            }),
-                            ..Default::default()
-                        },
-                    ))
-                    .await
-                    .map(drop)
-            }),
+            call!(
+                app,
+                referrals.get_referral_stats,
+                token,
+                pb::GetReferralStatsRequest {
+                    from_time: Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }
+            ),
         );
     }
 
@@ -508,193 +456,175 @@ impl<'a> Sweep<'a> {
             ("huge", "C".repeat(10_000)),
             ("lowercase", "not an id!".to_owned()),
         ];
-        for (what, bad) in bad_ids {
-            let (system, rm, manager) =
-                (self.system.clone(), self.rm.clone(), self.manager.clone());
+        let some_id = || uuid::Uuid::now_v7().to_string();
+        for (what, v) in bad_ids {
+            let (system, rm, manager) = (&self.system, &self.rm, &self.manager);
             let cases: Vec<(&str, Call<'a>)> = vec![
-                ("GetClient client_id", {
-                    let (t, v) = (system.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.clients()
-                            .get_client(with_token(&t, pb::GetClientRequest { client_id: v }))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("ListInteractions client_id", {
-                    let (t, v) = (rm.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.clients()
-                            .list_interactions(with_token(
-                                &t,
-                                pb::ListInteractionsRequest {
-                                    client_id: v,
-                                    ..Default::default()
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("ListAuditEvents actor_id", {
-                    let (t, v) = (system.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.clients()
-                            .list_audit_events(with_token(
-                                &t,
-                                pb::ListAuditEventsRequest {
-                                    actor_id: v,
-                                    ..Default::default()
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("GetReferral referral_id", {
-                    let (t, v) = (manager.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.referrals()
-                            .get_referral(with_token(&t, pb::GetReferralRequest { referral_id: v }))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("AcceptReferral referral_id", {
-                    let (t, v) = (rm.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.referrals()
-                            .accept_referral(with_token(
-                                &t,
-                                pb::AcceptReferralRequest { referral_id: v },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("ReassignReferral rm_id", {
-                    let (t, v) = (manager.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.referrals()
-                            .reassign_referral(with_token(
-                                &t,
-                                pb::ReassignReferralRequest {
-                                    referral_id: uuid::Uuid::now_v7().to_string(),
-                                    rm_id: v,
-                                    reason: "moving".into(),
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("ListReferrals referrer_id", {
-                    let (t, v) = (manager.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.referrals()
-                            .list_referrals(with_token(
-                                &t,
-                                pb::ListReferralsRequest {
-                                    referrer_id: v,
-                                    ..Default::default()
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("ListWorkItems rm_id", {
-                    let (t, v) = (manager.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.referrals()
-                            .list_work_items(with_token(
-                                &t,
-                                pb::ListWorkItemsRequest {
-                                    rm_id: v,
-                                    ..Default::default()
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("AckWorkItem work_item_id", {
-                    let (t, v) = (rm.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.referrals()
-                            .ack_work_item(with_token(
-                                &t,
-                                pb::AckWorkItemRequest { work_item_id: v },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("GetReferralStats branch_id", {
-                    let (t, v) = (system.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.referrals()
-                            .get_referral_stats(with_token(
-                                &t,
-                                pb::GetReferralStatsRequest {
-                                    branch_id: v,
-                                    ..Default::default()
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("GetStaff staff_id", {
-                    let (t, v) = (system.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.directory()
-                            .get_staff(with_token(&t, pb::GetStaffRequest { staff_id: v }))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("GetBranch branch_id", {
-                    let (t, v) = (system.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.directory()
-                            .get_branch(with_token(&t, pb::GetBranchRequest { branch_id: v }))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("ListStaff branch_id", {
-                    let (t, v) = (system.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.directory()
-                            .list_staff(with_token(
-                                &t,
-                                pb::ListStaffRequest {
-                                    branch_id: v,
-                                    ..Default::default()
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
-                ("PairTeller teller_id", {
-                    let (t, v) = (system.clone(), bad.clone());
-                    Box::pin(async move {
-                        app.directory()
-                            .pair_teller(with_token(
-                                &t,
-                                pb::PairTellerRequest {
-                                    teller_id: v,
-                                    rm_id: "B-001-RM-1".into(),
-                                    valid_from: None,
-                                    valid_until: None,
-                                },
-                            ))
-                            .await
-                            .map(drop)
-                    })
-                }),
+                (
+                    "GetClient client_id",
+                    call!(
+                        app,
+                        clients.get_client,
+                        system,
+                        pb::GetClientRequest {
+                            client_id: v.clone()
+                        }
+                    ),
+                ),
+                (
+                    "ListInteractions client_id",
+                    call!(
+                        app,
+                        clients.list_interactions,
+                        rm,
+                        pb::ListInteractionsRequest {
+                            client_id: v.clone(),
+                            ..Default::default()
+                        }
+                    ),
+                ),
+                (
+                    "ListAuditEvents actor_id",
+                    call!(
+                        app,
+                        clients.list_audit_events,
+                        system,
+                        pb::ListAuditEventsRequest {
+                            actor_id: v.clone(),
+                            ..Default::default()
+                        }
+                    ),
+                ),
+                (
+                    "GetReferral referral_id",
+                    call!(
+                        app,
+                        referrals.get_referral,
+                        manager,
+                        pb::GetReferralRequest {
+                            referral_id: v.clone()
+                        }
+                    ),
+                ),
+                (
+                    "AcceptReferral referral_id",
+                    call!(
+                        app,
+                        referrals.accept_referral,
+                        rm,
+                        pb::AcceptReferralRequest {
+                            referral_id: v.clone()
+                        }
+                    ),
+                ),
+                (
+                    "ReassignReferral rm_id",
+                    call!(
+                        app,
+                        referrals.reassign_referral,
+                        manager,
+                        pb::ReassignReferralRequest {
+                            referral_id: some_id(),
+                            rm_id: v.clone(),
+                            reason: "moving".into(),
+                        }
+                    ),
+                ),
+                (
+                    "ListReferrals referrer_id",
+                    call!(
+                        app,
+                        referrals.list_referrals,
+                        manager,
+                        pb::ListReferralsRequest {
+                            referrer_id: v.clone(),
+                            ..Default::default()
+                        }
+                    ),
+                ),
+                (
+                    "ListWorkItems rm_id",
+                    call!(
+                        app,
+                        referrals.list_work_items,
+                        manager,
+                        pb::ListWorkItemsRequest {
+                            rm_id: v.clone(),
+                            ..Default::default()
+                        }
+                    ),
+                ),
+                (
+                    "AckWorkItem work_item_id",
+                    call!(
+                        app,
+                        referrals.ack_work_item,
+                        rm,
+                        pb::AckWorkItemRequest {
+                            work_item_id: v.clone()
+                        }
+                    ),
+                ),
+                (
+                    "GetReferralStats branch_id",
+                    call!(
+                        app,
+                        referrals.get_referral_stats,
+                        system,
+                        pb::GetReferralStatsRequest {
+                            branch_id: v.clone(),
+                            ..Default::default()
+                        }
+                    ),
+                ),
+                (
+                    "GetStaff staff_id",
+                    call!(
+                        app,
+                        directory.get_staff,
+                        system,
+                        pb::GetStaffRequest {
+                            staff_id: v.clone()
+                        }
+                    ),
+                ),
+                (
+                    "GetBranch branch_id",
+                    call!(
+                        app,
+                        directory.get_branch,
+                        system,
+                        pb::GetBranchRequest {
+                            branch_id: v.clone()
+                        }
+                    ),
+                ),
+                (
+                    "ListStaff branch_id",
+                    call!(
+                        app,
+                        directory.list_staff,
+                        system,
+                        pb::ListStaffRequest {
+                            branch_id: v.clone(),
+                            ..Default::default()
+                        }
+                    ),
+                ),
+                (
+                    "PairTeller teller_id",
+                    call!(
+                        app,
+                        directory.pair_teller,
+                        system,
+                        pb::PairTellerRequest {
+                            teller_id: v.clone(),
+                            rm_id: "B-001-RM-1".into(),
+                            valid_from: None,
+                            valid_until: None,
+                        }
+                    ),
+                ),
             ];
             for (name, call) in cases {
                 self.case(format!("{name} {what}"), call);
@@ -720,19 +650,16 @@ impl<'a> Sweep<'a> {
             let token = self.rm.clone();
             self.case(
                 format!("ListWorkItems {field} flood"),
-                Box::pin(async move {
-                    app.referrals()
-                        .list_work_items(with_token(
-                            &token,
-                            pb::ListWorkItemsRequest {
-                                states,
-                                kinds,
-                                ..Default::default()
-                            },
-                        ))
-                        .await
-                        .map(drop)
-                }),
+                call!(
+                    app,
+                    referrals.list_work_items,
+                    token,
+                    pb::ListWorkItemsRequest {
+                        states,
+                        kinds,
+                        ..Default::default()
+                    }
+                ),
             );
         }
         let mut client = self.client("segments", "coal");
@@ -740,17 +667,14 @@ impl<'a> Sweep<'a> {
         let token = self.system.clone();
         self.case(
             "UpsertClient segments flood",
-            Box::pin(async move {
-                app.clients()
-                    .upsert_client(with_token(
-                        &token,
-                        pb::UpsertClientRequest {
-                            client: Some(client),
-                        },
-                    ))
-                    .await
-                    .map(drop)
-            }),
+            call!(
+                app,
+                clients.upsert_client,
+                token,
+                pb::UpsertClientRequest {
+                    client: Some(client),
+                }
+            ),
         );
     }
 }
