@@ -85,6 +85,9 @@ pub struct InProcessBus {
     state: Mutex<State>,
     /// The process's shutdown: a publisher waiting for consumers stops waiting.
     shutdown: CancellationToken,
+    /// The services' durable queues, whose consumers settle a publish (live feeds
+    /// don't); fixed with the topology.
+    service_queues: std::collections::HashSet<String>,
 }
 
 /// Acks a delivery of the in-process bus; dropped unacked, it is redelivered.
@@ -132,10 +135,16 @@ impl Drop for MemoryAck {
 
 impl InProcessBus {
     pub fn new(topology: Topology, shutdown: CancellationToken) -> Self {
+        let service_queues = topology
+            .queues()
+            .iter()
+            .map(|queue| topology.service_queue(&queue.service))
+            .collect();
         Self {
             topology,
             state: Mutex::new(State::default()),
             shutdown,
+            service_queues,
         }
     }
 
@@ -198,12 +207,6 @@ impl InProcessBus {
         batch: &[Envelope],
         track: bool,
     ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, BusError> {
-        let service_queues: std::collections::HashSet<String> = self
-            .topology
-            .queues()
-            .iter()
-            .map(|queue| self.topology.service_queue(&queue.service))
-            .collect();
         let state = self.state();
         // Check routability of the whole batch first, so an error publishes nothing.
         let mut routes = Vec::with_capacity(batch.len());
@@ -217,7 +220,7 @@ impl InProcessBus {
                     state
                         .queues
                         .get(&b.queue)
-                        .map(|queue| (queue.clone(), service_queues.contains(&b.queue)))
+                        .map(|queue| (queue.clone(), self.service_queues.contains(&b.queue)))
                 })
                 .collect();
             if queues.is_empty() && self.topology.must_be_routed(&envelope.routing_key) {
