@@ -36,7 +36,7 @@ async fn an_older_message_applied_beside_a_newer_one_never_wins() {
 
     // Replica A applies the newer news and holds its transaction open…
     let replica_a = app.db.begin().await.unwrap();
-    crm_referrals::Projections
+    crm_referrals::Projections::default()
         .handle(&replica_a, &newer)
         .await
         .unwrap();
@@ -44,7 +44,7 @@ async fn an_older_message_applied_beside_a_newer_one_never_wins() {
     let db = app.db.clone();
     let replica_b = tokio::spawn(async move {
         let transaction = db.begin().await.unwrap();
-        crm_referrals::Projections
+        crm_referrals::Projections::default()
             .handle(&transaction, &older)
             .await
             .unwrap();

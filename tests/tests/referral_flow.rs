@@ -368,7 +368,7 @@ async fn older_directory_news_does_not_roll_routing_back(backend: Backend) {
     };
     for (capacity, minutes_ago) in [(5, 1), (3, 10), (7, 0)] {
         let transaction = app.db.begin().await.unwrap();
-        crm_referrals::Projections
+        crm_referrals::Projections::default()
             .handle(&transaction, &news(capacity, minutes_ago))
             .await
             .unwrap();

@@ -68,6 +68,7 @@ fn sla_job(app: &TestApp) -> SlaJob {
         sla: SlaPolicy::default(),
         calendar: BusinessCalendar::default(),
         expire_after: chrono::Duration::days(30),
+        unrouted_alert_after: chrono::Duration::minutes(15),
     }
 }
 
@@ -135,6 +136,7 @@ async fn deadlines_count_the_branchs_own_hours(backend: Backend) {
         sla,
         calendar: shanghai,
         expire_after: chrono::Duration::days(30),
+        unrouted_alert_after: chrono::Duration::minutes(15),
     };
     let after = due(&in_london) + chrono::Duration::minutes(1);
     job.run(after).await.unwrap();
@@ -298,6 +300,7 @@ async fn sla_escalates_then_reassigns(backend: Backend) {
             reassigned: 1,
             expired: 0,
             rerouted: 0,
+            ..SlaReport::default()
         }
     );
     let moved = get(&app, &lapsing.referral_id).await;

@@ -80,10 +80,40 @@ pub struct RoutingRequest<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// The chain has nobody to give a referral to yet: no RM of the branch can take it
+/// and routing knows of no active branch manager there (in the distributed mode,
+/// often a branch set up moments ago whose staff routing's copy has not heard of).
+/// The referral is not refused: it waits, and is routed as soon as someone is there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoutingError {
-    #[error("branch {0} has no active branch manager to escalate to")]
-    NoBranchManager(BranchId),
+#[error("branch {branch_id} has no active branch manager to escalate to")]
+pub struct NobodyToRoute {
+    pub branch_id: BranchId,
+    /// Who was considered and why each was passed over.
+    pub considered: Vec<ConsideredCandidate>,
+    pub decided_at: DateTime<Utc>,
+}
+
+impl NobodyToRoute {
+    /// Why the referral waits, in words, for its history and `routing_reason`.
+    pub fn waiting_reason(&self) -> String {
+        format!(
+            "waiting for routing: branch {} has no RM available and no active branch \
+             manager yet; routed as soon as someone is",
+            self.branch_id
+        )
+    }
+
+    /// The stored record of the attempt: everyone considered, nobody chosen.
+    pub fn waiting_decision(&self) -> RoutingDecision {
+        RoutingDecision {
+            rule_version: RULE_VERSION.to_owned(),
+            candidates: self.considered.clone(),
+            chosen_rm_id: String::new(),
+            reason: self.waiting_reason(),
+            escalated: false,
+            decided_at: self.decided_at,
+        }
+    }
 }
 
 /// Why a candidate cannot take a referral now, if they cannot.
@@ -106,7 +136,7 @@ fn unavailable_because(candidate: &Candidate, now: DateTime<Utc>) -> Option<Stri
     None
 }
 
-pub fn route(request: &RoutingRequest<'_>) -> Result<RoutingDecision, RoutingError> {
+pub fn route(request: &RoutingRequest<'_>) -> Result<RoutingDecision, NobodyToRoute> {
     let mut considered = Vec::new();
     let mut record = |candidate: &Candidate, step: Step, taken: bool, reason: String| {
         considered.push(ConsideredCandidate {
@@ -181,7 +211,11 @@ pub fn route(request: &RoutingRequest<'_>) -> Result<RoutingDecision, RoutingErr
             record(manager, Step::BranchManager, true, reason.clone());
             Ok(decision(considered, manager, reason, true, request.now))
         }
-        None => Err(RoutingError::NoBranchManager(request.branch_id.clone())),
+        None => Err(NobodyToRoute {
+            branch_id: request.branch_id.clone(),
+            considered,
+            decided_at: request.now,
+        }),
     }
 }
 
@@ -243,7 +277,7 @@ mod tests {
         primary: Option<&Candidate>,
         paired: Option<&Candidate>,
         staff: &[Candidate],
-    ) -> Result<RoutingDecision, RoutingError> {
+    ) -> Result<RoutingDecision, NobodyToRoute> {
         let branch = branch();
         let teller = id("T-0001");
         route(&RoutingRequest {
@@ -391,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn a_branch_without_a_manager_cannot_route() {
+    fn a_branch_without_a_manager_waits_with_everyone_considered() {
         let result = route_with(
             None,
             None,
@@ -400,6 +434,24 @@ mod tests {
                 ..rm("RM-1", 0)
             }],
         );
-        assert_eq!(result, Err(RoutingError::NoBranchManager(branch())));
+        let Err(nobody) = result else {
+            panic!("routed with nobody active: {result:?}")
+        };
+        assert_eq!(nobody.branch_id, branch());
+        let waiting = nobody.waiting_decision();
+        assert_eq!(waiting.chosen_rm_id, "");
+        assert!(
+            waiting.reason.starts_with("waiting for routing"),
+            "{}",
+            waiting.reason
+        );
+        assert_eq!(waiting.candidates.len(), 1);
+        assert_eq!(
+            (
+                waiting.candidates[0].taken,
+                waiting.candidates[0].reason.as_str()
+            ),
+            (false, "inactive")
+        );
     }
 }

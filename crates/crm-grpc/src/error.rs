@@ -4,7 +4,6 @@
 use crm_bus::BusError;
 use crm_domain::Violations;
 use crm_domain::referral::IllegalTransition;
-use crm_domain::routing::RoutingError;
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// What an RPC can answer besides success.
@@ -155,14 +154,6 @@ impl From<IllegalTransition> for RpcError {
     }
 }
 
-impl From<RoutingError> for RpcError {
-    fn from(error: RoutingError) -> Self {
-        match error {
-            RoutingError::NoBranchManager(_) => RpcError::FailedPrecondition(error.to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,11 +208,6 @@ mod tests {
             status.message().contains("declined"),
             "{}",
             status.message()
-        );
-        let branch = crm_domain::BranchId::parse("B-001").unwrap();
-        assert_eq!(
-            code(RoutingError::NoBranchManager(branch)),
-            Code::FailedPrecondition
         );
     }
 

@@ -192,21 +192,8 @@ impl TestApp {
     /// `<branch>-T-1` paired with RM-2, and waits until routing has seen them.
     pub async fn seed_branch(&self, branch: &str, rms: u32) {
         let system = self.token("SYS-TEST", Role::System, branch);
+        self.upsert_branch(branch, "").await;
         let mut directory = self.directory();
-        directory
-            .upsert_branch(with_token(
-                &system,
-                pb::UpsertBranchRequest {
-                    branch: Some(pb::Branch {
-                        branch_id: branch.into(),
-                        name: format!("Branch {branch}"),
-                        city: "Shanghai".into(),
-                        time_zone: String::new(),
-                    }),
-                },
-            ))
-            .await
-            .unwrap();
         let mut staff = vec![
             (format!("{branch}-M"), pb::StaffRole::BranchManager),
             (format!("{branch}-T-1"), pb::StaffRole::Teller),
@@ -328,8 +315,8 @@ impl TestApp {
         }
     }
 
-    /// Gives `branch` a time zone and waits until routing's copy has it.
-    pub async fn set_branch_time_zone(&self, branch: &str, time_zone: &str) {
+    /// UpsertBranch, as the system; an empty time zone is the bank's default.
+    async fn upsert_branch(&self, branch: &str, time_zone: &str) {
         let system = self.token("SYS-TEST", Role::System, "HQ-001");
         self.directory()
             .upsert_branch(with_token(
@@ -338,13 +325,59 @@ impl TestApp {
                     branch: Some(pb::Branch {
                         branch_id: branch.into(),
                         name: format!("Branch {branch}"),
-                        city: "Elsewhere".into(),
+                        city: "Shanghai".into(),
                         time_zone: time_zone.into(),
                     }),
                 },
             ))
             .await
             .unwrap();
+    }
+
+    /// Sets up `branch` (if new) with one active person of `role` in it, and
+    /// returns at once: routing's copy hears of them when the news arrives.
+    pub async fn add_staff(&self, staff_id: &str, role: pb::StaffRole, branch: &str) {
+        self.upsert_branch(branch, "").await;
+        let system = self.token("SYS-TEST", Role::System, branch);
+        self.directory()
+            .upsert_staff(with_token(
+                &system,
+                pb::UpsertStaffRequest {
+                    staff: Some(pb::Staff {
+                        staff_id: staff_id.into(),
+                        name: format!("Staff {staff_id}"),
+                        role: role as i32,
+                        branch_id: branch.into(),
+                        active: true,
+                        capacity: 10,
+                        out_of_office_until: None,
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// GetReferral, as the system (which may read every referral whole).
+    pub async fn get_referral(&self, referral_id: &str) -> pb::Referral {
+        let system = self.token("SYS-CORE", Role::System, "HQ-001");
+        self.referrals()
+            .get_referral(with_token(
+                &system,
+                pb::GetReferralRequest {
+                    referral_id: referral_id.into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .referral
+            .unwrap()
+    }
+
+    /// Gives `branch` a time zone and waits until routing's copy has it.
+    pub async fn set_branch_time_zone(&self, branch: &str, time_zone: &str) {
+        self.upsert_branch(branch, time_zone).await;
         self.wait_for_count(
             &format!(
                 "SELECT COUNT(*) FROM routing_branches WHERE branch_id = '{branch}' AND time_zone = '{time_zone}'"

@@ -10,15 +10,15 @@ use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkIte
 use crm_domain::routing::{RoutingDecision, RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, acceptance_deadline};
 use crm_domain::validation::check_text;
-use crm_domain::{BranchId, ClientId, Money, Role, Violations};
+use crm_domain::{ClientId, Money, Role, Violations};
 use crm_grpc::WireEnum;
 use crm_proto::v1 as pb;
 use crm_store::WriteBatch;
 use crm_store::db::is_unique_violation;
 use sea_orm::sea_query::{SelectStatement, UnionType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait,
-    Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait,
+    TransactionTrait,
 };
 use tonic::{Request, Response};
 
@@ -122,29 +122,6 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
             amount_hint: amount_hint?,
         })
     })
-}
-
-fn work_item_title(need: Need, subject: &Subject) -> String {
-    let need = need.as_str().replace('_', " ");
-    match subject {
-        Subject::Client(client_id) => format!("Referral: {need} for client {client_id}"),
-        Subject::Prospect { full_name, .. } => format!("Referral: {need} for walk-in {full_name}"),
-    }
-}
-
-/// Serialises routing per branch on PostgreSQL (SQLite's single connection already
-/// does), for the length of the caller's transaction.
-async fn lock_branch(transaction: &impl ConnectionTrait, branch_id: &BranchId) -> Result<()> {
-    if transaction.get_database_backend() == DbBackend::Postgres {
-        transaction
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                [format!("routing:{branch_id}").into()],
-            ))
-            .await?;
-    }
-    Ok(())
 }
 
 /// What CreateReferral did: made a new referral, or found the open one for the
@@ -257,7 +234,7 @@ pub async fn create_referral(
     // not need the lock is done before it, and what follows it is three round
     // trips: the pool's loads, the writes as one batch, the commit.
     let transaction = db.begin().await?;
-    lock_branch(&transaction, &principal.branch_id).await?;
+    routing_inputs::lock_branch(&transaction, principal.branch_id.as_str()).await?;
     let candidates = routing_inputs::load(
         &transaction,
         &principal.branch_id,
@@ -266,14 +243,20 @@ pub async fn create_referral(
     )
     .await?;
     let now = Utc::now();
-    let decision = route(&RoutingRequest {
+    let routed = route(&RoutingRequest {
         branch_id: &principal.branch_id,
         teller_id: &principal.staff_id,
         primary_rm: candidates.primary_rm.as_ref(),
         paired_rm: candidates.paired_rm.as_ref(),
         branch_staff: &candidates.branch_staff,
         now,
-    })?;
+    });
+    // A valid referral is always taken: with nobody to give it to yet it waits,
+    // unassigned, and is routed as soon as someone is there (waiting.rs).
+    let decision = match &routed {
+        Ok(decision) => decision.clone(),
+        Err(nobody) => nobody.waiting_decision(),
+    };
     let stored = new_referral(
         state,
         principal,
@@ -283,28 +266,30 @@ pub async fn create_referral(
         &calendar,
         now,
     )?;
-    let item = new_work_item(&request, &stored, &decision);
     let by = ChangedBy {
         actor_id: referrer_id.clone(),
         reason: stored.routing_reason.clone(),
     };
-    let messages = [
-        referral_changes::event_row(REFERRAL_ASSIGNED, &stored)?,
-        announcement_row(&item)?,
-    ];
+    let mut writes = WriteBatch::new();
+    writes.insert(stored.clone().into_active_model());
+    let mut messages = Vec::new();
+    if routed.is_ok() {
+        let item = new_work_item(&stored, &decision);
+        messages.push(referral_changes::event_row(REFERRAL_ASSIGNED, &stored)?);
+        messages.push(announcement_row(&item)?);
+        writes
+            .insert(item.into_active_model())
+            .update(referral_changes::load_change(
+                &decision.chosen_rm_id,
+                1,
+                Some(now),
+            ));
+    }
     let message_ids: Vec<String> = messages
         .iter()
         .filter_map(|row| row.message_id.try_as_ref().cloned())
         .collect();
-    let mut writes = WriteBatch::new();
     writes
-        .insert(stored.clone().into_active_model())
-        .insert(item.clone().into_active_model())
-        .update(referral_changes::load_change(
-            &decision.chosen_rm_id,
-            1,
-            Some(now),
-        ))
         .insert_many(messages)
         .insert(referral_changes::history_row(
             "created",
@@ -325,6 +310,14 @@ pub async fn create_referral(
     }
     transaction.commit().await?;
     state.outbox.committed(message_ids);
+    if stored.status == ReferralStatus::New {
+        tracing::warn!(
+            referral_id = %stored.referral_id,
+            branch_id = %stored.branch_id,
+            "referral waits for routing: nobody in the branch to give it to yet"
+        );
+        return Ok(Created::New(stored));
+    }
     tracing::info!(
         referral_id = %stored.referral_id,
         assigned_rm_id = %stored.assigned_rm_id,
@@ -387,7 +380,12 @@ fn new_referral(
             .as_ref()
             .map(|m| m.currency().to_owned()),
         priority: request.priority,
-        status: ReferralStatus::Assigned,
+        // Nobody chosen: it waits, NEW, until routing can place it.
+        status: if decision.chosen_rm_id.is_empty() {
+            ReferralStatus::New
+        } else {
+            ReferralStatus::Assigned
+        },
         assigned_rm_id: decision.chosen_rm_id.clone(),
         routing_reason: decision.reason.clone(),
         routing_decision,
@@ -404,19 +402,15 @@ fn new_referral(
 }
 
 /// The chosen RM's work item for a new referral.
-fn new_work_item(
-    request: &NewReferral,
-    stored: &referral::Model,
-    decision: &RoutingDecision,
-) -> work_item::Model {
+fn new_work_item(stored: &referral::Model, decision: &RoutingDecision) -> work_item::Model {
     work_item::Model {
         work_item_id: uuid::Uuid::now_v7().to_string(),
         rm_id: decision.chosen_rm_id.clone(),
         kind: WorkItemKind::Referral,
         client_id: stored.client_id.clone(),
-        title: work_item_title(request.need, &request.subject),
-        detail: format!("{} (routing: {})", request.note, decision.reason),
-        priority: request.priority,
+        title: referral_changes::work_item_title(stored),
+        detail: format!("{} (routing: {})", stored.note, decision.reason),
+        priority: stored.priority,
         due_at: Some(stored.sla_due_at),
         state: WorkItemState::Open,
         source_id: stored.referral_id.clone(),

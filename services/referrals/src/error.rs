@@ -3,7 +3,6 @@
 
 use crm_domain::Violations;
 use crm_domain::referral::IllegalTransition;
-use crm_domain::routing::RoutingError;
 use crm_grpc::RpcError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +18,6 @@ pub enum ReferralsError {
     /// The state machine refused the change.
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
-    #[error(transparent)]
-    Routing(#[from] RoutingError),
     /// A concurrent change won; reading again and retrying is safe.
     #[error("{0}")]
     Aborted(String),
@@ -53,7 +50,6 @@ impl From<ReferralsError> for RpcError {
             ReferralsError::PermissionDenied(why) => RpcError::PermissionDenied(why),
             ReferralsError::FailedPrecondition(why) => RpcError::FailedPrecondition(why),
             ReferralsError::IllegalTransition(error) => error.into(),
-            ReferralsError::Routing(error) => error.into(),
             ReferralsError::Aborted(why) => RpcError::Aborted(why),
             ReferralsError::Rpc(error) => error,
             ReferralsError::Db(error) => error.into(),
@@ -68,6 +64,18 @@ impl From<ReferralsError> for RpcError {
 impl From<ReferralsError> for tonic::Status {
     fn from(error: ReferralsError) -> Self {
         RpcError::from(error).into()
+    }
+}
+
+/// For the consumer: a store or broker failure is judged as such (retried if
+/// transient); anything else fails the message.
+impl From<ReferralsError> for crm_bus::HandlerError {
+    fn from(error: ReferralsError) -> Self {
+        match error {
+            ReferralsError::Db(error) => error.into(),
+            ReferralsError::Bus(error) => error.into(),
+            other => crm_bus::HandlerError::Failed(other.to_string()),
+        }
     }
 }
 

@@ -30,6 +30,7 @@ async fn referral_sla(context: JobContext) -> Result<String, ModuleError> {
             .map_err(crm_runtime::SettingsError::Section)?,
         calendar: context.calendar,
         expire_after: settings.expire_after(),
+        unrouted_alert_after: settings.unrouted_alert_after(),
     };
     let now = context
         .args
@@ -37,11 +38,24 @@ async fn referral_sla(context: JobContext) -> Result<String, ModuleError> {
         .copied()
         .unwrap_or_else(chrono::Utc::now);
     let report = job.run(now).await.map_err(ModuleError::failed)?;
-    Ok(format!(
+    let mut summary = format!(
         "referral SLA: {} escalated to their branch manager, {} reassigned, {} expired, \
-         {} rerouted from someone inactive or away",
-        report.escalated, report.reassigned, report.expired, report.rerouted
-    ))
+         {} rerouted from someone inactive or away, {} routed after waiting for routing",
+        report.escalated,
+        report.reassigned,
+        report.expired,
+        report.rerouted,
+        report.routed_after_waiting
+    );
+    for branch in &report.unrouted_branches {
+        summary.push_str(&format!(
+            "\nbranch {} has nobody to route to: {} referral(s) waiting since {}",
+            branch.branch_id,
+            branch.waiting,
+            branch.oldest_since.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    Ok(summary)
 }
 
 pub const RECOUNT_REFERRAL_LOAD: Job = Job {

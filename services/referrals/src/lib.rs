@@ -24,6 +24,7 @@ mod sla_job;
 mod snoozes;
 mod stats;
 pub mod store;
+mod waiting;
 mod watch;
 mod work_item_feed;
 mod work_queue;
@@ -45,6 +46,7 @@ pub use projections::Projections;
 pub use service::Referrals;
 pub use settings::ReferralsSettings;
 pub use sla_job::{SlaJob, SlaReport};
+pub use waiting::UnroutedBranch;
 pub use work_item_feed::WorkItemMessage;
 
 /// The outbox source, queue and consumer name of this service.
@@ -158,7 +160,7 @@ impl crm_runtime::ServiceModule for Module {
             infra.bus.clone(),
             infra.db.clone(),
             SERVICE,
-            Arc::new(Projections),
+            Arc::new(Projections::new(state.sla, state.calendar.clone())),
             32,
             infra.shutdown.clone(),
         );

@@ -5,20 +5,75 @@
 
 use crate::store::{referral, referral_history};
 use crate::store::{routing_branch, routing_client, routing_pair, routing_staff};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
     BRANCH_CHANGED, BranchChanged, COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED,
     InteractionLogged, PAIR_CHANGED, PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
 };
 use crm_domain::referral::ReferralStatus;
+use crm_domain::sla::{BusinessCalendar, SlaPolicy};
+use opentelemetry::KeyValue;
 use sea_orm::sea_query::{Alias, Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
-use sea_orm::{ColumnTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, QueryFilter};
 
-pub struct Projections;
+use crate::error::ReferralsError;
+use crate::routing_inputs;
+use crate::waiting::{self, WaitingRoutes};
+
+/// Applies directory and coverage news to routing's copies, and routes the
+/// referrals that waited for exactly that news (waiting.rs) in the same transaction.
+#[derive(Default)]
+pub struct Projections {
+    waiting: WaitingRoutes,
+}
+
+impl Projections {
+    pub fn new(sla: SlaPolicy, calendar: BusinessCalendar) -> Self {
+        Self {
+            waiting: WaitingRoutes { sla, calendar },
+        }
+    }
+
+    /// Routes the waiting referrals `which` selects. A store failure fails the
+    /// message (retried with it); anything else about one referral is left to the
+    /// SLA pass, which tries again and reports a branch that keeps waiting —
+    /// directory news is never refused for a referral's sake.
+    async fn route_waiting(
+        &self,
+        transaction: &DatabaseTransaction,
+        which: Condition,
+    ) -> Result<(), HandlerError> {
+        match self.waiting.route(transaction, which, Utc::now()).await {
+            Ok(_) => Ok(()),
+            Err(ReferralsError::Db(error)) => Err(error.into()),
+            Err(ReferralsError::Bus(error)) => Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "waiting referrals not routed on this change; the SLA pass tries again");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How far behind the source routing's copy was when news of a change landed:
+/// from the change in the clients service to its commit here.
+fn record_copy_lag(copy: &'static str, source_updated_at: DateTime<Utc>) {
+    let lag = (Utc::now() - source_updated_at)
+        .num_microseconds()
+        .unwrap_or(i64::MAX);
+    #[allow(clippy::cast_precision_loss)] // microseconds: f64 is exact far past a year
+    let seconds = lag.max(0) as f64 / 1e6;
+    opentelemetry::global::meter("crm.referrals")
+        .f64_histogram("crm.referrals.routing_copy.lag")
+        .with_unit("s")
+        .with_description("From a directory or coverage change to routing's copy of it")
+        .build()
+        .record(seconds, &[KeyValue::new("copy", copy)]);
+}
 
 #[async_trait::async_trait]
 impl MessageHandler for Projections {
@@ -28,13 +83,41 @@ impl MessageHandler for Projections {
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         match envelope.message_type.as_str() {
-            STAFF_CHANGED => apply_staff(transaction, envelope.decode()?).await,
-            PAIR_CHANGED => apply_pair(transaction, envelope.decode()?).await,
-            BRANCH_CHANGED => apply_branch(transaction, envelope.decode()?).await,
+            STAFF_CHANGED => {
+                let message: StaffChanged = envelope.decode()?;
+                let branch_id = message.branch_id.clone();
+                let changed_at = message.updated_at;
+                // The branch's routing lock before the staff row's: a create at the
+                // branch takes them in that order too, so the two can't deadlock.
+                routing_inputs::lock_branch(transaction, &branch_id).await?;
+                apply_staff(transaction, message).await?;
+                record_copy_lag("staff", changed_at);
+                self.route_waiting(transaction, waiting::of_branch(&branch_id))
+                    .await
+            }
+            PAIR_CHANGED => {
+                let message: PairChanged = envelope.decode()?;
+                let teller_id = message.teller_id.clone();
+                let changed_at = message.updated_at;
+                apply_pair(transaction, message).await?;
+                record_copy_lag("pair", changed_at);
+                self.route_waiting(transaction, waiting::of_referrer(&teller_id))
+                    .await
+            }
+            BRANCH_CHANGED => {
+                let message: BranchChanged = envelope.decode()?;
+                record_copy_lag("branch", message.updated_at);
+                apply_branch(transaction, message).await
+            }
             COVERAGE_CHANGED => {
                 let message: CoverageChanged = envelope.decode()?;
+                let client_id = message.client_id.clone();
+                let changed_at = message.updated_at;
                 link_walk_ins(transaction, &message).await?;
-                apply_coverage(transaction, message).await
+                apply_coverage(transaction, message).await?;
+                record_copy_lag("coverage", changed_at);
+                self.route_waiting(transaction, waiting::of_client(&client_id))
+                    .await
             }
             INTERACTION_LOGGED => stop_clocks(transaction, envelope.decode()?).await,
             other => Err(HandlerError::Poison(format!(

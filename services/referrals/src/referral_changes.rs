@@ -6,8 +6,9 @@
 
 use crate::store::{referral, referral_history, routing_staff, work_item};
 use chrono::{DateTime, Utc};
-use crm_domain::messages::{REFERRAL_REASSIGNED, ReferralEvent};
+use crm_domain::messages::{REFERRAL_ASSIGNED, REFERRAL_REASSIGNED, ReferralEvent};
 use crm_domain::referral::{ReferralStatus, WorkItemKind, WorkItemState};
+use crm_domain::routing::RoutingDecision;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
 use crm_store::bus::outbox;
 use sea_orm::sea_query::{Expr, ExprTrait, UpdateStatement};
@@ -34,6 +35,16 @@ pub fn subject(model: &referral::Model) -> String {
         (Some(client_id), _) => client_id.clone(),
         (None, Some(name)) => format!("walk-in {name}"),
         (None, None) => String::new(),
+    }
+}
+
+/// The title of the work item a referral opens in its holder's queue.
+pub fn work_item_title(stored: &referral::Model) -> String {
+    let need = stored.need.as_str().replace('_', " ");
+    match (&stored.client_id, &stored.prospect_name) {
+        (Some(client_id), _) => format!("Referral: {need} for client {client_id}"),
+        (None, Some(name)) => format!("Referral: {need} for walk-in {name}"),
+        (None, None) => format!("Referral: {need}"),
     }
 }
 
@@ -262,5 +273,57 @@ pub async fn reassign(
     adjust_load(connection, new_rm, 1, Some(now)).await?;
     record_history(connection, "reassigned", from, &stored, by).await?;
     publish(connection, REFERRAL_REASSIGNED, &stored).await?;
+    Ok(stored)
+}
+
+/// Gives a referral that waited for routing (NEW, held by nobody) to the RM the
+/// chain chose now: the item opens in their queue, the acceptance clock starts
+/// from now (nobody could accept it before), and `referral.assigned` goes out as
+/// for a referral routed when it was made.
+pub async fn route_waiting(
+    connection: &impl ConnectionTrait,
+    sla: &SlaPolicy,
+    calendar: &BusinessCalendar,
+    current: referral::Model,
+    decision: &RoutingDecision,
+    now: DateTime<Utc>,
+) -> Result<referral::Model> {
+    let from = current.status;
+    crm_domain::referral::reassign(from)?;
+    let waited = Ord::max((now - current.created_at).num_milliseconds(), 0);
+    let rm_id = decision.chosen_rm_id.clone();
+    let sla_due_at = acceptance_deadline(sla, calendar, current.priority, now);
+    let mut row = current.into_active_model();
+    row.status = Set(ReferralStatus::Assigned);
+    row.assigned_rm_id = Set(rm_id.clone());
+    row.routing_reason = Set(decision.reason.clone());
+    row.routing_decision = Set(serde_json::to_string(decision)?);
+    row.escalated = Set(decision.escalated);
+    row.assigned_at = Set(now);
+    row.sla_due_at = Set(sla_due_at);
+    row.updated_at = Set(now);
+    let stored = row.update(connection).await?;
+    let detail = format!(
+        "{} (routing: {}; waited {waited} ms for routing)",
+        stored.note, decision.reason
+    );
+    open_work_item(
+        connection,
+        &rm_id,
+        WorkItemKind::Referral,
+        &stored,
+        work_item_title(&stored),
+        detail,
+        Some(sla_due_at),
+        now,
+    )
+    .await?;
+    adjust_load(connection, &rm_id, 1, Some(now)).await?;
+    let by = ChangedBy {
+        actor_id: crate::waiting::ACTOR.to_owned(),
+        reason: format!("{} after waiting {waited} ms", decision.reason),
+    };
+    record_history(connection, "routed", from, &stored, &by).await?;
+    publish(connection, REFERRAL_ASSIGNED, &stored).await?;
     Ok(stored)
 }

@@ -1,12 +1,17 @@
 //! Loads what the routing chain looks at from the local projections.
 
-use crate::store::{routing_pair, routing_staff};
-use chrono::{NaiveDate, Utc};
+use crate::store::{referral, routing_client, routing_pair, routing_staff};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use crm_domain::routing::Candidate;
+use crm_domain::routing::{Candidate, NobodyToRoute, RoutingDecision, RoutingRequest, route};
+use crm_domain::sla::BusinessCalendar;
 use crm_domain::{BranchId, Role, StaffId};
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    Statement,
+};
 
+use crate::calendars;
 use crate::error::{ReferralsError, Result};
 
 /// A stored copy of a staff member as routing weighs them. A row whose ids no
@@ -94,4 +99,80 @@ pub async fn load(
             .map(candidate)
             .collect::<Result<_>>()?,
     })
+}
+
+/// Serialises routing per branch on PostgreSQL (SQLite's single connection already
+/// does), for the length of the caller's transaction.
+pub async fn lock_branch(transaction: &impl ConnectionTrait, branch_id: &str) -> Result<()> {
+    if transaction.get_database_backend() == DbBackend::Postgres {
+        transaction
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [format!("routing:{branch_id}").into()],
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the chain decides for a stored referral as the copies stand now.
+pub struct Rerouting {
+    pub decision: std::result::Result<RoutingDecision, NobodyToRoute>,
+    /// The branch's calendar, for the new acceptance deadline.
+    pub calendar: BusinessCalendar,
+}
+
+/// Runs the chain again for a stored referral: one that waits for routing, or one
+/// whose holder (`leave_out`) can't work it — left out of every step but the
+/// branch manager's, where the chain ends.
+pub async fn route_stored(
+    transaction: &impl ConnectionTrait,
+    current: &referral::Model,
+    leave_out: Option<&str>,
+    default_calendar: &BusinessCalendar,
+    now: DateTime<Utc>,
+) -> Result<Rerouting> {
+    let (Ok(branch_id), Ok(teller_id)) = (
+        BranchId::parse(&current.branch_id),
+        StaffId::parse(&current.referrer_id),
+    ) else {
+        return Err(ReferralsError::Corrupt(format!(
+            "referral {} has unroutable branch or referrer",
+            current.referral_id
+        )));
+    };
+    let primary = match &current.client_id {
+        Some(id) => routing_client::Entity::find_by_id(id.as_str())
+            .one(transaction)
+            .await?
+            .and_then(|c| c.primary_rm_id),
+        None => None,
+    };
+    let calendar = calendars::for_branch(transaction, &current.branch_id, default_calendar).await?;
+    let paired = paired_rm_id(transaction, &teller_id, calendar.time_zone).await?;
+    let mut candidates = load(
+        transaction,
+        &branch_id,
+        primary.as_deref(),
+        paired.as_deref(),
+    )
+    .await?;
+    if let Some(left_out) = leave_out {
+        let is_left_out = |c: &Candidate| c.staff_id.as_str() == left_out;
+        candidates.primary_rm = candidates.primary_rm.filter(|c| !is_left_out(c));
+        candidates.paired_rm = candidates.paired_rm.filter(|c| !is_left_out(c));
+        candidates
+            .branch_staff
+            .retain(|c| !is_left_out(c) || c.role == Role::BranchManager);
+    }
+    let decision = route(&RoutingRequest {
+        branch_id: &branch_id,
+        teller_id: &teller_id,
+        primary_rm: candidates.primary_rm.as_ref(),
+        paired_rm: candidates.paired_rm.as_ref(),
+        branch_staff: &candidates.branch_staff,
+        now,
+    });
+    Ok(Rerouting { decision, calendar })
 }

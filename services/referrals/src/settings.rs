@@ -20,6 +20,15 @@ pub struct ReferralsSettings {
         value_parser = clap::value_parser!(u16).range(1..=3650)
     )]
     pub referral_expire_days: u16,
+    /// Minutes a referral may wait for routing (its branch has nobody routing
+    /// can give it to) before `crm jobs referral-sla` reports the branch.
+    #[arg(
+        long,
+        env = "CRM_REFERRAL_UNROUTED_ALERT_MINUTES",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u32).range(1..=10_080)
+    )]
+    pub referral_unrouted_alert_minutes: u32,
     /// Live work-item streams one person may hold open at once (phone, tablet,
     /// a reconnect overlapping the old stream); more are refused.
     #[arg(
@@ -65,6 +74,10 @@ impl ReferralsSettings {
                 "CRM_REFERRAL_SLA_MINUTES must be four numbers from 1 to {MAX_SLA_MINUTES} (urgent, high, normal, low), got {other:?}"
             )),
         }
+    }
+
+    pub fn unrouted_alert_after(&self) -> chrono::Duration {
+        chrono::Duration::minutes(self.referral_unrouted_alert_minutes.into())
     }
 
     pub fn expire_after(&self) -> chrono::Duration {

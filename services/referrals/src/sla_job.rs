@@ -16,13 +16,13 @@
 //! acceptance, an outcome or a logged contact with the client stops the clock
 //! (`sla_stopped_at`).
 
-use crate::store::{referral, routing_client, routing_staff};
+use crate::store::{referral, routing_staff};
 use chrono::{DateTime, Utc};
+use crm_domain::Role;
 use crm_domain::messages::{REFERRAL_ESCALATED, REFERRAL_EXPIRED};
 use crm_domain::referral::{ReferralStatus, WorkItemKind};
-use crm_domain::routing::{RoutingDecision, RoutingRequest, route};
+use crm_domain::routing::RoutingDecision;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy, acceptance_deadline};
-use crm_domain::{BranchId, Role, StaffId};
 use crm_store::Db;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -30,8 +30,9 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
-use crate::error::{ReferralsError, Result};
+use crate::error::Result;
 use crate::referral_changes::{self, ChangedBy};
+use crate::waiting::{self, UnroutedBranch, WaitingRoutes};
 use crate::{calendars, routing_inputs};
 
 /// An open referral whose holder can't work it: deactivated, or out of office past
@@ -82,7 +83,7 @@ pub const ACTOR: &str = "system:referral-sla";
 /// Referrals handled per pass; a backlog drains over consecutive runs.
 const BATCH: u64 = 500;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SlaReport {
     pub escalated: usize,
     pub reassigned: usize,
@@ -90,6 +91,11 @@ pub struct SlaReport {
     /// Moved away from a holder who is inactive, or out of office past the
     /// referral's deadline.
     pub rerouted: usize,
+    /// Waited for routing (nobody in the branch to give them to) and routed now.
+    pub routed_after_waiting: usize,
+    /// Branches whose referrals still wait, longer than the alert time: someone
+    /// must staff them (or the directory's news is not arriving).
+    pub unrouted_branches: Vec<UnroutedBranch>,
 }
 
 /// What the job needs: the store and the clock's rules.
@@ -99,6 +105,8 @@ pub struct SlaJob {
     pub calendar: BusinessCalendar,
     /// An open referral unchanged for this long expires.
     pub expire_after: chrono::Duration,
+    /// A branch whose referrals wait for routing longer than this is reported.
+    pub unrouted_alert_after: chrono::Duration,
 }
 
 impl SlaJob {
@@ -117,9 +125,23 @@ impl SlaJob {
             .await?;
         // Nobody waits on someone who is not there: before deadlines are judged.
         let rerouted = self.reroute_from_absent_holders(now).await?;
+        let routed_after_waiting = self.route_waiting(now).await?;
+        let unrouted_branches =
+            waiting::unrouted_branches(&self.db, now - self.unrouted_alert_after).await?;
+        waiting::record_unrouted_branches(unrouted_branches.len());
+        for branch in &unrouted_branches {
+            tracing::warn!(
+                branch_id = %branch.branch_id,
+                waiting = branch.waiting,
+                oldest_since = %branch.oldest_since,
+                "referrals wait for routing: the branch has nobody to give them to"
+            );
+        }
         let mut report = SlaReport {
             expired,
             rerouted,
+            routed_after_waiting,
+            unrouted_branches,
             ..SlaReport::default()
         };
         for breached in due {
@@ -133,6 +155,24 @@ impl SlaJob {
             tracing::info!(?report, "referral SLA pass");
         }
         Ok(report)
+    }
+
+    /// Routes the referrals that wait for routing wherever the chain has someone
+    /// for them now, one branch per transaction; how many.
+    async fn route_waiting(&self, now: DateTime<Utc>) -> Result<usize> {
+        let routes = WaitingRoutes {
+            sla: self.sla,
+            calendar: self.calendar.clone(),
+        };
+        let mut routed = 0;
+        for branch in waiting::unrouted_branches(&self.db, now).await? {
+            let transaction = self.db.begin().await?;
+            routed += routes
+                .route(&transaction, waiting::of_branch(&branch.branch_id), now)
+                .await?;
+            transaction.commit().await?;
+        }
+        Ok(routed)
     }
 
     /// Reroutes open referrals whose holder can't work them: deactivated, or out
@@ -225,48 +265,13 @@ impl SlaJob {
         now: DateTime<Utc>,
     ) -> Result<Option<(RoutingDecision, BusinessCalendar)>> {
         let holder = current.assigned_rm_id.as_str();
-        let (Ok(branch_id), Ok(teller_id)) = (
-            BranchId::parse(&current.branch_id),
-            StaffId::parse(&current.referrer_id),
-        ) else {
-            return Err(ReferralsError::Corrupt(format!(
-                "referral {} has unroutable branch or referrer",
-                current.referral_id
-            )));
-        };
-        let primary = match &current.client_id {
-            Some(id) => routing_client::Entity::find_by_id(id.as_str())
-                .one(transaction)
-                .await?
-                .and_then(|c| c.primary_rm_id),
-            None => None,
-        };
-        let calendar =
-            calendars::for_branch(transaction, &current.branch_id, &self.calendar).await?;
-        let paired =
-            routing_inputs::paired_rm_id(transaction, &teller_id, calendar.time_zone).await?;
-        let mut candidates = routing_inputs::load(
-            transaction,
-            &branch_id,
-            primary.as_deref(),
-            paired.as_deref(),
-        )
-        .await?;
-        let is_holder = |c: &crm_domain::routing::Candidate| c.staff_id.as_str() == holder;
-        candidates.primary_rm = candidates.primary_rm.filter(|c| !is_holder(c));
-        candidates.paired_rm = candidates.paired_rm.filter(|c| !is_holder(c));
-        candidates
-            .branch_staff
-            .retain(|c| !is_holder(c) || c.role == Role::BranchManager);
-        let decision = route(&RoutingRequest {
-            branch_id: &branch_id,
-            teller_id: &teller_id,
-            primary_rm: candidates.primary_rm.as_ref(),
-            paired_rm: candidates.paired_rm.as_ref(),
-            branch_staff: &candidates.branch_staff,
-            now,
-        });
-        Ok(decision.ok().map(|decision| (decision, calendar)))
+        let rerouting =
+            routing_inputs::route_stored(transaction, current, Some(holder), &self.calendar, now)
+                .await?;
+        Ok(rerouting
+            .decision
+            .ok()
+            .map(|decision| (decision, rerouting.calendar)))
     }
 
     /// Expires open referrals unchanged since `now - expire_after`; how many.
