@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export CRM_TEST_DATABASE_URL ?= $(PG_URL)
 export CRM_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 
-.PHONY: run serve test test-fast services lint bench up build
+.PHONY: run serve test test-fast services lint bench chaos up build
 
 ## run: the demo on the embedded default (SQLite + in-process transport). The first
 ## build takes minutes on a fresh machine, so it shows its progress; the demo after
@@ -39,6 +39,16 @@ services:
 test: services
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --all-targets -- --ignored --test-threads=1
+
+## chaos: the distributed mode under fire — a `crm serve` process per service (two
+## referrals replicas) over a fresh database and queue prefix; 10,000 referrals at
+## 80/s while every broker connection is cut, the broker stops and starts, a
+## referrals replica and the clients service are killed with SIGKILL, and
+## PostgreSQL restarts; then every key is checked. It restarts this machine's
+## RabbitMQ and PostgreSQL (as root), so it runs alone. Logs and report: target/chaos/
+chaos: services
+	$(CARGO) build -p crm -p crm-chaos
+	$(CARGO) run --quiet -p crm-chaos
 
 ## bench: the benchmarks, release build, against the real PostgreSQL and RabbitMQ. The
 ## first run seeds 1,000,000 clients into schema bench_clients (a few minutes); later
