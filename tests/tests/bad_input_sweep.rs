@@ -1,7 +1,9 @@
 //! Malformed requests across the RPCs — NUL bytes, control characters and
 //! 100,000-character values in every string field, times outside any calendar a
-//! database keeps, floods in repeated fields — are answered INVALID_ARGUMENT (or
-//! RESOURCE_EXHAUSTED), never INTERNAL or a panic, and the server stays healthy.
+//! database keeps, floods in repeated fields, and to every method of every service
+//! bytes that are no protobuf at all or a message over the 4 MiB limit — are
+//! answered INVALID_ARGUMENT (or RESOURCE_EXHAUSTED), never INTERNAL or a panic, and
+//! the server stays healthy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -11,7 +13,10 @@ use std::pin::Pin;
 use crm_domain::Role;
 use crm_proto::v1 as pb;
 use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
+use prost::Message;
+use prost::bytes::BufMut;
 use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 type Call<'a> = Pin<Box<dyn Future<Output = Result<(), tonic::Status>> + Send + 'a>>;
 
@@ -27,6 +32,61 @@ macro_rules! call {
                 .map(drop)
         }) as Call<'_>
     }};
+}
+
+/// Sends bytes as they are, as a broken or hostile client would; whatever comes
+/// back is not read (these calls are meant to fail).
+#[derive(Default)]
+struct RawBytes;
+
+impl Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytes
+    }
+}
+
+impl Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawBytes {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, _: &mut DecodeBuf<'_>) -> Result<Option<()>, Self::Error> {
+        Ok(Some(()))
+    }
+}
+
+/// `/<service>/<method>` of every RPC of crm.v1, from the API's own descriptors.
+fn every_method_path() -> Vec<String> {
+    let files = prost_types::FileDescriptorSet::decode(crm_proto::FILE_DESCRIPTOR_SET).unwrap();
+    files
+        .file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                })
+            })
+        })
+        .collect()
 }
 
 /// Values no text field may hold.
@@ -677,6 +737,37 @@ impl<'a> Sweep<'a> {
             ),
         );
     }
+
+    /// To every method: bytes that are no protobuf, and a message past the limit.
+    fn raw_bytes(&mut self) {
+        let paths = every_method_path();
+        assert!(paths.len() >= 30, "{paths:?}");
+        // A field tag of 0 is never valid protobuf.
+        let garbage = vec![0x00, 0xff, 0xfe, 0x07, 0x00, 0x13];
+        let too_large = vec![0x0a; 5 * 1024 * 1024];
+        for path in paths {
+            for (what, body) in [
+                ("garbage", garbage.clone()),
+                ("over 4 MiB", too_large.clone()),
+            ] {
+                let (channel, token) = (self.app.channel.clone(), self.system.clone());
+                let path_and_query =
+                    tonic::codegen::http::uri::PathAndQuery::try_from(path.as_str()).unwrap();
+                self.case(
+                    format!("{path} {what}"),
+                    Box::pin(async move {
+                        let mut grpc = tonic::client::Grpc::new(channel);
+                        grpc.ready()
+                            .await
+                            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                        grpc.unary(with_token(&token, body), path_and_query, RawBytes)
+                            .await
+                            .map(drop)
+                    }),
+                );
+            }
+        }
+    }
 }
 
 async fn malformed_requests_are_refused_field_by_field(backend: Backend) {
@@ -696,8 +787,9 @@ async fn malformed_requests_are_refused_field_by_field(backend: Backend) {
     sweep.times();
     sweep.ids();
     sweep.floods();
+    sweep.raw_bytes();
     let cases = std::mem::take(&mut sweep.cases);
-    assert!(cases.len() >= 190, "{} cases", cases.len());
+    assert!(cases.len() >= 250, "{} cases", cases.len());
     let mut wrong = Vec::new();
     for (name, call) in cases {
         match call.await {

@@ -156,6 +156,9 @@ impl Server {
             connection
         });
         tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                too_large_is_resource_exhausted::<tonic::body::Body>,
+            ))
             .trace_fn(crm_telemetry::grpc_request_span)
             // A phone that vanished (tunnel, flight mode) leaves no FIN: pings find
             // the dead connection and end its stream, freeing its place.
@@ -166,6 +169,24 @@ impl Server {
             .await?;
         Ok(())
     }
+}
+
+/// tonic refuses a request over its decoding limit (4 MiB) with OUT_OF_RANGE; gRPC
+/// says RESOURCE_EXHAUSTED, as every other implementation answers and as clients'
+/// retry policies expect. No handler of the suite answers OUT_OF_RANGE, so that
+/// status in a response's headers (a trailers-only answer, given before any
+/// handler ran) is the decoder's.
+fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    if response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|status| status == "11")
+    {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Cancels `shutdown` on SIGTERM or ctrl-c.
