@@ -1,5 +1,6 @@
-//! Live work-item streams are bounded: a person may hold a few at once, and a
-//! stream ends when the token that opened it expires.
+//! Live work-item streams are bounded: a person may hold a few at once, a stream
+//! ends when the token that opened it expires, and however many live feeds are
+//! open they never take the broker channels delivery needs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -92,3 +93,62 @@ on_both_backends!(
     one_person_may_hold_five_streams_and_no_more,
     a_stream_ends_when_its_token_expires,
 );
+
+/// The live feeds have their own broker connection: with every channel of it
+/// taken (more live subscriptions than the broker's `channel_max`, 2,047 by
+/// default), the relay's publish still confirms and a service's consumer still
+/// receives. On one shared connection the publish found no channel left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "opens ~2,050 live queues on the shared broker: `make test` runs it alone, after the rest"]
+async fn live_feeds_taking_every_channel_never_starve_delivery() {
+    let bus = crm_testkit::bus(Backend::Distributed).await;
+    let mut held = Vec::new();
+    let mut limit_reached = false;
+    for n in 0..2_100 {
+        let opened = tokio::time::timeout(
+            Duration::from_secs(10),
+            bus.subscribe_live(&format!("rm.S-{n:04}")),
+        )
+        .await;
+        match opened {
+            Ok(Ok(subscription)) => held.push(subscription),
+            Ok(Err(_)) | Err(_) => {
+                limit_reached = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        limit_reached,
+        "the broker allowed {} live channels on one connection; the test needs its limit",
+        held.len()
+    );
+    let mut consumer = bus.consume("referrals", 8).await.unwrap();
+    let news = crm_bus::Envelope::new(
+        crm_domain::messages::STAFF_CHANGED,
+        crm_domain::messages::STAFF_CHANGED,
+        &"news",
+    )
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        bus.publish_confirmed(&[news.clone()]),
+    )
+    .await
+    .expect("the publish is not starved of a channel")
+    .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match consumer.next().await {
+                Some(crm_bus::SubscriptionEvent::Message(delivery)) => break delivery,
+                Some(_) => continue,
+                None => panic!("the consumer ended"),
+            }
+        }
+    })
+    .await
+    .expect("the consumer receives");
+    assert_eq!(received.envelope.message_id, news.message_id);
+    received.ack().await.unwrap();
+    drop(held);
+}

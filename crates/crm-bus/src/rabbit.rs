@@ -34,9 +34,23 @@ pub struct RabbitBus {
     url: String,
     topology: Topology,
     shutdown: CancellationToken,
+    /// The relay's and the consumers' connection.
     connection: Mutex<Option<Arc<Connection>>>,
+    /// The live feeds' own connection (one channel per open stream): however many
+    /// streams are open, and however they race for channels after a reconnect,
+    /// they can never take the channels the relay and consumers need.
+    live_connection: Mutex<Option<Arc<Connection>>>,
     publisher: Mutex<Option<Channel>>,
     connected: AtomicBool,
+}
+
+/// Which of the bus's two connections an operation uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Publishing, consuming, topology: what delivery depends on.
+    Delivery,
+    /// Live feeds to the RMs' streams.
+    Live,
 }
 
 fn long_string(value: &str) -> AMQPValue {
@@ -119,6 +133,7 @@ impl RabbitBus {
             topology,
             shutdown,
             connection: Mutex::new(None),
+            live_connection: Mutex::new(None),
             publisher: Mutex::new(None),
             connected: AtomicBool::new(false),
         }
@@ -132,16 +147,29 @@ impl RabbitBus {
         self.connected.load(Ordering::Relaxed)
     }
 
-    /// A connected connection: the current one, or a new one with the topology
+    /// The delivery connection: the current one, or a new one with the topology
     /// declared on it.
     async fn connection(&self) -> Result<Arc<Connection>, BusError> {
-        let mut current = self.connection.lock().await;
+        self.connection_for(Purpose::Delivery).await
+    }
+
+    /// A connected connection for `purpose`: the current one, or a new one with
+    /// the topology declared on it.
+    async fn connection_for(&self, purpose: Purpose) -> Result<Arc<Connection>, BusError> {
+        let slot = match purpose {
+            Purpose::Delivery => &self.connection,
+            Purpose::Live => &self.live_connection,
+        };
+        let mut current = slot.lock().await;
         if let Some(connection) = current.as_ref()
             && connection.status().connected()
         {
             return Ok(connection.clone());
         }
-        self.connected.store(false, Ordering::Relaxed);
+        // Health follows the connection delivery depends on.
+        if purpose == Purpose::Delivery {
+            self.connected.store(false, Ordering::Relaxed);
+        }
         *current = None;
         let connection = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -155,14 +183,24 @@ impl RabbitBus {
         self.declare_on(&channel).await?;
         let _ = channel.close(200, "topology declared".into()).await;
         *current = Some(connection.clone());
-        self.connected.store(true, Ordering::Relaxed);
-        tracing::info!("connected to rabbitmq");
+        if purpose == Purpose::Delivery {
+            self.connected.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(?purpose, "connected to rabbitmq");
         Ok(connection)
     }
 
     /// Like [`Self::connection`], retrying with backoff until shutdown.
     async fn connection_with_retry(&self) -> Result<Arc<Connection>, BusError> {
-        let attempt = || self.connection();
+        self.connection_for_with_retry(Purpose::Delivery).await
+    }
+
+    /// Like [`Self::connection_for`], retrying with backoff until shutdown.
+    async fn connection_for_with_retry(
+        &self,
+        purpose: Purpose,
+    ) -> Result<Arc<Connection>, BusError> {
+        let attempt = || self.connection_for(purpose);
         let retry = attempt
             .retry(
                 ExponentialBuilder::default()
@@ -490,7 +528,7 @@ impl RabbitBus {
         self: &Arc<Self>,
         routing_key: &str,
     ) -> Result<(Channel, lapin::Consumer), BusError> {
-        let connection = self.connection_with_retry().await?;
+        let connection = self.connection_for_with_retry(Purpose::Live).await?;
         let channel = connection.create_channel().await?;
         let queue = channel
             .queue_declare(
