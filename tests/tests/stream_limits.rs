@@ -132,7 +132,7 @@ async fn live_feeds_taking_every_channel_never_starve_delivery() {
     .unwrap();
     tokio::time::timeout(
         Duration::from_secs(10),
-        bus.publish_confirmed(&[news.clone()]),
+        bus.publish_confirmed(std::slice::from_ref(&news)),
     )
     .await
     .expect("the publish is not starved of a channel")
