@@ -89,9 +89,56 @@ async fn a_stream_ends_when_its_token_expires(backend: Backend) {
     app.stop().await;
 }
 
+/// A phone that stops reading (its app frozen, the network wedged) fills its
+/// stream's buffers; the server's graceful shutdown must not wait on it past its
+/// grace period (5 s). Before, it waited as long as the phone did.
+async fn a_client_that_stops_reading_does_not_hold_up_shutdown(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    // The smallest window HTTP/2 allows, so the buffers fill with fewer items.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(65_535))
+        .connect()
+        .await
+        .unwrap();
+    let rm = app.token("B-001-RM-2", Role::Rm, "B-001");
+    let stalled = pb::referral_service_client::ReferralServiceClient::new(channel)
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    // The teller's paired RM is RM-2: every referral lands on the stalled stream,
+    // each item carrying a 2,000-character note.
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    for n in 0..700 {
+        app.referrals()
+            .create_referral(with_token(
+                &teller,
+                pb::CreateReferralRequest {
+                    idempotency_key: format!("stall-{n}"),
+                    client_id: format!("C-{:06}", 700_000 + n),
+                    need: pb::Need::Loan as i32,
+                    priority: pb::Priority::Normal as i32,
+                    note: "n".repeat(2_000),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    // Let the feed reach the stream's task and fill what the phone won't read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.stop_within(Duration::from_secs(12))
+        .await
+        .expect("shutdown finished though a stream's client stopped reading");
+    drop(stalled);
+}
+
 on_both_backends!(
     one_person_may_hold_five_streams_and_no_more,
     a_stream_ends_when_its_token_expires,
+    a_client_that_stops_reading_does_not_hold_up_shutdown,
 );
 
 /// The live feeds have their own broker connection: with every channel of it

@@ -22,6 +22,10 @@ pub enum ServerError {
     Io(std::io::Error),
 }
 
+/// How long a graceful shutdown waits for open connections (a stream whose client
+/// stopped reading never ends by itself); well inside Kubernetes' default 30 s.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How often health asks whether the database and the broker are there.
 const READINESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -155,7 +159,7 @@ impl Server {
             }
             connection
         });
-        tonic::transport::Server::builder()
+        let serving = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(
                 too_large_is_resource_exhausted::<tonic::body::Body>,
             ))
@@ -165,8 +169,21 @@ impl Server {
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
-            .await?;
+            .serve_with_incoming_shutdown(connections, shutdown.clone().cancelled_owned());
+        // Graceful shutdown waits for every open stream to end. Streams are told
+        // to reconnect elsewhere at once, but a client that stopped reading can't
+        // even take its stream's last frame: past the grace period it is cut.
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = serving => served?,
+            () = grace_over => tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "connections still open after the shutdown grace period; closing them"
+            ),
+        }
         Ok(())
     }
 }

@@ -410,8 +410,14 @@ impl TestApp {
 
     /// Shuts the app down (draining relays and consumers) and drops its schema.
     pub async fn stop(self) {
+        let _ = self.stop_within(Duration::from_secs(15)).await;
+    }
+
+    /// [`TestApp::stop`], telling whether the server finished its graceful
+    /// shutdown within `limit`.
+    pub async fn stop_within(self, limit: Duration) -> Result<(), tokio::time::error::Elapsed> {
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.server).await;
+        let stopped = tokio::time::timeout(limit, self.server).await.map(drop);
         self.db.clone().close().await.ok();
         if let Some(schema) = &self.schema {
             crm_store::db::drop_schema(&postgres_url(), schema)
@@ -421,6 +427,7 @@ impl TestApp {
         if let Some(folder) = &self.sqlite_folder {
             std::fs::remove_dir_all(folder).ok();
         }
+        stopped
     }
 }
 

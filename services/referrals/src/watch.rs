@@ -17,6 +17,7 @@ use crm_grpc::RpcError;
 use crm_proto::v1 as pb;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::Instrument;
 
@@ -110,14 +111,25 @@ impl Sent {
     }
 }
 
-async fn send(sender: &Sender, sent: &mut Sent, item: &WorkItemMessage) -> bool {
+/// Sends `item` unless this stream already showed that version; false when the
+/// stream is over (the client went away, or `stop`: shutdown or the token's expiry
+/// — a client that stopped reading must not hold the stream's task forever).
+async fn send(
+    sender: &Sender,
+    sent: &mut Sent,
+    item: &WorkItemMessage,
+    stop: &CancellationToken,
+) -> bool {
     if !sent.is_new(item) {
         return true;
     }
     let response = pb::WatchWorkItemsResponse {
         work_item: Some(item.to_proto()),
     };
-    sender.send(Ok(response)).await.is_ok()
+    tokio::select! {
+        sent = sender.send(Ok(response)) => sent.is_ok(),
+        () = stop.cancelled() => false,
+    }
 }
 
 const SNAPSHOT_PAGE: u64 = 500;
@@ -130,9 +142,10 @@ async fn send_snapshot(
     state: &ReferralsState,
     rm_id: &StaffId,
     sender: &Sender,
+    stop: &CancellationToken,
     sent: &mut Sent,
 ) -> Result<bool> {
-    if !send_open_items(state, rm_id, sender, sent).await? {
+    if !send_open_items(state, rm_id, sender, stop, sent).await? {
         return Ok(false);
     }
     let shown: Vec<String> = sent.0.keys().cloned().collect();
@@ -144,7 +157,7 @@ async fn send_snapshot(
             .all(&state.db)
             .await?;
         for row in &rows {
-            if !send(sender, sent, &WorkItemMessage::from(row)).await {
+            if !send(sender, sent, &WorkItemMessage::from(row), stop).await {
                 return Ok(false);
             }
         }
@@ -157,6 +170,7 @@ async fn send_open_items(
     state: &ReferralsState,
     rm_id: &StaffId,
     sender: &Sender,
+    stop: &CancellationToken,
     sent: &mut Sent,
 ) -> Result<bool> {
     let mut after: Option<String> = None;
@@ -174,7 +188,7 @@ async fn send_open_items(
         }
         let rows = query.all(&state.db).await?;
         for row in &rows {
-            if !send(sender, sent, &WorkItemMessage::from(row)).await {
+            if !send(sender, sent, &WorkItemMessage::from(row), stop).await {
                 return Ok(false);
             }
         }
@@ -202,14 +216,24 @@ pub async fn watch(
         .await?;
     let (sender, receiver) = mpsc::channel(256);
     let span = tracing::info_span!("watch_work_items", rm_id = %rm_id);
+    // Ends a send the client does not take: at shutdown or the token's expiry.
+    let stop = state.shutdown.child_token();
+    let expiry = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep_until(token_expired) => expiry.cancel(),
+            () = expiry.cancelled() => {}
+        }
+    });
     tokio::spawn(
         async move {
             let _permit = permit;
+            let _stop_the_expiry_timer = stop.clone().drop_guard();
             let mut sent = Sent::default();
             let mut snapshot_needed = true;
             loop {
                 if snapshot_needed {
-                    match send_snapshot(&state, &rm_id, &sender, &mut sent).await {
+                    match send_snapshot(&state, &rm_id, &sender, &stop, &mut sent).await {
                         Ok(true) => snapshot_needed = false,
                         Ok(false) => break,
                         Err(error) => {
@@ -261,8 +285,9 @@ pub async fn watch(
                                 if let Some(traceparent) = &delivery_traceparent {
                                     crm_telemetry::set_parent_from_traceparent(&span, traceparent);
                                 }
-                                let delivered =
-                                    send(&sender, &mut sent, &item).instrument(span).await;
+                                let delivered = send(&sender, &mut sent, &item, &stop)
+                                    .instrument(span)
+                                    .await;
                                 if !delivered {
                                     break;
                                 }
