@@ -160,6 +160,44 @@ pub async fn run(
         format!("{without_one_open_item} referrals with none or several"),
     ));
 
+    let not_created_once = count(
+        &referrals,
+        "SELECT COUNT(*) FROM (SELECT r.referral_id FROM referrals r \
+         LEFT JOIN referral_history h ON h.referral_id = r.referral_id AND h.action = 'created' \
+         GROUP BY r.referral_id HAVING COUNT(h.history_id) <> 1) AS wrong",
+    )
+    .await?;
+    let not_announced_once = count(
+        &referrals,
+        "SELECT COUNT(*) FROM (SELECT w.work_item_id FROM work_items w \
+         LEFT JOIN outbox o ON o.message_type = 'work_item.changed' \
+         AND o.payload::jsonb ->> 'work_item_id' = w.work_item_id \
+         AND (o.payload::jsonb ->> 'version')::bigint = w.version \
+         GROUP BY w.work_item_id HAVING COUNT(o.message_id) <> 1) AS wrong",
+    )
+    .await?;
+    checks.push(check(
+        "every referral was made once: one 'created' in its history, its item announced once",
+        not_created_once == 0 && not_announced_once == 0,
+        format!(
+            "{not_created_once} referrals without exactly one 'created'; \
+             {not_announced_once} items not announced exactly once"
+        ),
+    ));
+
+    let miscounted = count(
+        &referrals,
+        "SELECT COUNT(*) FROM routing_staff s WHERE s.open_referrals <> \
+         (SELECT COUNT(*) FROM referrals r WHERE r.assigned_rm_id = s.staff_id \
+          AND r.status IN ('new', 'assigned', 'accepted', 'contacted'))",
+    )
+    .await?;
+    checks.push(check(
+        "routing's load count of every RM equals their open referrals",
+        miscounted == 0,
+        format!("{miscounted} staff miscounted"),
+    ));
+
     let versions = work_item_versions(&referrals).await?;
     let never = undelivered(&versions, deliveries);
     checks.push(check(

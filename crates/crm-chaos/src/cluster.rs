@@ -54,6 +54,9 @@ pub const LAYOUT: [(&str, &str); 5] = [
 /// Service schemas whose outboxes the final check reads.
 pub const SCHEMAS: [&str; 4] = ["clients", "referrals", "events", "campaigns"];
 
+/// Services with a queue of their own (those that consume another's events).
+const CONSUMING: [&str; 2] = ["clients", "referrals"];
+
 fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
@@ -110,6 +113,18 @@ impl Cluster {
                 .encode(uuid::Uuid::now_v7().as_bytes().repeat(2)),
             processes,
         })
+    }
+
+    /// The port of the PostgreSQL server the run uses.
+    pub fn postgres_port(&self) -> u16 {
+        self.admin_url
+            .rsplit_once('@')
+            .map_or(self.admin_url.as_str(), |(_, host)| host)
+            .split(['/', '?'])
+            .next()
+            .and_then(|host| host.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(5432)
     }
 
     pub fn log_dir(&self) -> &Path {
@@ -233,12 +248,26 @@ impl Cluster {
         Ok(Database::connect(url).await?)
     }
 
-    /// Stops every process and removes the run's database and queues.
+    /// Stops every process and removes the run's database and queues; every step
+    /// is tried, and the first failure is reported.
     pub async fn tear_down(mut self) -> anyhow::Result<()> {
         let names: Vec<&'static str> = self.processes.keys().copied().collect();
+        let mut first_error = None;
         for name in names {
-            self.kill(name).await?;
+            if let Err(error) = self.kill(name).await {
+                first_error.get_or_insert(error);
+            }
         }
+        if let Err(error) = self.drop_database().await {
+            first_error.get_or_insert(error);
+        }
+        if let Err(error) = self.delete_queues().await {
+            first_error.get_or_insert(error);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn drop_database(&self) -> anyhow::Result<()> {
         let admin = Database::connect(&self.admin_url).await?;
         admin
             .execute_unprepared(&format!(
@@ -246,14 +275,22 @@ impl Cluster {
                 self.database_name
             ))
             .await?;
+        Ok(())
+    }
+
+    fn service_queues(&self) -> Vec<String> {
+        CONSUMING
+            .iter()
+            .map(|service| format!("{}crm.{service}", self.queue_prefix))
+            .collect()
+    }
+
+    async fn delete_queues(&self) -> anyhow::Result<()> {
         let connection =
             lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
                 .await?;
         let channel = connection.create_channel().await?;
-        let mut queues: Vec<String> = SCHEMAS
-            .iter()
-            .map(|service| format!("{}crm.{service}", self.queue_prefix))
-            .collect();
+        let mut queues = self.service_queues();
         queues.push(format!("{}crm.dead", self.queue_prefix));
         for queue in queues {
             channel
@@ -275,15 +312,11 @@ impl Cluster {
         Ok(())
     }
 
-    /// Messages in the dead-letter queue now.
-    pub async fn dead_letters(&self) -> anyhow::Result<u32> {
-        let connection =
-            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
-                .await?;
-        let channel = connection.create_channel().await?;
-        let queue = channel
+    /// Messages waiting in `queue` now (ready, not yet delivered or acked).
+    async fn depth(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
+        let declared = channel
             .queue_declare(
-                format!("{}crm.dead", self.queue_prefix).as_str().into(),
+                queue.into(),
                 lapin::options::QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -291,7 +324,30 @@ impl Cluster {
                 lapin::types::FieldTable::default(),
             )
             .await?;
-        let count = queue.message_count();
+        Ok(declared.message_count())
+    }
+
+    /// Messages waiting in the service queues (not yet consumed) now.
+    pub async fn undelivered_messages(&self) -> anyhow::Result<u32> {
+        let connection =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        let channel = connection.create_channel().await?;
+        let mut waiting = 0;
+        for queue in self.service_queues() {
+            waiting += Self::depth(&channel, &queue).await?;
+        }
+        connection.close(200, "counted".into()).await?;
+        Ok(waiting)
+    }
+
+    /// Messages in the dead-letter queue now.
+    pub async fn dead_letters(&self) -> anyhow::Result<u32> {
+        let connection =
+            lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
+                .await?;
+        let channel = connection.create_channel().await?;
+        let count = Self::depth(&channel, &format!("{}crm.dead", self.queue_prefix)).await?;
         connection.close(200, "counted".into()).await?;
         Ok(count)
     }

@@ -39,9 +39,12 @@ fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
 
 /// Calls `call` until it succeeds or is answered with a code not worth retrying.
 macro_rules! with_retries {
-    ($run:expr, $call:expr) => {{
+    ($run:expr, $stop:expr, $call:expr) => {{
         let mut backoff = Duration::from_millis(100);
         loop {
+            if $stop.is_cancelled() {
+                break false;
+            }
             match $call.await {
                 Ok(_) => break true,
                 Err(status) if is_retryable(status.code()) => {
@@ -85,6 +88,7 @@ pub async fn run(
         };
         let upserted = with_retries!(
             run,
+            stop,
             clients.upsert_client(authorized(
                 &system_token,
                 pb::UpsertClientRequest {
@@ -95,6 +99,7 @@ pub async fn run(
         let assigned = upserted
             && with_retries!(
                 run,
+                stop,
                 clients.assign_coverage(authorized(
                     &system_token,
                     pb::AssignCoverageRequest {

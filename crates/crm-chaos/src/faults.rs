@@ -64,10 +64,10 @@ impl Fault {
                 cluster.start("clients").await
             }
             Fault::RestartPostgres => {
-                let version = postgres_version()?;
+                let (version, name) = postgres_cluster(cluster.postgres_port()).await?;
                 run(
                     "pg_ctlcluster",
-                    &["--skip-systemctl-redirect", &version, "main", "restart"],
+                    &["--skip-systemctl-redirect", &version, &name, "restart"],
                 )
                 .await
             }
@@ -75,17 +75,20 @@ impl Fault {
     }
 }
 
-/// The local cluster's version (`/etc/postgresql/<version>/main`).
-fn postgres_version() -> anyhow::Result<String> {
-    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-        .context("PostgreSQL's clusters under /etc/postgresql")?
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .context("no PostgreSQL cluster under /etc/postgresql")
+/// The version and name of the local cluster listening on `port`, from
+/// `pg_lsclusters` (Debian's tool; the one `pg_ctlcluster` goes with).
+async fn postgres_cluster(port: u16) -> anyhow::Result<(String, String)> {
+    let output = tokio::process::Command::new("pg_lsclusters")
+        .arg("-h")
+        .output()
+        .await
+        .context("pg_lsclusters (Debian's postgresql-common)")?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&port.to_string().as_str()))
+        .and_then(|fields| Some((fields.first()?.to_string(), fields.get(1)?.to_string())))
+        .with_context(|| format!("no local PostgreSQL cluster on port {port}"))
 }
 
 async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -114,8 +117,9 @@ pub struct Window {
 }
 
 /// How long after recovery calls still count toward a fault: their retries were
-/// spent waiting it out.
-const GRACE: Duration = Duration::from_secs(3);
+/// spent waiting it out, and health (refreshed every 2 s) may have answered
+/// SERVING before it noticed a brief outage at all.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// Inflicts each fault of [`SCHEDULE`] in turn, `spacing` apart, starting after
 /// `first_after`; the windows they were in force.

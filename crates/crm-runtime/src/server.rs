@@ -172,7 +172,8 @@ impl Server {
             .serve_with_incoming_shutdown(connections, shutdown.clone().cancelled_owned());
         // Graceful shutdown waits for every open stream to end. Streams are told
         // to reconnect elsewhere at once, but a client that stopped reading can't
-        // even take its stream's last frame: past the grace period it is cut.
+        // even take its stream's last frame: past the grace period the server
+        // stops waiting for it, and the process exits (its connections with it).
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -190,15 +191,19 @@ impl Server {
 
 /// tonic refuses a request over its decoding limit (4 MiB) with OUT_OF_RANGE; gRPC
 /// says RESOURCE_EXHAUSTED, as every other implementation answers and as clients'
-/// retry policies expect. No handler of the suite answers OUT_OF_RANGE, so that
-/// status in a response's headers (a trailers-only answer, given before any
-/// handler ran) is the decoder's.
+/// retry policies expect. Only the decoder's answer (a trailers-only response,
+/// before any handler ran, with tonic's own message) is changed.
 fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
-    if response
-        .headers()
+    let headers = response.headers();
+    let too_large = headers
         .get("grpc-status")
         .is_some_and(|status| status == "11")
-    {
+        && headers.get("grpc-message").is_some_and(|message| {
+            message
+                .as_bytes()
+                .starts_with(b"Error,%20decoded%20message%20length%20too%20large")
+        });
+    if too_large {
         response
             .headers_mut()
             .insert("grpc-status", http::HeaderValue::from_static("8"));

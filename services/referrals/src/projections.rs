@@ -99,6 +99,7 @@ impl MessageHandler for Projections {
                 let message: PairChanged = envelope.decode()?;
                 let teller_id = message.teller_id.clone();
                 let changed_at = message.updated_at;
+                waiting::lock_branches_of(transaction, waiting::of_referrer(&teller_id)).await?;
                 apply_pair(transaction, message).await?;
                 record_copy_lag("pair", changed_at);
                 self.route_waiting(transaction, waiting::of_referrer(&teller_id))
@@ -113,6 +114,13 @@ impl MessageHandler for Projections {
                 let message: CoverageChanged = envelope.decode()?;
                 let client_id = message.client_id.clone();
                 let changed_at = message.updated_at;
+                // Branch locks first (walk-ins about to become this client's
+                // included), then rows: the order CreateReferral takes them in.
+                waiting::lock_branches_of(
+                    transaction,
+                    waiting::of_client_or_walk_in(&client_id, &message.phone_hash),
+                )
+                .await?;
                 link_walk_ins(transaction, &message).await?;
                 apply_coverage(transaction, message).await?;
                 record_copy_lag("coverage", changed_at);

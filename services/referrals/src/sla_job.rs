@@ -125,23 +125,9 @@ impl SlaJob {
             .await?;
         // Nobody waits on someone who is not there: before deadlines are judged.
         let rerouted = self.reroute_from_absent_holders(now).await?;
-        let routed_after_waiting = self.route_waiting(now).await?;
-        let unrouted_branches =
-            waiting::unrouted_branches(&self.db, now - self.unrouted_alert_after).await?;
-        waiting::record_unrouted_branches(unrouted_branches.len());
-        for branch in &unrouted_branches {
-            tracing::warn!(
-                branch_id = %branch.branch_id,
-                waiting = branch.waiting,
-                oldest_since = %branch.oldest_since,
-                "referrals wait for routing: the branch has nobody to give them to"
-            );
-        }
         let mut report = SlaReport {
             expired,
             rerouted,
-            routed_after_waiting,
-            unrouted_branches,
             ..SlaReport::default()
         };
         for breached in due {
@@ -150,6 +136,20 @@ impl SlaJob {
                 Breach::Reassigned => report.reassigned += 1,
                 Breach::TakenByAnotherRunner => {}
             }
+        }
+        // After the deadlines: a branch that can't be routed to must not hold up
+        // every escalation of the bank.
+        report.routed_after_waiting = self.route_waiting(now).await?;
+        report.unrouted_branches =
+            waiting::unrouted_branches(&self.db, now - self.unrouted_alert_after).await?;
+        waiting::record_unrouted_branches(report.unrouted_branches.len());
+        for branch in &report.unrouted_branches {
+            tracing::warn!(
+                branch_id = %branch.branch_id,
+                waiting = branch.waiting,
+                oldest_since = %branch.oldest_since,
+                "referrals wait for routing: the branch has nobody to give them to"
+            );
         }
         if report != SlaReport::default() {
             tracing::info!(?report, "referral SLA pass");
@@ -167,10 +167,21 @@ impl SlaJob {
         let mut routed = 0;
         for branch in waiting::unrouted_branches(&self.db, now).await? {
             let transaction = self.db.begin().await?;
-            routed += routes
+            match routes
                 .route(&transaction, waiting::of_branch(&branch.branch_id), now)
-                .await?;
-            transaction.commit().await?;
+                .await
+            {
+                Ok(count) => {
+                    transaction.commit().await?;
+                    routed += count;
+                }
+                // One branch's trouble (a corrupt row, a lost race) is logged and
+                // left for the next pass; the other branches are still routed.
+                Err(error) => {
+                    transaction.rollback().await?;
+                    tracing::warn!(%error, branch_id = %branch.branch_id, "waiting referrals of the branch not routed");
+                }
+            }
         }
         Ok(routed)
     }

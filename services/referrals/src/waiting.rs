@@ -18,8 +18,8 @@ use crm_domain::referral::ReferralStatus;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::error::Result;
@@ -53,12 +53,43 @@ pub fn of_client(client_id: &str) -> Condition {
     Condition::all().add(referral::Column::ClientId.eq(client_id))
 }
 
+/// Waiting referrals about the client `client_id`, or made for a walk-in with the
+/// phone hash `phone_hash` (who may just have become that client).
+pub fn of_client_or_walk_in(client_id: &str, phone_hash: &str) -> Condition {
+    let mut which = Condition::any().add(referral::Column::ClientId.eq(client_id));
+    if !phone_hash.is_empty() {
+        which = which.add(referral::Column::ProspectPhoneHash.eq(phone_hash));
+    }
+    which
+}
+
+/// Takes the routing locks of every branch with a waiting referral `which`
+/// selects, in branch order, before the caller writes anything: a transaction
+/// that routes waiting referrals then holds its branch locks before any row lock,
+/// as CreateReferral does, so the two can't wait on each other in a circle.
+pub async fn lock_branches_of(transaction: &impl ConnectionTrait, which: Condition) -> Result<()> {
+    let branches: Vec<String> = referral::Entity::find()
+        .select_only()
+        .column(referral::Column::BranchId)
+        .distinct()
+        .filter(referral::Column::Status.eq(ReferralStatus::New.as_str()))
+        .filter(which)
+        .order_by_asc(referral::Column::BranchId)
+        .into_tuple()
+        .all(transaction)
+        .await?;
+    for branch_id in branches {
+        routing_inputs::lock_branch(transaction, &branch_id).await?;
+    }
+    Ok(())
+}
+
 impl WaitingRoutes {
     /// Routes the waiting referrals `which` selects that the chain can place now,
     /// in the caller's transaction; how many were routed.
     pub async fn route(
         &self,
-        transaction: &impl ConnectionTrait,
+        transaction: &DatabaseTransaction,
         which: Condition,
         now: DateTime<Utc>,
     ) -> Result<usize> {
@@ -79,10 +110,31 @@ impl WaitingRoutes {
     }
 
     /// Routes one waiting referral if, under its branch's routing lock and with its
-    /// row locked, it still waits and the chain has someone for it now.
+    /// row locked, it still waits and the chain has someone for it now. All of it
+    /// or none: a savepoint, so a failure part-way (the caller may go on with the
+    /// next) never leaves a referral assigned without its work item.
     async fn route_one(
         &self,
-        transaction: &impl ConnectionTrait,
+        transaction: &DatabaseTransaction,
+        candidate: &referral::Model,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let savepoint = transaction.begin().await?;
+        match self.route_one_in(&savepoint, candidate, now).await {
+            Ok(routed) => {
+                savepoint.commit().await?;
+                Ok(routed)
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn route_one_in(
+        &self,
+        transaction: &DatabaseTransaction,
         candidate: &referral::Model,
         now: DateTime<Utc>,
     ) -> Result<bool> {

@@ -237,7 +237,7 @@ pub async fn watch(
                         Ok(true) => snapshot_needed = false,
                         Ok(false) => break,
                         Err(error) => {
-                            let _ = sender.send(Err(Status::from(error))).await;
+                            let _ = sender.try_send(Err(Status::from(error)));
                             break;
                         }
                     }
@@ -302,7 +302,8 @@ pub async fn watch(
                             dependency: "live feed",
                             cause: "closed; reconnect".to_owned(),
                         };
-                        let _ = sender.send(Err(closed.into())).await;
+                        // Never wait on a client that stopped reading.
+                        let _ = sender.try_send(Err(closed.into()));
                         break;
                     }
                 }
