@@ -25,6 +25,12 @@ pub const REFERRAL_EXPIRED: &str = "referral.expired";
 pub const REFERRAL_LINKED: &str = "referral.linked";
 /// Routed to `rm.<staff_id>`: a work item was created or changed.
 pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
+/// A service asks the RM work queue (the referrals service owns it) for work items:
+/// alerts, follow-ups, campaign tasks. Batched: [`WorkItemsRequested`].
+pub const WORK_ITEMS_REQUESTED: &str = "work_items.requested";
+/// A work item another service asked for was completed by its RM
+/// ([`WorkItemCompleted`]); the asking service binds to it.
+pub const WORK_ITEM_COMPLETED: &str = "work_item.completed";
 /// A line of the audit trail written by a service other than the client book,
 /// on its way to the trail (crm-audit).
 pub const AUDIT_RECORDED: &str = "audit.recorded";
@@ -110,4 +116,47 @@ pub struct ReferralEvent {
     pub escalated: bool,
     pub routing_reason: String,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// Work items one service asks the RM work queue for, many at once (a campaign's
+/// launch asks for tens of thousands in batches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItemsRequested {
+    /// The asking service (`events`, `campaigns`): with each item's source key,
+    /// what makes a request idempotent.
+    pub requested_by: String,
+    pub items: Vec<RequestedWorkItem>,
+}
+
+/// One work item asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedWorkItem {
+    /// Unique per asking service (`alert:<id>`, `campaign:<id>:<client>`): asked for
+    /// twice, the item is made once.
+    pub source_key: String,
+    pub kind: crate::referral::WorkItemKind,
+    pub client_id: String,
+    pub title: String,
+    pub detail: String,
+    pub priority: crate::referral::Priority,
+    pub due_at: Option<DateTime<Utc>>,
+    /// Who should do it; `None` routes it through the chain: the client's primary
+    /// RM → the least-loaded active RM of the client's home branch (by open work
+    /// items) → that branch's manager.
+    pub rm_id: Option<String>,
+    /// Where the client banks, when the asking service knows it better than the
+    /// queue's copy of coverage (a client the book announced moments ago).
+    pub home_branch_id: Option<String>,
+}
+
+/// A requested work item was completed; sent to the service that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItemCompleted {
+    pub requested_by: String,
+    pub source_key: String,
+    pub work_item_id: String,
+    pub rm_id: String,
+    /// What the RM recorded: outcome and note, as `outcome: note`.
+    pub outcome: String,
+    pub completed_at: DateTime<Utc>,
 }

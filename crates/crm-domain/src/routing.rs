@@ -72,7 +72,9 @@ pub struct RoutingDecision {
 #[derive(Debug, Clone)]
 pub struct RoutingRequest<'a> {
     pub branch_id: &'a BranchId,
-    pub teller_id: &'a StaffId,
+    /// The referring teller, whose paired RM is the chain's second step; none for
+    /// work another service asks for.
+    pub teller_id: Option<&'a StaffId>,
     pub primary_rm: Option<&'a Candidate>,
     pub paired_rm: Option<&'a Candidate>,
     /// Staff of the branch; those who are not RMs are ignored by the pool.
@@ -156,7 +158,10 @@ pub fn route(request: &RoutingRequest<'_>) -> Result<RoutingDecision, NobodyToRo
         (
             Step::PairedRm,
             request.paired_rm,
-            format!("paired RM of teller {}", request.teller_id),
+            match request.teller_id {
+                Some(teller_id) => format!("paired RM of teller {teller_id}"),
+                None => "paired RM".to_owned(),
+            },
         ),
     ];
     for (step, candidate, reason) in named_steps {
@@ -282,7 +287,7 @@ mod tests {
         let teller = id("T-0001");
         route(&RoutingRequest {
             branch_id: &branch,
-            teller_id: &teller,
+            teller_id: Some(&teller),
             primary_rm: primary,
             paired_rm: paired,
             branch_staff: staff,

@@ -245,7 +245,7 @@ pub async fn create_referral(
     let now = Utc::now();
     let routed = route(&RoutingRequest {
         branch_id: &principal.branch_id,
-        teller_id: &principal.staff_id,
+        teller_id: Some(&principal.staff_id),
         primary_rm: candidates.primary_rm.as_ref(),
         paired_rm: candidates.paired_rm.as_ref(),
         branch_staff: &candidates.branch_staff,

@@ -47,6 +47,12 @@ async fn referral_sla(context: JobContext) -> Result<String, ModuleError> {
         report.rerouted,
         report.routed_after_waiting
     );
+    if report.work_items_routed_after_waiting > 0 || report.unassigned_work_items > 0 {
+        summary.push_str(&format!(
+            "\nrequested work items: {} routed after waiting, {} still wait for someone to route them to",
+            report.work_items_routed_after_waiting, report.unassigned_work_items
+        ));
+    }
     for branch in &report.unrouted_branches {
         summary.push_str(&format!(
             "\nbranch {} has nobody to route to: {} referral(s) waiting since {}",

@@ -13,6 +13,7 @@ mod error;
 mod jobs;
 mod lifecycle;
 mod referral_changes;
+mod requested_work;
 
 mod projections;
 mod referral_reads;
@@ -116,6 +117,7 @@ impl crm_runtime::ServiceModule for Module {
             messages::STAFF_CHANGED,
             messages::PAIR_CHANGED,
             messages::BRANCH_CHANGED,
+            messages::WORK_ITEMS_REQUESTED,
         ]
     }
 

@@ -10,6 +10,7 @@ use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
     BRANCH_CHANGED, BranchChanged, COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED,
     InteractionLogged, PAIR_CHANGED, PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
+    WORK_ITEMS_REQUESTED,
 };
 use crm_domain::referral::ReferralStatus;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy};
@@ -128,6 +129,11 @@ impl MessageHandler for Projections {
                     .await
             }
             INTERACTION_LOGGED => stop_clocks(transaction, envelope.decode()?).await,
+            WORK_ITEMS_REQUESTED => {
+                crate::requested_work::create_requested(transaction, envelope.decode()?, Utc::now())
+                    .await
+                    .map(drop)
+            }
             other => Err(HandlerError::Poison(format!(
                 "unexpected message type {other}"
             ))),

@@ -168,7 +168,7 @@ pub async fn route_stored(
     }
     let decision = route(&RoutingRequest {
         branch_id: &branch_id,
-        teller_id: &teller_id,
+        teller_id: Some(&teller_id),
         primary_rm: candidates.primary_rm.as_ref(),
         paired_rm: candidates.paired_rm.as_ref(),
         branch_staff: &candidates.branch_staff,

@@ -96,6 +96,11 @@ pub struct SlaReport {
     /// Branches whose referrals still wait, longer than the alert time: someone
     /// must staff them (or the directory's news is not arriving).
     pub unrouted_branches: Vec<UnroutedBranch>,
+    /// Work items other services asked for that waited for someone to give them
+    /// to, routed now.
+    pub work_items_routed_after_waiting: usize,
+    /// Such items that still wait.
+    pub unassigned_work_items: u64,
 }
 
 /// What the job needs: the store and the clock's rules.
@@ -143,6 +148,9 @@ impl SlaJob {
         report.unrouted_branches =
             waiting::unrouted_branches(&self.db, now - self.unrouted_alert_after).await?;
         waiting::record_unrouted_branches(report.unrouted_branches.len());
+        report.work_items_routed_after_waiting =
+            crate::requested_work::route_unassigned(&self.db, now).await?;
+        report.unassigned_work_items = crate::requested_work::unassigned_count(&self.db).await?;
         for branch in &report.unrouted_branches {
             tracing::warn!(
                 branch_id = %branch.branch_id,

@@ -78,6 +78,10 @@ async fn save_work_item(
         Err(error) => return Err(error.into()),
     };
     announce(&transaction, &stored).await?;
+    if stored.state == WorkItemState::Done {
+        // The service that asked for the item hears it was done.
+        crate::requested_work::report_completion(&transaction, &stored).await?;
+    }
     transaction.commit().await?;
     state.outbox.wake();
     Ok(stored)

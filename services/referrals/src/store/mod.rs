@@ -9,12 +9,14 @@ pub mod routing_client;
 pub mod routing_pair;
 pub mod routing_staff;
 pub mod work_item;
+pub mod work_request;
 
 mod migrations {
     pub mod m20261126_000003_create_referrals;
     pub mod m20261126_000005_referral_lifecycle;
     pub mod m20261127_000007_referral_request_key;
     pub mod m20261127_000008_branch_calendars_and_expiry;
+    pub mod m20261128_000012_work_requests;
 }
 
 use migrations::m20261126_000005_referral_lifecycle as lifecycle_migration;
@@ -27,6 +29,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261126_000005_referral_lifecycle::Migration),
         Box::new(migrations::m20261127_000007_referral_request_key::Migration),
         Box::new(migrations::m20261127_000008_branch_calendars_and_expiry::Migration),
+        Box::new(migrations::m20261128_000012_work_requests::Migration),
     ]
 }
 
