@@ -18,7 +18,10 @@ pub struct Money {
 
 impl Money {
     pub fn parse(minor_units: i64, currency: &str) -> Result<Self, MoneyError> {
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        if currency.len() != 3
+            || !currency.bytes().all(|b| b.is_ascii_uppercase())
+            || iso_currency::Currency::from_code(currency).is_none()
+        {
             return Err(MoneyError::BadCurrency);
         }
         Ok(Self {

@@ -10,7 +10,7 @@ use crm_auth::JwtKeys;
 use crm_domain::{BranchId, Role, StaffId};
 use crm_proto::v1::{
     self as pb, client_service_client::ClientServiceClient,
-    directory_service_client::DirectoryServiceClient,
+    directory_service_client::DirectoryServiceClient, event_service_client::EventServiceClient,
     referral_service_client::ReferralServiceClient,
 };
 use crm_store::Db;
@@ -148,6 +148,10 @@ impl TestApp {
 
     pub fn directory(&self) -> DirectoryServiceClient<Channel> {
         DirectoryServiceClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
     }
 
     pub fn clients(&self) -> ClientServiceClient<Channel> {

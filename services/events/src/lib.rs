@@ -1,28 +1,114 @@
 //! The events service: core-banking events, alerts and the client timeline.
 //!
-//! The API is mounted so clients can discover it; the RPCs answer UNIMPLEMENTED
-//! until the events issue builds them.
+//! IngestEvents takes core-banking events (checked one by one, idempotent by
+//! `event_id`, stored append-only, by month on PostgreSQL). Hold-and-notify and the
+//! timeline answer UNIMPLEMENTED until their parts of the events issue are built.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crm_auth::principal_of;
+use crm_domain::{Role, Violations};
 use crm_grpc::RpcError;
 use crm_proto::v1::{
     self as pb,
     event_service_server::{EventService, EventServiceServer},
 };
+use crm_store::Db;
+use sea_orm::TransactionTrait;
 use tonic::{Request, Response, Status};
 
+mod error;
+pub mod ingest;
+mod jobs;
+pub mod partitions;
+mod settings;
 pub mod store;
+
+pub use error::EventsError;
+pub use settings::EventsSettings;
 
 pub const SERVICE: &str = "events";
 
-pub struct Events;
+pub struct Events {
+    db: Db,
+    retention_months: u32,
+    partitions: Arc<partitions::Partitions>,
+}
+
+impl Events {
+    async fn ingest(
+        &self,
+        request: Request<pb::IngestEventsRequest>,
+    ) -> error::Result<pb::IngestEventsResponse> {
+        let principal = principal_of(&request)?;
+        // Core banking's integration, not a person, hands the bank's events in.
+        principal.require_any(&[Role::System], "ingest core-banking events")?;
+        let events = request.into_inner().events;
+        if events.len() > ingest::MAX_BATCH {
+            let mut violations = Violations::new();
+            violations.add(
+                "events",
+                format!(
+                    "at most {} events per call, got {}",
+                    ingest::MAX_BATCH,
+                    events.len()
+                ),
+            );
+            return Err(violations.into());
+        }
+        let now = chrono::Utc::now();
+        let kept_from = ingest::retention_start(now, self.retention_months);
+        let checked: Vec<Result<ingest::BankEvent, String>> = events
+            .iter()
+            .map(|event| ingest::check(event, now, kept_from))
+            .collect();
+        let good: Vec<ingest::BankEvent> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok().cloned())
+            .collect();
+        self.partitions
+            .ensure(
+                &self.db,
+                good.iter()
+                    .map(|event| partitions::Month::of(event.occurred_at.date_naive())),
+            )
+            .await?;
+        let transaction = self.db.begin().await?;
+        let stored = ingest::store(&transaction, &good, now).await?;
+        transaction.commit().await?;
+        let mut reported = HashSet::new();
+        let results = events
+            .iter()
+            .zip(checked)
+            .map(|(event, checked)| match checked {
+                Err(reason) => pb::IngestEventResult {
+                    event_id: event.event_id.clone(),
+                    accepted: false,
+                    reason,
+                    duplicate: false,
+                },
+                Ok(good) => pb::IngestEventResult {
+                    duplicate: !(stored.contains(&good.event_id)
+                        && reported.insert(good.event_id.clone())),
+                    event_id: good.event_id,
+                    accepted: true,
+                    reason: String::new(),
+                },
+            })
+            .collect();
+        Ok(pb::IngestEventsResponse { results })
+    }
+}
 
 #[tonic::async_trait]
 impl EventService for Events {
+    #[tracing::instrument(skip_all, fields(events = request.get_ref().events.len()))]
     async fn ingest_events(
         &self,
-        _request: Request<pb::IngestEventsRequest>,
+        request: Request<pb::IngestEventsRequest>,
     ) -> Result<Response<pb::IngestEventsResponse>, Status> {
-        Err(RpcError::Unimplemented("IngestEvents arrives with the events issue").into())
+        Ok(Response::new(self.ingest(request).await?))
     }
 
     async fn notify_large_outflow(
@@ -52,14 +138,35 @@ impl crm_runtime::ServiceModule for Module {
         store::migrations()
     }
 
+    fn settings(&self, command: clap::Command) -> clap::Command {
+        <EventsSettings as clap::Args>::augment_args(command)
+    }
+
+    fn check_settings(
+        &self,
+        settings: &crm_runtime::ModuleSettings,
+    ) -> Result<(), crm_runtime::SettingsError> {
+        settings.section::<EventsSettings>().map(drop)
+    }
+
+    fn jobs(&self) -> Vec<crm_runtime::Job> {
+        vec![jobs::PRUNE_EVENTS]
+    }
+
     fn mount(
         &self,
         infra: &crm_runtime::Infra,
         server: &mut crm_runtime::Server,
     ) -> Result<(), crm_runtime::ModuleError> {
+        let settings: EventsSettings = infra.settings.section()?;
+        let events = Events {
+            db: infra.db.clone(),
+            retention_months: settings.event_retention_months,
+            partitions: Arc::default(),
+        };
         server.add_service(
             "crm.v1.EventService",
-            EventServiceServer::with_interceptor(Events, infra.auth.clone()),
+            EventServiceServer::with_interceptor(events, infra.auth.clone()),
         );
         // What the service writes to its outbox (audit lines of its reads of
         // client data, its events) leaves through its own relay.

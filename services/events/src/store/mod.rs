@@ -1,13 +1,19 @@
-//! Tables of the events service. It has none of its own yet: the process gives
-//! it the outbox and inbox every service has. Its tables' entities go here and
-//! their migrations into `migrations`, one file per migration named after it
-//! (`mYYYYMMDD_NNNNNN_verb_noun.rs`), listed oldest first below.
+//! Tables of the events service: the core-banking events it was given, append-only
+//! per client, and the ledger of every event id it has taken (what makes a resend
+//! a duplicate, whichever month's partition the event went to).
 
-mod migrations {}
+pub mod bank_event;
+pub mod bank_event_id;
+
+mod migrations {
+    pub mod m20261128_000013_bank_events;
+}
 
 use sea_orm_migration::MigrationTrait;
 
 /// This service's migrations, oldest first.
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    Vec::new()
+    vec![Box::new(
+        migrations::m20261128_000013_bank_events::Migration,
+    )]
 }

@@ -1,0 +1,282 @@
+//! Taking core-banking events in: each checked on its own (a bad one is rejected
+//! with its reason and the rest are kept), each taken once by `event_id` (a resend
+//! after a timeout changes nothing and says `duplicate`), stored append-only.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use crm_domain::{BranchId, ClientId, Money};
+use crm_grpc::wire;
+use crm_proto::v1 as pb;
+use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityName, Iden, IntoActiveModel};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EventsError, Result};
+use crate::store::{bank_event, bank_event_id};
+
+/// Events in one IngestEvents call, at most.
+pub const MAX_BATCH: usize = 1_000;
+
+/// An event dated further ahead than this is a clock or a data error.
+const MAX_FUTURE_SKEW: chrono::Duration = chrono::Duration::days(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferStatus {
+    Pending,
+    Posted,
+}
+
+/// What happened, by kind: the stored `detail` of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventDetail {
+    BalanceSnapshot {
+        balance: Money,
+        as_of_date: NaiveDate,
+    },
+    Transfer {
+        amount: Money,
+        direction: Direction,
+        counterparty_bank: String,
+        own_bank: bool,
+        channel: String,
+        status: TransferStatus,
+        branch_id: Option<String>,
+    },
+    ProductMaturity {
+        product_id: String,
+        product_name: String,
+        amount: Money,
+        maturity_date: NaiveDate,
+    },
+    PayrollCredit {
+        employer_id: String,
+        amount: Money,
+    },
+}
+
+impl EventDetail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventDetail::BalanceSnapshot { .. } => "balance_snapshot",
+            EventDetail::Transfer { .. } => "transfer",
+            EventDetail::ProductMaturity { .. } => "product_maturity",
+            EventDetail::PayrollCredit { .. } => "payroll_credit",
+        }
+    }
+}
+
+/// One event that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankEvent {
+    pub event_id: String,
+    pub client_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub detail: EventDetail,
+}
+
+/// A positive amount (transfers, maturities, payroll): zero moves nothing.
+fn amount(field: &str, money: Option<&pb::Money>) -> std::result::Result<Money, String> {
+    let money = money.ok_or_else(|| format!("{field} is required"))?;
+    let parsed = Money::parse(money.minor_units, &money.currency)
+        .map_err(|error| format!("{field}: {error}"))?;
+    if parsed.minor_units() <= 0 {
+        return Err(format!("{field} must be more than zero"));
+    }
+    Ok(parsed)
+}
+
+fn text(
+    field: &str,
+    value: &str,
+    required: bool,
+    max: usize,
+) -> std::result::Result<String, String> {
+    let trimmed = value.trim();
+    if required && trimmed.is_empty() {
+        return Err(format!("{field} is required"));
+    }
+    if value.chars().count() > max {
+        return Err(format!("{field} must be at most {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn date(field: &str, value: Option<&pb::Date>) -> std::result::Result<NaiveDate, String> {
+    let value = value.ok_or_else(|| format!("{field} is required"))?;
+    wire::date_from_proto(value).map_err(|error| format!("{field}: {error}"))
+}
+
+/// The first day of the oldest month kept (events before it are past retention).
+pub fn retention_start(now: DateTime<Utc>, months: u32) -> NaiveDate {
+    let months_now = now.year() * 12 + now.month0() as i32 - months as i32;
+    NaiveDate::from_ymd_opt(
+        months_now.div_euclid(12),
+        months_now.rem_euclid(12) as u32 + 1,
+        1,
+    )
+    .unwrap_or(NaiveDate::MIN)
+}
+
+/// Checks one event; why not, in words for the integration team.
+pub fn check(
+    event: &pb::BankEvent,
+    now: DateTime<Utc>,
+    kept_from: NaiveDate,
+) -> std::result::Result<BankEvent, String> {
+    let event_id = event.event_id.as_str();
+    if event_id.is_empty()
+        || event_id.len() > 128
+        || !event_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err("event_id must be 1 to 128 printable ASCII characters without spaces".into());
+    }
+    ClientId::parse(&event.client_id).map_err(|error| format!("client_id: {error}"))?;
+    let occurred_at = event
+        .occurred_at
+        .as_ref()
+        .ok_or("occurred_at is required")?;
+    let occurred_at =
+        wire::datetime(occurred_at).map_err(|error| format!("occurred_at: {error}"))?;
+    if occurred_at > now + MAX_FUTURE_SKEW {
+        return Err("occurred_at is more than a day in the future".into());
+    }
+    if occurred_at.date_naive() < kept_from {
+        return Err(format!(
+            "occurred_at is before {kept_from}, past the retention (CRM_EVENT_RETENTION_MONTHS)"
+        ));
+    }
+    use pb::bank_event::Kind;
+    let detail = match event.kind.as_ref().ok_or(
+        "kind is required: one of balance_snapshot, transfer, product_maturity, payroll_credit",
+    )? {
+        Kind::BalanceSnapshot(snapshot) => {
+            let balance = snapshot.balance.as_ref().ok_or("balance is required")?;
+            EventDetail::BalanceSnapshot {
+                balance: Money::parse(balance.minor_units, &balance.currency)
+                    .map_err(|error| format!("balance: {error}"))?,
+                as_of_date: date("as_of_date", snapshot.as_of_date.as_ref())?,
+            }
+        }
+        Kind::Transfer(transfer) => EventDetail::Transfer {
+            amount: amount("amount", transfer.amount.as_ref())?,
+            direction: match pb::TransferDirection::try_from(transfer.direction) {
+                Ok(pb::TransferDirection::In) => Direction::In,
+                Ok(pb::TransferDirection::Out) => Direction::Out,
+                _ => return Err("direction must be IN or OUT".into()),
+            },
+            counterparty_bank: text("counterparty_bank", &transfer.counterparty_bank, false, 100)?,
+            own_bank: transfer.own_bank,
+            channel: text("channel", &transfer.channel, false, 50)?,
+            status: match pb::TransferStatus::try_from(transfer.status) {
+                Ok(pb::TransferStatus::Pending) => TransferStatus::Pending,
+                Ok(pb::TransferStatus::Posted) => TransferStatus::Posted,
+                _ => return Err("status must be PENDING or POSTED".into()),
+            },
+            branch_id: match transfer.branch_id.as_str() {
+                "" => None,
+                branch => Some(
+                    BranchId::parse(branch)
+                        .map_err(|error| format!("branch_id: {error}"))?
+                        .to_string(),
+                ),
+            },
+        },
+        Kind::ProductMaturity(maturity) => EventDetail::ProductMaturity {
+            product_id: text("product_id", &maturity.product_id, true, 64)?,
+            product_name: text("product_name", &maturity.product_name, false, 200)?,
+            amount: amount("amount", maturity.amount.as_ref())?,
+            maturity_date: date("maturity_date", maturity.maturity_date.as_ref())?,
+        },
+        Kind::PayrollCredit(payroll) => EventDetail::PayrollCredit {
+            employer_id: text("employer_id", &payroll.employer_id, true, 64)?,
+            amount: amount("amount", payroll.amount.as_ref())?,
+        },
+    };
+    Ok(BankEvent {
+        event_id: event_id.to_owned(),
+        client_id: event.client_id.clone(),
+        occurred_at,
+        detail,
+    })
+}
+
+/// Stores the events whose ids are new, in the caller's transaction; the ids
+/// stored now (an id taken by an earlier call is not among them).
+pub async fn store(
+    transaction: &DatabaseTransaction,
+    events: &[BankEvent],
+    now: DateTime<Utc>,
+) -> Result<HashSet<String>> {
+    let mut seen = HashSet::new();
+    let unique: Vec<&BankEvent> = events
+        .iter()
+        .filter(|event| seen.insert(event.event_id.as_str()))
+        .collect();
+    if unique.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // The ledger decides what is new, in one statement: a concurrent resend of the
+    // same id waits on the key and then finds it taken.
+    let mut ledger = Query::insert();
+    ledger
+        .into_table(bank_event_id::Entity.table_ref())
+        .columns([
+            bank_event_id::Column::EventId,
+            bank_event_id::Column::OccurredAt,
+            bank_event_id::Column::ReceivedAt,
+        ])
+        .on_conflict(
+            OnConflict::column(bank_event_id::Column::EventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .returning_col(bank_event_id::Column::EventId);
+    for event in &unique {
+        ledger
+            .values([
+                event.event_id.clone().into(),
+                event.occurred_at.into(),
+                now.into(),
+            ])
+            .map_err(|error| EventsError::Corrupt(format!("ledger row: {error}")))?;
+    }
+    let backend = transaction.get_database_backend();
+    let taken_now: HashSet<String> = transaction
+        .query_all_raw(backend.build(&ledger))
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", &bank_event_id::Column::EventId.to_string()))
+        .collect::<std::result::Result<_, _>>()?;
+    let rows = unique
+        .iter()
+        .filter(|event| taken_now.contains(&event.event_id))
+        .map(|event| {
+            Ok(bank_event::Model {
+                event_id: event.event_id.clone(),
+                client_id: event.client_id.clone(),
+                kind: event.detail.kind().to_owned(),
+                occurred_at: event.occurred_at,
+                detail: serde_json::to_string(&event.detail)?,
+                received_at: now,
+            }
+            .into_active_model())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut writes = crm_store::WriteBatch::new();
+    writes.insert_many(rows);
+    writes.execute(transaction).await?;
+    Ok(taken_now)
+}
