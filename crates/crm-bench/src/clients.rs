@@ -120,6 +120,7 @@ fn client_row(
         tier: Set(policy.next_tier(None, aum_minor)),
         aum_minor_units: Set(aum_minor),
         aum_currency: Set("CNY".into()),
+        aum_feed_updated_at: Set(None),
         primary_rm_id: Set(Some(rm_of(i))),
         wealth_manager_id: Set(wealth_manager),
         private_banker_id: Set(None),

@@ -55,7 +55,7 @@ pub const LAYOUT: [(&str, &str); 5] = [
 pub const SCHEMAS: [&str; 4] = ["clients", "referrals", "events", "campaigns"];
 
 /// Services with a queue of their own (those that consume another's events).
-const CONSUMING: [&str; 2] = ["clients", "referrals"];
+const CONSUMING: [&str; 3] = ["clients", "referrals", "events"];
 
 fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -25,6 +25,9 @@ pub const REFERRAL_EXPIRED: &str = "referral.expired";
 pub const REFERRAL_LINKED: &str = "referral.linked";
 /// Routed to `rm.<staff_id>`: a work item was created or changed.
 pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
+/// The events service's trailing 30-day daily average of a client's balances
+/// changed ([`BalanceAverageChanged`]); the client book's tier follows it.
+pub const BALANCE_AVERAGE_CHANGED: &str = "client.balance_average_changed";
 /// A service asks the RM work queue (the referrals service owns it) for work items:
 /// alerts, follow-ups, campaign tasks. Batched: [`WorkItemsRequested`].
 pub const WORK_ITEMS_REQUESTED: &str = "work_items.requested";
@@ -159,4 +162,16 @@ pub struct WorkItemCompleted {
     /// What the RM recorded: outcome and note, as `outcome: note`.
     pub outcome: String,
     pub completed_at: DateTime<Utc>,
+}
+
+/// A client's trailing 30-day daily-average balance, as the balance feed has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceAverageChanged {
+    pub client_id: String,
+    pub daily_avg_minor: i64,
+    pub currency: String,
+    /// The latest day the average counts.
+    pub through: NaiveDate,
+    /// Orders news of one client: an older message never replaces a newer one.
+    pub updated_at: DateTime<Utc>,
 }

@@ -307,6 +307,7 @@ impl ClientBook {
             tier: Set(tier),
             aum_minor_units: Set(aum.minor_units()),
             aum_currency: Set(aum.currency().to_owned()),
+            aum_feed_updated_at: Set(None),
             primary_rm_id: Set(None),
             wealth_manager_id: Set(None),
             private_banker_id: Set(None),
@@ -327,9 +328,12 @@ impl ClientBook {
     ) -> Result<client::Model> {
         let vault = &self.state.vault;
         let segments = serde_json::to_string(&input.segments)?;
+        // Once the balance feed sets the average it is its one writer.
         let (aum_minor, aum_currency) = match input.aum {
-            Some(aum) => (aum.minor_units(), aum.currency().to_owned()),
-            None => (current.aum_minor_units, current.aum_currency.clone()),
+            Some(aum) if current.aum_feed_updated_at.is_none() => {
+                (aum.minor_units(), aum.currency().to_owned())
+            }
+            _ => (current.aum_minor_units, current.aum_currency.clone()),
         };
         let tier = tiering::next_tier(&self.state.tiers, Some(current.tier), aum_minor);
         let mut row = current.into_active_model();

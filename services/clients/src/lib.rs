@@ -9,6 +9,7 @@
 mod access;
 mod audit_trail;
 mod audit_writer;
+mod balance_feed;
 mod client_book;
 mod client_wire;
 mod directory;
@@ -76,6 +77,27 @@ pub fn client_service(
     ClientServiceServer::with_interceptor(ClientBook::new(state), auth)
 }
 
+/// What the client book takes from the bus: audit lines, and daily averages.
+struct Inbound {
+    tiers: crm_domain::tier::TierPolicy,
+}
+
+#[async_trait::async_trait]
+impl crm_bus::MessageHandler for Inbound {
+    async fn handle(
+        &self,
+        transaction: &sea_orm::DatabaseTransaction,
+        envelope: &crm_bus::Envelope,
+    ) -> Result<(), crm_bus::HandlerError> {
+        match envelope.message_type.as_str() {
+            crm_domain::messages::BALANCE_AVERAGE_CHANGED => {
+                balance_feed::apply(transaction, &self.tiers, envelope.decode()?).await
+            }
+            _ => audit_writer::AuditLines.handle(transaction, envelope).await,
+        }
+    }
+}
+
 /// The clients service as a process mounts it: both gRPC services and the outbox
 /// relay. It consumes no events.
 pub struct Module;
@@ -90,8 +112,12 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn consumes(&self) -> &'static [&'static str] {
-        // Other services' lines of the one audit trail.
-        &[crm_domain::messages::AUDIT_RECORDED]
+        // Other services' lines of the one audit trail, and the balance feed's
+        // daily averages, which the tier follows.
+        &[
+            crm_domain::messages::AUDIT_RECORDED,
+            crm_domain::messages::BALANCE_AVERAGE_CHANGED,
+        ]
     }
 
     fn settings(&self, command: clap::Command) -> clap::Command {
@@ -130,7 +156,9 @@ impl crm_runtime::ServiceModule for Module {
             infra.bus.clone(),
             infra.db.clone(),
             SERVICE,
-            Arc::new(audit_writer::AuditLines),
+            Arc::new(Inbound {
+                tiers: state.tiers,
+            }),
             32,
             infra.shutdown.clone(),
         );

@@ -11,6 +11,8 @@ pub enum EventsError {
     Rpc(#[from] RpcError),
     #[error("database error")]
     Db(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Bus(#[from] crm_bus::BusError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("record could not be encoded or decoded: {0}")]
@@ -29,6 +31,7 @@ impl From<EventsError> for RpcError {
             EventsError::InvalidArgument(violations) => RpcError::InvalidArgument(violations),
             EventsError::Rpc(error) => error,
             EventsError::Db(error) => error.into(),
+            EventsError::Bus(error) => error.into(),
             EventsError::Corrupt(what) => RpcError::corrupt(what),
             EventsError::Encode(error) => error.into(),
         }

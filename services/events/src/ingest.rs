@@ -280,3 +280,30 @@ pub async fn store(
     writes.execute(transaction).await?;
     Ok(taken_now)
 }
+
+/// What the rules do with one newly taken event, in its transaction.
+pub async fn apply_rules(
+    transaction: &DatabaseTransaction,
+    watch: &crate::balance_watch::WatchRules,
+    event: &BankEvent,
+) -> Result<()> {
+    match &event.detail {
+        // Tiers are by CNY balances; other currencies are kept, not averaged.
+        EventDetail::BalanceSnapshot {
+            balance,
+            as_of_date,
+        } if balance.currency() == "CNY" => {
+            crate::balance_watch::apply_snapshot(
+                transaction,
+                watch,
+                &event.client_id,
+                balance,
+                *as_of_date,
+                &event.event_id,
+                event.occurred_at,
+            )
+            .await
+        }
+        _ => Ok(()),
+    }
+}

@@ -18,12 +18,14 @@ use crm_store::Db;
 use sea_orm::TransactionTrait;
 use tonic::{Request, Response, Status};
 
+pub mod balance_watch;
 mod error;
 pub mod ingest;
 mod jobs;
 pub mod partitions;
 mod settings;
 pub mod store;
+mod tier_followups;
 
 pub use error::EventsError;
 pub use settings::EventsSettings;
@@ -33,6 +35,7 @@ pub const SERVICE: &str = "events";
 pub struct Events {
     db: Db,
     retention_months: u32,
+    watch: balance_watch::WatchRules,
     partitions: Arc<partitions::Partitions>,
 }
 
@@ -76,6 +79,13 @@ impl Events {
             .await?;
         let transaction = self.db.begin().await?;
         let stored = ingest::store(&transaction, &good, now).await?;
+        // The rules see each new event once, in the transaction that keeps it.
+        let mut applied = HashSet::new();
+        for event in good.iter().filter(|event| stored.contains(&event.event_id)) {
+            if applied.insert(event.event_id.as_str()) {
+                ingest::apply_rules(&transaction, &self.watch, event).await?;
+            }
+        }
         transaction.commit().await?;
         let mut reported = HashSet::new();
         let results = events
@@ -126,6 +136,27 @@ impl EventService for Events {
     }
 }
 
+/// What the events service takes from the bus.
+struct Inbound;
+
+#[async_trait::async_trait]
+impl crm_bus::MessageHandler for Inbound {
+    async fn handle(
+        &self,
+        transaction: &sea_orm::DatabaseTransaction,
+        envelope: &crm_bus::Envelope,
+    ) -> Result<(), crm_bus::HandlerError> {
+        match envelope.message_type.as_str() {
+            crm_domain::messages::TIER_CHANGED => {
+                tier_followups::apply(transaction, envelope.decode()?).await
+            }
+            other => Err(crm_bus::HandlerError::Poison(format!(
+                "unexpected message type {other}"
+            ))),
+        }
+    }
+}
+
 /// The events service as a process mounts it.
 pub struct Module;
 
@@ -136,6 +167,11 @@ impl crm_runtime::ServiceModule for Module {
 
     fn migrations(&self) -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
         store::migrations()
+    }
+
+    fn consumes(&self) -> &'static [&'static str] {
+        // Tier changes: the RM's welcome or retention follow-up.
+        &[crm_domain::messages::TIER_CHANGED]
     }
 
     fn settings(&self, command: clap::Command) -> clap::Command {
@@ -162,6 +198,7 @@ impl crm_runtime::ServiceModule for Module {
         let events = Events {
             db: infra.db.clone(),
             retention_months: settings.event_retention_months,
+            watch: settings.watch_rules(infra.calendar.clone()),
             partitions: Arc::default(),
         };
         server.add_service(
@@ -177,6 +214,23 @@ impl crm_runtime::ServiceModule for Module {
             crm_bus::outbox::OutboxWaker::default(),
         );
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
+        let consumer = crm_bus::run_consumer(
+            infra.bus.clone(),
+            infra.db.clone(),
+            SERVICE,
+            Arc::new(Inbound),
+            32,
+            infra.shutdown.clone(),
+        );
+        let shutdown = infra.shutdown.clone();
+        infra.tasks.spawn(async move {
+            if let Err(error) = consumer.await {
+                // Without its consumer the service misses other services' news:
+                // stop so the orchestrator restarts it, rather than limp on.
+                tracing::error!(%error, "events consumer failed; shutting down");
+                shutdown.cancel();
+            }
+        });
         Ok(())
     }
 }

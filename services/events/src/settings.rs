@@ -13,6 +13,39 @@ pub struct EventsSettings {
         value_parser = clap::value_parser!(u32).range(1..=240)
     )]
     pub event_retention_months: u32,
+    /// Clients whose 30-day daily-average balance is above this many CNY are
+    /// watched for a sudden drop.
+    #[arg(
+        long,
+        env = "CRM_BALANCE_WATCH_THRESHOLD_CNY",
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u64).range(0..=1_000_000_000_000)
+    )]
+    pub balance_watch_threshold_cny: u64,
+    /// A watched client's closing balance falling by more than this percentage
+    /// from the business day before raises an alert for their RM.
+    #[arg(
+        long,
+        env = "CRM_BALANCE_DROP_PERCENT",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u8).range(1..=100)
+    )]
+    pub balance_drop_percent: u8,
+}
+
+impl EventsSettings {
+    pub fn watch_rules(
+        &self,
+        calendar: crm_domain::sla::BusinessCalendar,
+    ) -> crate::balance_watch::WatchRules {
+        crate::balance_watch::WatchRules {
+            watch_threshold_minor: i64::try_from(self.balance_watch_threshold_cny)
+                .unwrap_or(i64::MAX / 100)
+                .saturating_mul(100),
+            drop_percent: self.balance_drop_percent,
+            calendar,
+        }
+    }
 }
 
 impl crm_runtime::SettingsSection for EventsSettings {

@@ -27,6 +27,9 @@ pub struct Model {
     pub tier: Tier,
     pub aum_minor_units: i64,
     pub aum_currency: String,
+    /// When the balance feed last set the average (`None`: it never has, and
+    /// core banking's UpsertClient still sets it).
+    pub aum_feed_updated_at: Option<DateTimeUtc>,
     pub primary_rm_id: Option<String>,
     pub wealth_manager_id: Option<String>,
     pub private_banker_id: Option<String>,

@@ -15,6 +15,7 @@ mod migrations {
     pub mod m20261126_000004_client_book;
     pub mod m20261128_000009_audit_event_service;
     pub mod m20261128_000010_audit_events_no_truncate;
+    pub mod m20261128_000015_client_aum_from_feed;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -26,5 +27,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261126_000004_client_book::Migration),
         Box::new(migrations::m20261128_000009_audit_event_service::Migration),
         Box::new(migrations::m20261128_000010_audit_events_no_truncate::Migration),
+        Box::new(migrations::m20261128_000015_client_aum_from_feed::Migration),
     ]
 }

@@ -2,18 +2,22 @@
 //! per client, and the ledger of every event id it has taken (what makes a resend
 //! a duplicate, whichever month's partition the event went to).
 
+pub mod balance_average;
 pub mod bank_event;
 pub mod bank_event_id;
+pub mod daily_balance;
 
 mod migrations {
     pub mod m20261128_000013_bank_events;
+    pub mod m20261128_000014_balance_watch;
 }
 
 use sea_orm_migration::MigrationTrait;
 
 /// This service's migrations, oldest first.
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(
-        migrations::m20261128_000013_bank_events::Migration,
-    )]
+    vec![
+        Box::new(migrations::m20261128_000013_bank_events::Migration),
+        Box::new(migrations::m20261128_000014_balance_watch::Migration),
+    ]
 }
