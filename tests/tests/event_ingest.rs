@@ -39,6 +39,7 @@ fn transfer_out(amount: i64, currency: &str) -> Option<Kind> {
         channel: "counter".into(),
         status: pb::TransferStatus::Pending as i32,
         branch_id: "B-001".into(),
+        transfer_reference: String::new(),
     }))
 }
 

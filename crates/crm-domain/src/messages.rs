@@ -34,6 +34,9 @@ pub const WORK_ITEMS_REQUESTED: &str = "work_items.requested";
 /// A work item another service asked for was completed by its RM
 /// ([`WorkItemCompleted`]); the asking service binds to it.
 pub const WORK_ITEM_COMPLETED: &str = "work_item.completed";
+/// Which RM each item of one request went to ([`WorkItemsAssigned`]); sent back
+/// to the asking service.
+pub const WORK_ITEMS_ASSIGNED: &str = "work_items.assigned";
 /// A line of the audit trail written by a service other than the client book,
 /// on its way to the trail (crm-audit).
 pub const AUDIT_RECORDED: &str = "audit.recorded";
@@ -174,4 +177,19 @@ pub struct BalanceAverageChanged {
     pub through: NaiveDate,
     /// Orders news of one client: an older message never replaces a newer one.
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where the items of one request (or those routed after waiting) went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItemsAssigned {
+    pub requested_by: String,
+    pub items: Vec<AssignedWorkItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedWorkItem {
+    pub source_key: String,
+    pub work_item_id: String,
+    /// Empty while the item waits for someone to route it to.
+    pub rm_id: String,
 }

@@ -156,9 +156,7 @@ impl crm_runtime::ServiceModule for Module {
             infra.bus.clone(),
             infra.db.clone(),
             SERVICE,
-            Arc::new(Inbound {
-                tiers: state.tiers,
-            }),
+            Arc::new(Inbound { tiers: state.tiers }),
             32,
             infra.shutdown.clone(),
         );

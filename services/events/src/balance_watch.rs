@@ -39,6 +39,9 @@ pub struct WatchRules {
     /// A day-on-day fall of more than this share of the day before raises an alert.
     pub drop_percent: u8,
     pub calendar: BusinessCalendar,
+    /// A transfer to or from another bank of at least this (minor units, CNY) is
+    /// work for the RM: an alert out, a follow-up in.
+    pub large_transfer_minor: i64,
 }
 
 /// The closing balance of `day`: that day's, or the last one before it.

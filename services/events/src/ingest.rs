@@ -51,6 +51,8 @@ pub enum EventDetail {
         channel: String,
         status: TransferStatus,
         branch_id: Option<String>,
+        #[serde(default)]
+        transfer_reference: Option<String>,
     },
     ProductMaturity {
         product_id: String,
@@ -193,6 +195,19 @@ pub fn check(
                         .to_string(),
                 ),
             },
+            transfer_reference: match transfer.transfer_reference.as_str() {
+                "" => None,
+                reference
+                    if reference.len() <= 64 && reference.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    Some(reference.to_owned())
+                }
+                _ => {
+                    return Err(
+                        "transfer_reference must be at most 64 printable ASCII characters".into(),
+                    );
+                }
+            },
         },
         Kind::ProductMaturity(maturity) => EventDetail::ProductMaturity {
             product_id: text("product_id", &maturity.product_id, true, 64)?,
@@ -288,6 +303,39 @@ pub async fn apply_rules(
     event: &BankEvent,
 ) -> Result<()> {
     match &event.detail {
+        EventDetail::Transfer {
+            amount,
+            direction,
+            counterparty_bank,
+            own_bank: false,
+            status,
+            branch_id,
+            transfer_reference,
+            ..
+        } if amount.currency() == "CNY" && amount.minor_units() >= watch.large_transfer_minor => {
+            match (direction, status) {
+                // Money about to leave for another bank: the hold-and-notify alert,
+                // without a counter waiting (or the one a counter already raised).
+                (Direction::Out, TransferStatus::Pending) => {
+                    let outflow = crate::outflow::Outflow {
+                        request_key: format!("feed/{}", event.event_id),
+                        transfer_reference: transfer_reference.clone(),
+                        client_id: event.client_id.clone(),
+                        amount: amount.clone(),
+                        counterparty_bank: counterparty_bank.clone(),
+                        branch_id: branch_id.clone().unwrap_or_default(),
+                    };
+                    crate::outflow::raise_in(transaction, &outflow, event.occurred_at).await?;
+                    Ok(())
+                }
+                // Money won from another bank: keep it and grow it.
+                (Direction::In, TransferStatus::Posted) => {
+                    crate::outflow::inflow_follow_up(transaction, event, amount, counterparty_bank)
+                        .await
+                }
+                _ => Ok(()),
+            }
+        }
         // Tiers are by CNY balances; other currencies are kept, not averaged.
         EventDetail::BalanceSnapshot {
             balance,

@@ -1,8 +1,9 @@
 //! The events service: core-banking events, alerts and the client timeline.
 //!
 //! IngestEvents takes core-banking events (checked one by one, idempotent by
-//! `event_id`, stored append-only, by month on PostgreSQL). Hold-and-notify and the
-//! timeline answer UNIMPLEMENTED until their parts of the events issue are built.
+//! `event_id`, stored append-only, by month on PostgreSQL) and runs the balance
+//! watch on them; NotifyLargeOutflow holds a transfer for the RM (outflow.rs). The
+//! timeline answers UNIMPLEMENTED until its part of the events issue is built.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub mod balance_watch;
 mod error;
 pub mod ingest;
 mod jobs;
+mod outflow;
 pub mod partitions;
 mod settings;
 pub mod store;
@@ -34,6 +36,7 @@ pub const SERVICE: &str = "events";
 
 pub struct Events {
     db: Db,
+    shutdown: tokio_util::sync::CancellationToken,
     retention_months: u32,
     watch: balance_watch::WatchRules,
     partitions: Arc<partitions::Partitions>,
@@ -111,6 +114,29 @@ impl Events {
     }
 }
 
+impl Events {
+    async fn hold_and_notify(
+        &self,
+        request: Request<pb::NotifyLargeOutflowRequest>,
+    ) -> error::Result<pb::NotifyLargeOutflowResponse> {
+        let principal = principal_of(&request)?;
+        principal.require_any(
+            &[Role::Teller, Role::BranchManager, Role::System],
+            "hold a transfer for the RM",
+        )?;
+        let (outflow, wait) = outflow::parse(request.get_ref(), &principal)?;
+        let due = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let alert = outflow::raise(&self.db, &outflow, due).await?;
+        let answered = outflow::wait_for_answer(&self.db, alert, wait, &self.shutdown).await?;
+        Ok(pb::NotifyLargeOutflowResponse {
+            alert_id: answered.alert_id,
+            rm_id: answered.rm_id,
+            acknowledged: answered.acknowledged,
+            rm_note: answered.rm_note,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl EventService for Events {
     #[tracing::instrument(skip_all, fields(events = request.get_ref().events.len()))]
@@ -121,11 +147,12 @@ impl EventService for Events {
         Ok(Response::new(self.ingest(request).await?))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn notify_large_outflow(
         &self,
-        _request: Request<pb::NotifyLargeOutflowRequest>,
+        request: Request<pb::NotifyLargeOutflowRequest>,
     ) -> Result<Response<pb::NotifyLargeOutflowResponse>, Status> {
-        Err(RpcError::Unimplemented("NotifyLargeOutflow arrives with the events issue").into())
+        Ok(Response::new(self.hold_and_notify(request).await?))
     }
 
     async fn get_client_timeline(
@@ -150,6 +177,12 @@ impl crm_bus::MessageHandler for Inbound {
             crm_domain::messages::TIER_CHANGED => {
                 tier_followups::apply(transaction, envelope.decode()?).await
             }
+            crm_domain::messages::WORK_ITEMS_ASSIGNED => {
+                outflow::apply_assigned(transaction, envelope.decode()?).await
+            }
+            crm_domain::messages::WORK_ITEM_COMPLETED => {
+                outflow::apply_completed(transaction, envelope.decode()?).await
+            }
             other => Err(crm_bus::HandlerError::Poison(format!(
                 "unexpected message type {other}"
             ))),
@@ -170,8 +203,13 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn consumes(&self) -> &'static [&'static str] {
-        // Tier changes: the RM's welcome or retention follow-up.
-        &[crm_domain::messages::TIER_CHANGED]
+        // Tier changes (the RM's welcome or retention follow-up), and what the RM
+        // work queue says of the items this service asked for.
+        &[
+            crm_domain::messages::TIER_CHANGED,
+            crm_domain::messages::WORK_ITEMS_ASSIGNED,
+            crm_domain::messages::WORK_ITEM_COMPLETED,
+        ]
     }
 
     fn settings(&self, command: clap::Command) -> clap::Command {
@@ -197,6 +235,7 @@ impl crm_runtime::ServiceModule for Module {
         let settings: EventsSettings = infra.settings.section()?;
         let events = Events {
             db: infra.db.clone(),
+            shutdown: infra.shutdown.clone(),
             retention_months: settings.event_retention_months,
             watch: settings.watch_rules(infra.calendar.clone()),
             partitions: Arc::default(),

@@ -31,6 +31,16 @@ pub struct EventsSettings {
         value_parser = clap::value_parser!(u8).range(1..=100)
     )]
     pub balance_drop_percent: u8,
+    /// A transfer to another bank of at least this many CNY, PENDING on the feed,
+    /// alerts the client's RM (as a counter's hold-and-notify does); one in from
+    /// another bank gives the RM a follow-up.
+    #[arg(
+        long,
+        env = "CRM_LARGE_TRANSFER_CNY",
+        default_value_t = 500_000,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000)
+    )]
+    pub large_transfer_cny: u64,
 }
 
 impl EventsSettings {
@@ -44,6 +54,9 @@ impl EventsSettings {
                 .saturating_mul(100),
             drop_percent: self.balance_drop_percent,
             calendar,
+            large_transfer_minor: i64::try_from(self.large_transfer_cny)
+                .unwrap_or(i64::MAX / 100)
+                .saturating_mul(100),
         }
     }
 }

@@ -17,7 +17,8 @@ use crate::store::{routing_client, routing_staff, work_item, work_request};
 use chrono::{DateTime, Utc};
 use crm_bus::HandlerError;
 use crm_domain::messages::{
-    RequestedWorkItem, WORK_ITEM_COMPLETED, WorkItemCompleted, WorkItemsRequested,
+    AssignedWorkItem, RequestedWorkItem, WORK_ITEM_COMPLETED, WORK_ITEMS_ASSIGNED,
+    WorkItemCompleted, WorkItemsAssigned, WorkItemsRequested,
 };
 use crm_domain::referral::{WorkItemKind, WorkItemState};
 use crm_domain::routing::{Candidate, RoutingRequest, route};
@@ -271,6 +272,7 @@ pub async fn create_requested(
     let mut items = Vec::with_capacity(new.len());
     let mut requests = Vec::with_capacity(new.len());
     let mut announcements = Vec::with_capacity(new.len());
+    let mut assigned = Vec::with_capacity(new.len());
     for asked in new {
         let (rm_id, reason) = routing.choose(asked, now);
         let detail = if asked.detail.is_empty() {
@@ -302,6 +304,11 @@ pub async fn create_requested(
         } else {
             tracing::warn!(source_key = %asked.source_key, requested_by = %request.requested_by, "requested work item waits for routing");
         }
+        assigned.push(AssignedWorkItem {
+            source_key: asked.source_key.clone(),
+            work_item_id: item.work_item_id.clone(),
+            rm_id: item.rm_id.clone(),
+        });
         requests.push(
             work_request::Model {
                 requested_by: request.requested_by.clone(),
@@ -314,6 +321,19 @@ pub async fn create_requested(
         items.push(item.into_active_model());
     }
     let count = items.len();
+    // The asking service learns who got each item (one message for the batch).
+    announcements.push(
+        crm_bus::outbox::event_row(
+            crate::SERVICE,
+            WORK_ITEMS_ASSIGNED,
+            WORK_ITEMS_ASSIGNED,
+            &WorkItemsAssigned {
+                requested_by: request.requested_by.clone(),
+                items: assigned,
+            },
+        )
+        .map_err(|e| HandlerError::Failed(e.to_string()))?,
+    );
     let mut writes = WriteBatch::new();
     writes
         .insert_many(requests)
@@ -412,6 +432,27 @@ pub async fn route_unassigned(
         row.updated_at = sea_orm::ActiveValue::Set(now);
         let stored = sea_orm::ActiveModelTrait::update(row, &transaction).await?;
         crate::work_item_feed::announce(&transaction, &stored).await?;
+        if let Some(request) = work_request::Entity::find()
+            .filter(work_request::Column::WorkItemId.eq(stored.work_item_id.as_str()))
+            .one(&transaction)
+            .await?
+        {
+            crm_bus::outbox::enqueue_event(
+                &transaction,
+                crate::SERVICE,
+                WORK_ITEMS_ASSIGNED,
+                WORK_ITEMS_ASSIGNED,
+                &WorkItemsAssigned {
+                    requested_by: request.requested_by,
+                    items: vec![AssignedWorkItem {
+                        source_key: request.source_key,
+                        work_item_id: stored.work_item_id.clone(),
+                        rm_id: stored.rm_id.clone(),
+                    }],
+                },
+            )
+            .await?;
+        }
         routed += 1;
     }
     transaction.commit().await?;

@@ -6,10 +6,12 @@ pub mod balance_average;
 pub mod bank_event;
 pub mod bank_event_id;
 pub mod daily_balance;
+pub mod outflow_alert;
 
 mod migrations {
     pub mod m20261128_000013_bank_events;
     pub mod m20261128_000014_balance_watch;
+    pub mod m20261128_000016_outflow_alerts;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -19,5 +21,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(migrations::m20261128_000013_bank_events::Migration),
         Box::new(migrations::m20261128_000014_balance_watch::Migration),
+        Box::new(migrations::m20261128_000016_outflow_alerts::Migration),
     ]
 }

@@ -1,0 +1,352 @@
+//! Hold-and-notify. Before a counter (at any branch) moves a large sum to another
+//! bank, the client's RM is told first with an URGENT alert on their phone, so
+//! they can call and keep the funds; the counter waits up to `wait_seconds` for
+//! the RM to complete the alert with a note, then proceeds either way.
+//!
+//! The alert is asked of the RM work queue (`work_items.requested`, routed by the
+//! referral chain: the client's primary RM, or who the chain picks when they are
+//! away); the queue says who got it (`work_items.assigned`) and when it was done
+//! (`work_item.completed`), and the alert's row records both. A waiting call
+//! reads that row, so it sees the answer whichever replica took the message.
+//! One alert per counter request (by key) and per transfer reference: a retry, or
+//! the PENDING transfer arriving on the feed, joins the alert already raised.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crm_bus::HandlerError;
+use crm_domain::messages::{
+    RequestedWorkItem, WORK_ITEMS_REQUESTED, WorkItemCompleted, WorkItemsAssigned,
+    WorkItemsRequested,
+};
+use crm_domain::referral::{Priority, WorkItemKind};
+use crm_domain::{BranchId, ClientId, Money, Violations};
+use crm_proto::v1 as pb;
+use crm_store::db::is_unique_violation;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait,
+};
+
+use crate::SERVICE;
+use crate::error::Result;
+use crate::store::outflow_alert;
+
+/// The longest a counter may wait for the RM.
+pub const MAX_WAIT_SECONDS: i32 = 120;
+/// How often a waiting call looks for the RM's answer.
+const POLL: Duration = Duration::from_millis(50);
+/// The prefix of the RM queue's source key of an alert.
+const SOURCE_PREFIX: &str = "outflow:";
+
+/// A large outflow about to happen, checked.
+pub struct Outflow {
+    pub request_key: String,
+    pub transfer_reference: Option<String>,
+    pub client_id: String,
+    pub amount: Money,
+    pub counterparty_bank: String,
+    pub branch_id: String,
+}
+
+/// Checks a counter's request; the caller's branch stands in for an empty one.
+pub fn parse(
+    input: &pb::NotifyLargeOutflowRequest,
+    caller: &crm_auth::Principal,
+) -> std::result::Result<(Outflow, Duration), Violations> {
+    let mut violations = Violations::new();
+    let key = input.idempotency_key.as_str();
+    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        violations.add(
+            "idempotency_key",
+            "is required: 1 to 128 printable ASCII characters without spaces",
+        );
+    }
+    let client_id = violations.check("client_id", ClientId::parse(&input.client_id));
+    let amount = match &input.amount {
+        Some(money) => match Money::parse(money.minor_units, &money.currency) {
+            Ok(amount) if amount.minor_units() > 0 => Some(amount),
+            Ok(_) => {
+                violations.add("amount", "must be more than zero");
+                None
+            }
+            Err(error) => {
+                violations.add("amount", error.to_string());
+                None
+            }
+        },
+        None => {
+            violations.add("amount", "is required");
+            None
+        }
+    };
+    crm_domain::validation::check_text(
+        &mut violations,
+        "counterparty_bank",
+        &input.counterparty_bank,
+        true,
+        100,
+    );
+    let branch_id = if input.branch_id.is_empty() {
+        Some(caller.branch_id.to_string())
+    } else {
+        violations
+            .check("branch_id", BranchId::parse(&input.branch_id))
+            .map(|branch| branch.to_string())
+    };
+    if !(0..=MAX_WAIT_SECONDS).contains(&input.wait_seconds) {
+        violations.add("wait_seconds", format!("must be 0 to {MAX_WAIT_SECONDS}"));
+    }
+    let reference = input.transfer_reference.as_str();
+    if reference.len() > 64 || !reference.bytes().all(|b| b.is_ascii_graphic()) {
+        violations.add(
+            "transfer_reference",
+            "must be at most 64 printable ASCII characters without spaces",
+        );
+    }
+    let wait = Duration::from_secs(u64::try_from(input.wait_seconds).unwrap_or(0));
+    violations.finish(|| {
+        Some((
+            Outflow {
+                request_key: format!("{}/{key}", caller.staff_id),
+                transfer_reference: (!reference.is_empty()).then(|| reference.to_owned()),
+                client_id: client_id?.to_string(),
+                amount: amount?,
+                counterparty_bank: input.counterparty_bank.trim().to_owned(),
+                branch_id: branch_id?,
+            },
+            wait,
+        ))
+    })
+}
+
+/// The alert of this request or transfer, if one was raised.
+async fn find(
+    db: &impl ConnectionTrait,
+    outflow: &Outflow,
+) -> Result<Option<outflow_alert::Model>> {
+    let mut same =
+        Condition::any().add(outflow_alert::Column::RequestKey.eq(outflow.request_key.as_str()));
+    if let Some(reference) = &outflow.transfer_reference {
+        same = same.add(outflow_alert::Column::TransferReference.eq(reference.as_str()));
+    }
+    Ok(outflow_alert::Entity::find().filter(same).one(db).await?)
+}
+
+/// Raises the alert in the caller's transaction: its row and its request to the
+/// RM work queue, in the outbox with it.
+async fn insert(
+    transaction: &DatabaseTransaction,
+    outflow: &Outflow,
+    now: DateTime<Utc>,
+    due: DateTime<Utc>,
+) -> Result<outflow_alert::Model> {
+    let alert = outflow_alert::ActiveModel {
+        alert_id: Set(uuid::Uuid::now_v7().to_string()),
+        request_key: Set(outflow.request_key.clone()),
+        transfer_reference: Set(outflow.transfer_reference.clone()),
+        client_id: Set(outflow.client_id.clone()),
+        amount_minor: Set(outflow.amount.minor_units()),
+        currency: Set(outflow.amount.currency().to_owned()),
+        counterparty_bank: Set(outflow.counterparty_bank.clone()),
+        branch_id: Set(outflow.branch_id.clone()),
+        rm_id: Set(String::new()),
+        acknowledged: Set(false),
+        rm_note: Set(String::new()),
+        created_at: Set(now),
+        acknowledged_at: Set(None),
+    }
+    .insert(transaction)
+    .await?;
+    let request = WorkItemsRequested {
+        requested_by: SERVICE.to_owned(),
+        items: vec![RequestedWorkItem {
+            source_key: format!("{SOURCE_PREFIX}{}", alert.alert_id),
+            kind: WorkItemKind::Alert,
+            client_id: alert.client_id.clone(),
+            title: format!(
+                "Large transfer out: {} to {}",
+                outflow.amount, outflow.counterparty_bank
+            ),
+            detail: format!(
+                "Rule: hold-and-notify. The client is at a counter of branch {} about to move {} \
+                 to {}. Call them now to keep the funds; complete this item with what they said \
+                 (the counter sees your note).",
+                outflow.branch_id, outflow.amount, outflow.counterparty_bank
+            ),
+            priority: Priority::Urgent,
+            due_at: Some(due),
+            rm_id: None,
+            home_branch_id: None,
+        }],
+    };
+    crm_bus::outbox::enqueue_event(
+        transaction,
+        SERVICE,
+        WORK_ITEMS_REQUESTED,
+        WORK_ITEMS_REQUESTED,
+        &request,
+    )
+    .await?;
+    Ok(alert)
+}
+
+/// The alert of `outflow`: the one already raised for its key or transfer, or a
+/// new one. Concurrent retries of one request raise one alert.
+pub async fn raise(
+    db: &crm_store::Db,
+    outflow: &Outflow,
+    due: DateTime<Utc>,
+) -> Result<outflow_alert::Model> {
+    if let Some(existing) = find(db, outflow).await? {
+        return Ok(existing);
+    }
+    let transaction = db.begin().await?;
+    match insert(&transaction, outflow, Utc::now(), due).await {
+        Ok(alert) => {
+            transaction.commit().await?;
+            tracing::info!(alert_id = %alert.alert_id, client_id = %alert.client_id, "large outflow alert raised");
+            Ok(alert)
+        }
+        Err(crate::EventsError::Db(error)) if is_unique_violation(&error) => {
+            transaction.rollback().await?;
+            find(db, outflow)
+                .await?
+                .ok_or_else(|| crate::EventsError::Corrupt("an alert raced in and vanished".into()))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The feed's PENDING transfer out: joins the alert a counter raised for the same
+/// transfer, or raises one, in the ingest's transaction.
+pub async fn raise_in(
+    transaction: &DatabaseTransaction,
+    outflow: &Outflow,
+    occurred_at: DateTime<Utc>,
+) -> Result<()> {
+    if find(transaction, outflow).await?.is_none() {
+        let alert = insert(
+            transaction,
+            outflow,
+            Utc::now(),
+            occurred_at + chrono::Duration::hours(1),
+        )
+        .await?;
+        tracing::info!(alert_id = %alert.alert_id, client_id = %alert.client_id, "large outflow on the feed");
+    }
+    Ok(())
+}
+
+/// A large sum in from another bank: a follow-up for the RM to keep and grow it
+/// (the bank's practice of winning other banks' assets).
+pub async fn inflow_follow_up(
+    transaction: &DatabaseTransaction,
+    event: &crate::ingest::BankEvent,
+    amount: &Money,
+    counterparty_bank: &str,
+) -> Result<()> {
+    let request = WorkItemsRequested {
+        requested_by: SERVICE.to_owned(),
+        items: vec![RequestedWorkItem {
+            source_key: format!("inflow:{}", event.event_id),
+            kind: WorkItemKind::FollowUp,
+            client_id: event.client_id.clone(),
+            title: format!("{amount} in from {counterparty_bank}"),
+            detail: format!(
+                "Rule: large transfer in from another bank (CRM_LARGE_TRANSFER_CNY). {amount} \
+                 arrived from {counterparty_bank}. Call to keep the funds here and offer where \
+                 to put them."
+            ),
+            priority: Priority::Normal,
+            due_at: Some(event.occurred_at + chrono::Duration::days(3)),
+            rm_id: None,
+            home_branch_id: None,
+        }],
+    };
+    crm_bus::outbox::enqueue_event(
+        transaction,
+        SERVICE,
+        WORK_ITEMS_REQUESTED,
+        WORK_ITEMS_REQUESTED,
+        &request,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits up to `wait` for the RM's answer; the alert as it then stands.
+pub async fn wait_for_answer(
+    db: &crm_store::Db,
+    alert: outflow_alert::Model,
+    wait: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<outflow_alert::Model> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut current = alert;
+    while !current.acknowledged && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = shutdown.cancelled() => break,
+        }
+        if let Some(fresh) = outflow_alert::Entity::find_by_id(current.alert_id.as_str())
+            .one(db)
+            .await?
+        {
+            current = fresh;
+        }
+    }
+    Ok(current)
+}
+
+/// The alert id of a source key of ours, if it is one.
+fn alert_id(source_key: &str) -> Option<&str> {
+    source_key.strip_prefix(SOURCE_PREFIX)
+}
+
+/// Records who the RM queue gave our alerts to.
+pub async fn apply_assigned(
+    transaction: &DatabaseTransaction,
+    message: WorkItemsAssigned,
+) -> std::result::Result<(), HandlerError> {
+    if message.requested_by != SERVICE {
+        return Ok(());
+    }
+    for item in message.items {
+        let Some(alert_id) = alert_id(&item.source_key) else {
+            continue;
+        };
+        outflow_alert::Entity::update_many()
+            .col_expr(outflow_alert::Column::RmId, Expr::value(item.rm_id))
+            .filter(outflow_alert::Column::AlertId.eq(alert_id))
+            .exec(transaction)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records the RM's answer to one of our alerts.
+pub async fn apply_completed(
+    transaction: &DatabaseTransaction,
+    message: WorkItemCompleted,
+) -> std::result::Result<(), HandlerError> {
+    if message.requested_by != SERVICE {
+        return Ok(());
+    }
+    let Some(alert_id) = alert_id(&message.source_key) else {
+        return Ok(());
+    };
+    outflow_alert::Entity::update_many()
+        .col_expr(outflow_alert::Column::Acknowledged, Expr::value(true))
+        .col_expr(outflow_alert::Column::RmId, Expr::value(message.rm_id))
+        .col_expr(outflow_alert::Column::RmNote, Expr::value(message.outcome))
+        .col_expr(
+            outflow_alert::Column::AcknowledgedAt,
+            Expr::value(Some(message.completed_at)),
+        )
+        .filter(outflow_alert::Column::AlertId.eq(alert_id))
+        .exec(transaction)
+        .await?;
+    Ok(())
+}

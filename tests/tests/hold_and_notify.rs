@@ -1,0 +1,227 @@
+//! Hold-and-notify: a counter at another branch holds a large transfer to another
+//! bank; the client's RM gets an URGENT alert on their phone, completes it with a
+//! note, and the counter's waiting call returns that note. A retry with the same key
+//! raises nothing new; a call nobody answers in time returns unacknowledged. Over
+//! PostgreSQL + RabbitMQ and the embedded default.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::time::Duration;
+
+use crm_domain::Role;
+use crm_proto::v1 as pb;
+use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
+use tokio_stream::StreamExt;
+
+fn hold(key: &str, wait_seconds: i32) -> pb::NotifyLargeOutflowRequest {
+    pb::NotifyLargeOutflowRequest {
+        idempotency_key: key.into(),
+        client_id: "C-000001".into(),
+        amount: Some(pb::Money {
+            minor_units: 80_000_000,
+            currency: "CNY".into(),
+        }),
+        counterparty_bank: "Other Bank".into(),
+        branch_id: String::new(),
+        wait_seconds,
+        transfer_reference: String::new(),
+    }
+}
+
+async fn notify(
+    app: &TestApp,
+    token: &str,
+    request: pb::NotifyLargeOutflowRequest,
+) -> Result<pb::NotifyLargeOutflowResponse, tonic::Status> {
+    app.events()
+        .notify_large_outflow(with_token(token, request))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+on_both_backends!(
+    the_rm_answers_a_counter_at_another_branch_before_the_money_leaves,
+    large_transfers_on_the_feed_are_work_for_the_rm,
+);
+
+fn feed_transfer(
+    event_id: &str,
+    direction: pb::TransferDirection,
+    status: pb::TransferStatus,
+    reference: &str,
+) -> pb::BankEvent {
+    pb::BankEvent {
+        event_id: event_id.into(),
+        client_id: "C-000001".into(),
+        occurred_at: Some(crm_grpc::wire::timestamp(chrono::Utc::now())),
+        kind: Some(pb::bank_event::Kind::Transfer(pb::Transfer {
+            amount: Some(pb::Money {
+                minor_units: 80_000_000,
+                currency: "CNY".into(),
+            }),
+            direction: direction as i32,
+            counterparty_bank: "Other Bank".into(),
+            own_bank: false,
+            channel: "online".into(),
+            status: status as i32,
+            branch_id: String::new(),
+            transfer_reference: reference.into(),
+        })),
+    }
+}
+
+/// The feed's PENDING transfer out of a transfer a counter already holds joins
+/// that alert; one nobody held raises its own; a large sum in from another bank
+/// is a follow-up to keep it.
+async fn large_transfers_on_the_feed_are_work_for_the_rm(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    let held = notify(
+        &app,
+        &teller,
+        pb::NotifyLargeOutflowRequest {
+            transfer_reference: "TX-1".into(),
+            ..hold("counter-1", 0)
+        },
+    )
+    .await
+    .unwrap();
+    let system = app.token("SYS-CORE", Role::System, "HQ-001");
+    let results = app
+        .events()
+        .ingest_events(with_token(
+            &system,
+            pb::IngestEventsRequest {
+                events: vec![
+                    feed_transfer(
+                        "feed-1",
+                        pb::TransferDirection::Out,
+                        pb::TransferStatus::Pending,
+                        "TX-1",
+                    ),
+                    feed_transfer(
+                        "feed-2",
+                        pb::TransferDirection::Out,
+                        pb::TransferStatus::Pending,
+                        "TX-2",
+                    ),
+                    feed_transfer(
+                        "feed-3",
+                        pb::TransferDirection::In,
+                        pb::TransferStatus::Posted,
+                        "TX-3",
+                    ),
+                ],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(results.iter().all(|r| r.accepted), "{results:?}");
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM work_items WHERE rm_id = 'B-001-RM-1' AND kind = 'follow_up' \
+         AND title = '800000.00 CNY in from Other Bank'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM work_items WHERE rm_id = 'B-001-RM-1' AND kind = 'alert'",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outflow_alerts").await,
+        2,
+        "TX-1 joined the counter's alert {}; TX-2 raised its own",
+        held.alert_id
+    );
+    app.stop().await;
+}
+
+async fn the_rm_answers_a_counter_at_another_branch_before_the_money_leaves(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let mut phone = app
+        .referrals()
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    // A counter of another branch holds the transfer and waits for the RM.
+    let teller = app.token("B-002-T-1", Role::Teller, "B-002");
+    let waiting = {
+        let (app_channel, teller) = (app.channel.clone(), teller.clone());
+        tokio::spawn(async move {
+            crm_proto::v1::event_service_client::EventServiceClient::new(app_channel)
+                .notify_large_outflow(with_token(&teller, hold("counter-1", 30)))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    };
+    let alert = loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), phone.next())
+            .await
+            .expect("the alert reaches the RM's phone")
+            .unwrap()
+            .unwrap()
+            .work_item
+            .unwrap();
+        if item.kind == pb::WorkItemKind::Alert as i32 {
+            break item;
+        }
+    };
+    assert_eq!(alert.priority, pb::Priority::Urgent as i32);
+    assert!(alert.title.contains("800000.00 CNY"), "{}", alert.title);
+    assert!(alert.detail.contains("branch B-002"), "{}", alert.detail);
+    app.referrals()
+        .complete_work_item(with_token(
+            &rm,
+            pb::CompleteWorkItemRequest {
+                work_item_id: alert.work_item_id.clone(),
+                outcome: "funds kept".into(),
+                note: "client stays; offered a better rate".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let answered = waiting.await.unwrap().unwrap();
+    assert!(answered.acknowledged, "{answered:?}");
+    assert_eq!(answered.rm_id, "B-001-RM-1");
+    assert_eq!(
+        answered.rm_note,
+        "funds kept: client stays; offered a better rate"
+    );
+
+    // The counter retries (a timeout on its side): the same alert, nothing new.
+    let again = notify(&app, &teller, hold("counter-1", 0)).await.unwrap();
+    assert_eq!(again.alert_id, answered.alert_id);
+    assert!(again.acknowledged);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM work_items WHERE kind = 'alert'")
+            .await,
+        1
+    );
+
+    // Nobody answers within the wait: the counter proceeds.
+    let unanswered = notify(&app, &teller, hold("counter-2", 1)).await.unwrap();
+    assert!(!unanswered.acknowledged);
+    assert_ne!(unanswered.alert_id, answered.alert_id);
+
+    // A wait past two minutes, or an RM at the counter's door, is refused.
+    let too_long = notify(&app, &teller, hold("counter-3", 121))
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+    let not_a_counter = notify(&app, &rm, hold("counter-4", 0)).await.unwrap_err();
+    assert_eq!(not_a_counter.code(), tonic::Code::PermissionDenied);
+    app.stop().await;
+}
