@@ -225,3 +225,76 @@ async fn the_rm_answers_a_counter_at_another_branch_before_the_money_leaves(back
     assert_eq!(not_a_counter.code(), tonic::Code::PermissionDenied);
     app.stop().await;
 }
+
+/// Two replicas of the events service: whichever one takes the RM's answer off
+/// the queue, the call waiting on the other returns it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_events_replicas_the_answer_reaches_the_waiting_call() {
+    let app = spawn_app(Backend::Distributed).await;
+    let replica = app.spawn_replica(&["events"]).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    for (n, channel) in [
+        app.channel.clone(),
+        replica.channel.clone(),
+        replica.channel.clone(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("replica-{n}");
+        let waiting = {
+            let teller = teller.clone();
+            tokio::spawn(async move {
+                crm_proto::v1::event_service_client::EventServiceClient::new(channel)
+                    .notify_large_outflow(with_token(&teller, hold(&key, 30)))
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+        };
+        // The RM answers the alert as soon as it is in their queue.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let item = loop {
+            let queue = app
+                .referrals()
+                .list_work_items(with_token(
+                    &rm,
+                    pb::ListWorkItemsRequest {
+                        states: vec![pb::WorkItemState::Open as i32],
+                        kinds: vec![pb::WorkItemKind::Alert as i32],
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(item) = queue.work_items.into_iter().next() {
+                break item;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no alert for call {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        app.referrals()
+            .complete_work_item(with_token(
+                &rm,
+                pb::CompleteWorkItemRequest {
+                    work_item_id: item.work_item_id,
+                    outcome: "funds kept".into(),
+                    note: format!("call {n}"),
+                },
+            ))
+            .await
+            .unwrap();
+        let answered = waiting.await.unwrap().unwrap();
+        assert!(answered.acknowledged, "call {n}: {answered:?}");
+        assert_eq!(answered.rm_note, format!("funds kept: call {n}"));
+    }
+    replica.stop().await;
+    app.stop().await;
+}

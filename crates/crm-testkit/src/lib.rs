@@ -150,6 +150,29 @@ impl TestApp {
         DirectoryServiceClient::new(self.channel.clone())
     }
 
+    /// Another process of the suite over this app's database schema and queues,
+    /// running only `services`: a second replica (distributed mode only).
+    pub async fn spawn_replica(&self, services: &[&str]) -> TestApp {
+        assert_eq!(
+            self.backend,
+            Backend::Distributed,
+            "replicas share PostgreSQL"
+        );
+        let mut settings = crm_runtime::Settings::for_local_app(
+            postgres_url(),
+            self.schema.clone(),
+            Some(amqp_url()),
+            self.queue_prefix.clone(),
+            TEST_JWT_SECRET.to_owned(),
+        )
+        .unwrap();
+        settings.services = services
+            .iter()
+            .map(|service| (*service).to_owned())
+            .collect();
+        spawn_process(Backend::Distributed, settings).await
+    }
+
     pub fn events(&self) -> EventServiceClient<Channel> {
         EventServiceClient::new(self.channel.clone())
     }
