@@ -80,6 +80,8 @@ pub fn client_service(
 /// What the client book takes from the bus: audit lines, and daily averages.
 struct Inbound {
     tiers: crm_domain::tier::TierPolicy,
+    /// Woken after a message wrote outbox rows (a tier change announced).
+    outbox: crm_bus::outbox::OutboxWaker,
 }
 
 #[async_trait::async_trait]
@@ -95,6 +97,10 @@ impl crm_bus::MessageHandler for Inbound {
             }
             _ => audit_writer::AuditLines.handle(transaction, envelope).await,
         }
+    }
+
+    fn committed(&self) {
+        self.outbox.wake();
     }
 }
 
@@ -156,7 +162,10 @@ impl crm_runtime::ServiceModule for Module {
             infra.bus.clone(),
             infra.db.clone(),
             SERVICE,
-            Arc::new(Inbound { tiers: state.tiers }),
+            Arc::new(Inbound {
+                tiers: state.tiers,
+                outbox: state.outbox.clone(),
+            }),
             32,
             infra.shutdown.clone(),
         );

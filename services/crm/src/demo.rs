@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crm_domain::{BranchId, Role, StaffId};
 use crm_proto::v1::{
     self as pb, client_service_client::ClientServiceClient,
-    directory_service_client::DirectoryServiceClient,
+    directory_service_client::DirectoryServiceClient, event_service_client::EventServiceClient,
     referral_service_client::ReferralServiceClient,
 };
 use rand::Rng;
@@ -287,6 +287,61 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
     if let Err(status) = refused {
         println!("   {:?}: {}", status.code(), status.message());
     }
+
+    println!(
+        "\n== 8. Hold-and-notify: at a Xujiahui counter (B-002), client C-000000 wants to move"
+    );
+    println!(
+        "      800,000 CNY to another bank; the counter tells the client's RM first and waits"
+    );
+    let far_teller = caller("B-002-T-1", Role::Teller, "B-002")?;
+    let held = {
+        let mut events = EventServiceClient::new(far_teller.channel.clone());
+        let request = far_teller.request(pb::NotifyLargeOutflowRequest {
+            idempotency_key: "demo-hold-1".into(),
+            client_id: "C-000000".into(),
+            amount: Some(pb::Money {
+                minor_units: 80_000_000,
+                currency: "CNY".into(),
+            }),
+            counterparty_bank: "Another Bank".into(),
+            wait_seconds: 30,
+            ..Default::default()
+        });
+        tokio::spawn(async move { events.notify_large_outflow(request).await })
+    };
+    let started = Instant::now();
+    let alert = loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await??;
+        match next.and_then(|r| r.work_item) {
+            Some(item) if item.kind == pb::WorkItemKind::Alert as i32 => break Some(item),
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    if let Some(alert) = alert {
+        println!(
+            "   RM Wang's phone buzzes after {} ms: \"{}\" ({:?})",
+            started.elapsed().as_millis(),
+            alert.title,
+            pb::Priority::try_from(alert.priority).unwrap_or_default()
+        );
+        rm_client
+            .complete_work_item(rm.request(pb::CompleteWorkItemRequest {
+                work_item_id: alert.work_item_id,
+                outcome: "funds kept".into(),
+                note: "spoke to the client: 500k stays in a 1-year deposit".into(),
+            }))
+            .await?;
+        println!("   RM Wang calls the client and completes the alert with a note");
+    }
+    let answer = held.await??.into_inner();
+    println!(
+        "   the counter's call returns after {} ms: acknowledged by {} — \"{}\"",
+        started.elapsed().as_millis(),
+        answer.rm_id,
+        answer.rm_note
+    );
 
     println!("\n== Done. Shutting down gracefully.");
     shutdown.cancel();

@@ -36,6 +36,9 @@ pub const SERVICE: &str = "events";
 
 pub struct Events {
     db: Db,
+    /// Wakes this service's relay after a commit that wrote outbox rows: an alert
+    /// must not wait for the relay's next poll.
+    outbox: crm_bus::outbox::OutboxWaker,
     shutdown: tokio_util::sync::CancellationToken,
     retention_months: u32,
     watch: balance_watch::WatchRules,
@@ -90,6 +93,7 @@ impl Events {
             }
         }
         transaction.commit().await?;
+        self.outbox.wake();
         let mut reported = HashSet::new();
         let results = events
             .iter()
@@ -127,6 +131,7 @@ impl Events {
         let (outflow, wait) = outflow::parse(request.get_ref(), &principal)?;
         let due = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         let alert = outflow::raise(&self.db, &outflow, due).await?;
+        self.outbox.wake();
         let answered = outflow::wait_for_answer(&self.db, alert, wait, &self.shutdown).await?;
         Ok(pb::NotifyLargeOutflowResponse {
             alert_id: answered.alert_id,
@@ -164,7 +169,10 @@ impl EventService for Events {
 }
 
 /// What the events service takes from the bus.
-struct Inbound;
+struct Inbound {
+    /// Woken after a message wrote outbox rows (a follow-up asked for).
+    outbox: crm_bus::outbox::OutboxWaker,
+}
 
 #[async_trait::async_trait]
 impl crm_bus::MessageHandler for Inbound {
@@ -187,6 +195,10 @@ impl crm_bus::MessageHandler for Inbound {
                 "unexpected message type {other}"
             ))),
         }
+    }
+
+    fn committed(&self) {
+        self.outbox.wake();
     }
 }
 
@@ -233,8 +245,11 @@ impl crm_runtime::ServiceModule for Module {
         server: &mut crm_runtime::Server,
     ) -> Result<(), crm_runtime::ModuleError> {
         let settings: EventsSettings = infra.settings.section()?;
+        let outbox = crm_bus::outbox::OutboxWaker::default();
+        let events_outbox = outbox.clone();
         let events = Events {
             db: infra.db.clone(),
+            outbox: outbox.clone(),
             shutdown: infra.shutdown.clone(),
             retention_months: settings.event_retention_months,
             watch: settings.watch_rules(infra.calendar.clone()),
@@ -246,18 +261,16 @@ impl crm_runtime::ServiceModule for Module {
         );
         // What the service writes to its outbox (audit lines of its reads of
         // client data, its events) leaves through its own relay.
-        let relay = crm_bus::outbox::Relay::new(
-            infra.db.clone(),
-            infra.bus.clone(),
-            SERVICE,
-            crm_bus::outbox::OutboxWaker::default(),
-        );
+        let relay =
+            crm_bus::outbox::Relay::new(infra.db.clone(), infra.bus.clone(), SERVICE, outbox);
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
         let consumer = crm_bus::run_consumer(
             infra.bus.clone(),
             infra.db.clone(),
             SERVICE,
-            Arc::new(Inbound),
+            Arc::new(Inbound {
+                outbox: events_outbox,
+            }),
             32,
             infra.shutdown.clone(),
         );

@@ -162,7 +162,11 @@ impl crm_runtime::ServiceModule for Module {
             infra.bus.clone(),
             infra.db.clone(),
             SERVICE,
-            Arc::new(Projections::new(state.sla, state.calendar.clone())),
+            Arc::new(Projections::new(
+                state.sla,
+                state.calendar.clone(),
+                state.outbox.clone(),
+            )),
             32,
             infra.shutdown.clone(),
         );

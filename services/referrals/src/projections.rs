@@ -30,12 +30,20 @@ use crate::waiting::{self, WaitingRoutes};
 #[derive(Default)]
 pub struct Projections {
     waiting: WaitingRoutes,
+    /// The relay to wake when a message's transaction wrote outbox rows (work
+    /// items routed or asked for, announced to the RMs' streams).
+    outbox: crm_bus::outbox::OutboxWaker,
 }
 
 impl Projections {
-    pub fn new(sla: SlaPolicy, calendar: BusinessCalendar) -> Self {
+    pub fn new(
+        sla: SlaPolicy,
+        calendar: BusinessCalendar,
+        outbox: crm_bus::outbox::OutboxWaker,
+    ) -> Self {
         Self {
             waiting: WaitingRoutes { sla, calendar },
+            outbox,
         }
     }
 
@@ -138,6 +146,10 @@ impl MessageHandler for Projections {
                 "unexpected message type {other}"
             ))),
         }
+    }
+
+    fn committed(&self) {
+        self.outbox.wake();
     }
 }
 
