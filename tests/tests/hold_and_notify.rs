@@ -141,6 +141,19 @@ async fn large_transfers_on_the_feed_are_work_for_the_rm(backend: Backend) {
         "TX-1 joined the counter's alert {}; TX-2 raised its own",
         held.alert_id
     );
+    // Another client's transfer reference shows nothing of theirs.
+    let refused = notify(
+        &app,
+        &teller,
+        pb::NotifyLargeOutflowRequest {
+            client_id: "C-000002".into(),
+            transfer_reference: "TX-1".into(),
+            ..hold("counter-9", 0)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     app.stop().await;
 }
 

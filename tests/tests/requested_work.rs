@@ -52,7 +52,7 @@ async fn request(app: &TestApp, items: Vec<RequestedWorkItem>) {
 }
 
 async fn holder(app: &TestApp, source_key: &str) -> String {
-    let sql = format!("SELECT rm_id FROM work_items WHERE source_id = '{source_key}'");
+    let sql = format!("SELECT rm_id FROM work_items WHERE source_id = 'events:{source_key}'");
     let row = sea_orm::ConnectionTrait::query_one_raw(
         &app.db,
         sea_orm::Statement::from_string(app.db.get_database_backend(), sql),
@@ -64,14 +64,46 @@ async fn holder(app: &TestApp, source_key: &str) -> String {
 }
 
 fn count_of(keys: &[&str]) -> String {
-    let keys: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+    let keys: Vec<String> = keys.iter().map(|k| format!("'events:{k}'")).collect();
     format!(
         "SELECT COUNT(*) FROM work_items WHERE source_id IN ({})",
         keys.join(", ")
     )
 }
 
-on_both_backends!(requested_items_are_made_once_routed_streamed_and_reported_back);
+on_both_backends!(
+    requested_items_are_made_once_routed_streamed_and_reported_back,
+    a_campaign_sized_request_is_made_whole,
+);
+
+/// Thousands of items in one message (a campaign's launch): past the 65,535
+/// parameters one PostgreSQL statement takes, made in one transaction all the same.
+async fn a_campaign_sized_request_is_made_whole(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let items: Vec<RequestedWorkItem> = (0..2_500)
+        .map(|n| RequestedWorkItem {
+            kind: WorkItemKind::CampaignTask,
+            ..asked(&format!("task:{n}"), "C-000001", None)
+        })
+        .collect();
+    request(&app, items).await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM work_items WHERE kind = 'campaign_task' AND rm_id = 'B-001-RM-1'",
+        2_500,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM outbox WHERE message_type = 'work_items.assigned'")
+            .await,
+        1,
+        "one message back for the batch"
+    );
+    app.stop().await;
+}
 
 async fn requested_items_are_made_once_routed_streamed_and_reported_back(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -119,6 +151,32 @@ async fn requested_items_are_made_once_routed_streamed_and_reported_back(backend
         "asked for by name"
     );
     assert_eq!(holder(&app, "alert:4").await, "", "kept, for nobody yet");
+    // In no one's queue: an RM can't act on it (an empty holder is not theirs).
+    let waiting_id = {
+        let sql =
+            "SELECT work_item_id FROM work_items WHERE source_id = 'events:alert:4'".to_owned();
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            &app.db,
+            sea_orm::Statement::from_string(app.db.get_database_backend(), sql),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        row.try_get_by_index::<String>(0).unwrap()
+    };
+    let refused = app
+        .referrals()
+        .complete_work_item(with_token(
+            &rm1,
+            pb::CompleteWorkItemRequest {
+                work_item_id: waiting_id,
+                outcome: "done".into(),
+                note: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
     // RM-1's phone gets its two.
     let mut on_phone = Vec::new();
@@ -133,7 +191,7 @@ async fn requested_items_are_made_once_routed_streamed_and_reported_back(backend
         on_phone.push(item.source_id);
     }
     on_phone.sort();
-    assert_eq!(on_phone, vec!["alert:1", "alert:3"]);
+    assert_eq!(on_phone, vec!["events:alert:1", "events:alert:3"]);
 
     // Asked again (a resend, a relaunch): nothing twice; the new one is made.
     request(
@@ -150,7 +208,8 @@ async fn requested_items_are_made_once_routed_streamed_and_reported_back(backend
 
     // Completed by its RM: the asking service hears of it.
     let item_id = {
-        let sql = "SELECT work_item_id FROM work_items WHERE source_id = 'alert:1'".to_owned();
+        let sql =
+            "SELECT work_item_id FROM work_items WHERE source_id = 'events:alert:1'".to_owned();
         let row = sea_orm::ConnectionTrait::query_one_raw(
             &app.db,
             sea_orm::Statement::from_string(app.db.get_database_backend(), sql),

@@ -21,7 +21,8 @@ use crm_domain::referral::{Priority, WorkItemKind};
 use crm_domain::sla::BusinessCalendar;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder,
 };
 
 use crate::SERVICE;
@@ -108,6 +109,17 @@ pub async fn apply_snapshot(
     event_id: &str,
     occurred_at: DateTime<Utc>,
 ) -> Result<()> {
+    // One client's snapshots one at a time: two batches each computing the average
+    // without the other's uncommitted day would leave it wrong.
+    if transaction.get_database_backend() == sea_orm::DbBackend::Postgres {
+        transaction
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [format!("balance:{client_id}").into()],
+            ))
+            .await?;
+    }
     let stored = Expr::col((daily_balance::Entity, daily_balance::Column::OccurredAt));
     let news = Expr::col((
         sea_orm::sea_query::Alias::new("excluded"),
@@ -135,19 +147,33 @@ pub async fn apply_snapshot(
     .exec_without_returning(transaction)
     .await?;
 
-    // Enough history for the window and for the day before the window's first day.
-    let rows = daily_balance::Entity::find()
+    // The window (and the business day before it, for the drop), plus the newest
+    // closing before all that: it carries forward into the window's first days.
+    let Some(latest) = daily_balance::Entity::find()
         .filter(daily_balance::Column::ClientId.eq(client_id))
         .order_by_desc(daily_balance::Column::Day)
-        .all(transaction)
-        .await?;
-    let Some(latest) = rows.first().map(|row| row.day) else {
+        .one(transaction)
+        .await?
+        .map(|row| row.day)
+    else {
         return Ok(());
     };
-    let oldest_needed = latest - Duration::days(WINDOW_DAYS * 2);
+    let window_start = latest - Duration::days(WINDOW_DAYS * 2);
+    let mut rows = daily_balance::Entity::find()
+        .filter(daily_balance::Column::ClientId.eq(client_id))
+        .filter(daily_balance::Column::Day.gte(window_start))
+        .all(transaction)
+        .await?;
+    rows.extend(
+        daily_balance::Entity::find()
+            .filter(daily_balance::Column::ClientId.eq(client_id))
+            .filter(daily_balance::Column::Day.lt(window_start))
+            .order_by_desc(daily_balance::Column::Day)
+            .one(transaction)
+            .await?,
+    );
     let closings: BTreeMap<NaiveDate, i64> = rows
         .iter()
-        .filter(|row| row.day >= oldest_needed)
         .map(|row| (row.day, row.balance_minor))
         .collect();
     let Some(average) = trailing_average(&closings, latest, &rules.calendar) else {
@@ -176,7 +202,9 @@ pub async fn apply_snapshot(
         )
         .exec_without_returning(transaction)
         .await?;
-        if average_before != Some(average) {
+        // Also when only the day moved: a client book that did not hold the client
+        // at the last change catches up with the next day's snapshot.
+        {
             let message = BalanceAverageChanged {
                 client_id: client_id.to_owned(),
                 daily_avg_minor: average,

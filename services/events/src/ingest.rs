@@ -166,10 +166,20 @@ pub fn check(
     )? {
         Kind::BalanceSnapshot(snapshot) => {
             let balance = snapshot.balance.as_ref().ok_or("balance is required")?;
+            let as_of_date = date("as_of_date", snapshot.as_of_date.as_ref())?;
+            // A day's closing balance is reported that day or soon after.
+            let reported = occurred_at.date_naive();
+            if as_of_date > reported + chrono::Duration::days(1)
+                || as_of_date < reported - chrono::Duration::days(31)
+            {
+                return Err(format!(
+                    "as_of_date {as_of_date} must be within 31 days before occurred_at's day ({reported})"
+                ));
+            }
             EventDetail::BalanceSnapshot {
                 balance: Money::parse(balance.minor_units, &balance.currency)
                     .map_err(|error| format!("balance: {error}"))?,
-                as_of_date: date("as_of_date", snapshot.as_of_date.as_ref())?,
+                as_of_date,
             }
         }
         Kind::Transfer(transfer) => EventDetail::Transfer {

@@ -36,11 +36,12 @@ use crate::store::outflow_alert;
 /// The longest a counter may wait for the RM.
 pub const MAX_WAIT_SECONDS: i32 = 120;
 /// How often a waiting call looks for the RM's answer.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(100);
 /// The prefix of the RM queue's source key of an alert.
 const SOURCE_PREFIX: &str = "outflow:";
 
 /// A large outflow about to happen, checked.
+#[derive(Clone)]
 pub struct Outflow {
     pub request_key: String,
     pub transfer_reference: Option<String>,
@@ -121,17 +122,30 @@ pub fn parse(
     })
 }
 
-/// The alert of this request or transfer, if one was raised.
-async fn find(
-    db: &impl ConnectionTrait,
-    outflow: &Outflow,
-) -> Result<Option<outflow_alert::Model>> {
+/// What an earlier request left: the alert of the same request, or of the same
+/// transfer of the same client.
+enum Earlier {
+    None,
+    Alert(Box<outflow_alert::Model>),
+    /// The transfer reference is another client's: nothing of theirs is shown.
+    ReferenceOfAnotherClient,
+}
+
+async fn find(db: &impl ConnectionTrait, outflow: &Outflow) -> Result<Earlier> {
     let mut same =
         Condition::any().add(outflow_alert::Column::RequestKey.eq(outflow.request_key.as_str()));
     if let Some(reference) = &outflow.transfer_reference {
         same = same.add(outflow_alert::Column::TransferReference.eq(reference.as_str()));
     }
-    Ok(outflow_alert::Entity::find().filter(same).one(db).await?)
+    let found = outflow_alert::Entity::find().filter(same).all(db).await?;
+    if let Some(own) = found.iter().find(|a| a.request_key == outflow.request_key) {
+        return Ok(Earlier::Alert(Box::new(own.clone())));
+    }
+    Ok(match found.into_iter().next() {
+        Some(alert) if alert.client_id == outflow.client_id => Earlier::Alert(Box::new(alert)),
+        Some(_) => Earlier::ReferenceOfAnotherClient,
+        None => Earlier::None,
+    })
 }
 
 /// Raises the alert in the caller's transaction: its row and its request to the
@@ -199,8 +213,15 @@ pub async fn raise(
     outflow: &Outflow,
     due: DateTime<Utc>,
 ) -> Result<outflow_alert::Model> {
-    if let Some(existing) = find(db, outflow).await? {
-        return Ok(existing);
+    let refused = || {
+        crate::EventsError::Rpc(crm_grpc::RpcError::FailedPrecondition(
+            "transfer_reference names another client's transfer".into(),
+        ))
+    };
+    match find(db, outflow).await? {
+        Earlier::Alert(alert) => return Ok(*alert),
+        Earlier::ReferenceOfAnotherClient => return Err(refused()),
+        Earlier::None => {}
     }
     let transaction = db.begin().await?;
     match insert(&transaction, outflow, Utc::now(), due).await {
@@ -211,9 +232,13 @@ pub async fn raise(
         }
         Err(crate::EventsError::Db(error)) if is_unique_violation(&error) => {
             transaction.rollback().await?;
-            find(db, outflow)
-                .await?
-                .ok_or_else(|| crate::EventsError::Corrupt("an alert raced in and vanished".into()))
+            match find(db, outflow).await? {
+                Earlier::Alert(alert) => Ok(*alert),
+                Earlier::ReferenceOfAnotherClient => Err(refused()),
+                Earlier::None => Err(crate::EventsError::Corrupt(
+                    "an alert raced in and vanished".into(),
+                )),
+            }
         }
         Err(error) => Err(error),
     }
@@ -226,17 +251,35 @@ pub async fn raise_in(
     outflow: &Outflow,
     occurred_at: DateTime<Utc>,
 ) -> Result<()> {
-    if find(transaction, outflow).await?.is_none() {
-        let alert = insert(
-            transaction,
-            outflow,
-            Utc::now(),
-            occurred_at + chrono::Duration::hours(1),
-        )
-        .await?;
-        tracing::info!(alert_id = %alert.alert_id, client_id = %alert.client_id, "large outflow on the feed");
+    let outflow = match find(transaction, outflow).await? {
+        Earlier::Alert(_) => return Ok(()),
+        // Another client's reference (a data error upstream): this client's RM is
+        // still told, under no reference.
+        Earlier::ReferenceOfAnotherClient => &Outflow {
+            transfer_reference: None,
+            ..outflow.clone()
+        },
+        Earlier::None => outflow,
+    };
+    // A counter raising the same transfer at this moment wins the reference; the
+    // savepoint keeps the rest of the ingest's batch.
+    let savepoint = transaction.begin().await?;
+    let due = occurred_at + chrono::Duration::hours(1);
+    match insert(&savepoint, outflow, Utc::now(), due).await {
+        Ok(alert) => {
+            savepoint.commit().await?;
+            tracing::info!(alert_id = %alert.alert_id, client_id = %alert.client_id, "large outflow on the feed");
+            Ok(())
+        }
+        Err(crate::EventsError::Db(error)) if is_unique_violation(&error) => {
+            savepoint.rollback().await?;
+            Ok(())
+        }
+        Err(error) => {
+            savepoint.rollback().await?;
+            Err(error)
+        }
     }
-    Ok(())
 }
 
 /// A large sum in from another bank: a follow-up for the RM to keep and grow it
@@ -290,11 +333,13 @@ pub async fn wait_for_answer(
             () = tokio::time::sleep(POLL) => {}
             () = shutdown.cancelled() => break,
         }
-        if let Some(fresh) = outflow_alert::Entity::find_by_id(current.alert_id.as_str())
-            .one(db)
-            .await?
-        {
-            current = fresh;
+        // A read that can't finish by the deadline (a pool starved, a database
+        // gone) is not waited for: the counter gets the alert as it stood.
+        let read = outflow_alert::Entity::find_by_id(current.alert_id.as_str()).one(db);
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(Some(fresh))) => current = fresh,
+            Ok(Ok(None)) | Err(_) => {}
+            Ok(Err(error)) => return Err(error.into()),
         }
     }
     Ok(current)
@@ -317,9 +362,14 @@ pub async fn apply_assigned(
         let Some(alert_id) = alert_id(&item.source_key) else {
             continue;
         };
+        // Nobody yet, or an answer already in: nothing to record.
+        if item.rm_id.is_empty() {
+            continue;
+        }
         outflow_alert::Entity::update_many()
             .col_expr(outflow_alert::Column::RmId, Expr::value(item.rm_id))
             .filter(outflow_alert::Column::AlertId.eq(alert_id))
+            .filter(outflow_alert::Column::Acknowledged.eq(false))
             .exec(transaction)
             .await?;
     }

@@ -36,6 +36,16 @@ use crate::work_item_feed::announcement_row;
 /// More items than this in one message is a sender's bug, not a batch.
 pub const MAX_ITEMS_PER_MESSAGE: usize = 5_000;
 
+/// Items written per statement: each costs ~32 bind parameters across its three
+/// rows, and PostgreSQL takes at most 65,535 in one statement.
+const ITEMS_PER_WRITE: usize = 500;
+
+/// The work item's `source_id` for a requested item: the asking service's key,
+/// under its name, so two services' keys never collide.
+pub fn source_id(requested_by: &str, source_key: &str) -> String {
+    format!("{requested_by}:{source_key}")
+}
+
 /// Why a requested item can't be made as it is: the message is dead-lettered
 /// with this, naming the item, for the asking service's team to fix and replay.
 fn check(item: &RequestedWorkItem) -> Result<(), String> {
@@ -290,7 +300,7 @@ pub async fn create_requested(
             priority: asked.priority,
             due_at: asked.due_at,
             state: WorkItemState::Open,
-            source_id: asked.source_key.clone(),
+            source_id: source_id(&request.requested_by, &asked.source_key),
             acked_at: None,
             snoozed_until: None,
             outcome: None,
@@ -322,31 +332,44 @@ pub async fn create_requested(
     }
     let count = items.len();
     // The asking service learns who got each item (one message for the batch).
-    announcements.push(
-        crm_bus::outbox::event_row(
-            crate::SERVICE,
-            WORK_ITEMS_ASSIGNED,
-            WORK_ITEMS_ASSIGNED,
-            &WorkItemsAssigned {
-                requested_by: request.requested_by.clone(),
-                items: assigned,
-            },
-        )
-        .map_err(|e| HandlerError::Failed(e.to_string()))?,
-    );
-    let mut writes = WriteBatch::new();
-    writes
-        .insert_many(requests)
-        .insert_many(items)
-        .insert_many(announcements);
-    match writes.execute(transaction).await {
-        Ok(()) => Ok(count),
-        // Another replica made some of them meanwhile: again, and they are skipped.
-        Err(error) if is_unique_violation(&error) => Err(HandlerError::Transient(format!(
-            "a requested item was made concurrently: {error}"
-        ))),
-        Err(error) => Err(error.into()),
+    let assigned_row = crm_bus::outbox::event_row(
+        crate::SERVICE,
+        WORK_ITEMS_ASSIGNED,
+        WORK_ITEMS_ASSIGNED,
+        &WorkItemsAssigned {
+            requested_by: request.requested_by.clone(),
+            items: assigned,
+        },
+    )
+    .map_err(|e| HandlerError::Failed(e.to_string()))?;
+    let mut requests = requests.into_iter();
+    let mut items = items.into_iter();
+    let mut announcements = announcements.into_iter();
+    loop {
+        let mut writes = WriteBatch::new();
+        writes
+            .insert_many(requests.by_ref().take(ITEMS_PER_WRITE))
+            .insert_many(items.by_ref().take(ITEMS_PER_WRITE))
+            .insert_many(announcements.by_ref().take(ITEMS_PER_WRITE));
+        if writes.is_empty() {
+            break;
+        }
+        match writes.execute(transaction).await {
+            Ok(()) => {}
+            // Another replica made some of them meanwhile: again, and they are
+            // skipped (the keys it made are read first).
+            Err(error) if is_unique_violation(&error) => {
+                return Err(HandlerError::Transient(format!(
+                    "a requested item was made concurrently: {error}"
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
+    let mut writes = WriteBatch::new();
+    writes.insert(assigned_row);
+    writes.execute(transaction).await?;
+    Ok(count)
 }
 
 /// Tells the asking service its item was completed, in the completing
@@ -404,6 +427,7 @@ pub async fn route_unassigned(
         .iter()
         .map(|item| RequestedWorkItem {
             source_key: item.source_id.clone(),
+            // (the asker's own key; not read by routing)
             kind: item.kind,
             client_id: item.client_id.clone().unwrap_or_default(),
             title: item.title.clone(),

@@ -42,6 +42,16 @@ async fn own_work_item(
     if item.rm_id == principal.staff_id.as_str() {
         return Ok(item);
     }
+    // An item nobody holds yet (waiting for routing) is in no one's queue: only
+    // the system may act on it, never whoever asks (an empty rm_id would name the
+    // caller's own queue).
+    if item.rm_id.is_empty() {
+        principal.require_any(
+            &[crm_domain::Role::System],
+            "act on an unassigned work item",
+        )?;
+        return Ok(item);
+    }
     queue_owner(state, principal, &item.rm_id).await?;
     Ok(item)
 }
