@@ -246,10 +246,13 @@ pub async fn store(
     now: DateTime<Utc>,
 ) -> Result<HashSet<String>> {
     let mut seen = HashSet::new();
-    let unique: Vec<&BankEvent> = events
+    let mut unique: Vec<&BankEvent> = events
         .iter()
         .filter(|event| seen.insert(event.event_id.as_str()))
         .collect();
+    // In key order: two overlapping batches then take the ledger's row locks in
+    // the same order and can't deadlock.
+    unique.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     if unique.is_empty() {
         return Ok(HashSet::new());
     }

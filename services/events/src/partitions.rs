@@ -94,6 +94,11 @@ impl Partitions {
         transaction
             .execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('bank_events:partitions'))")
             .await?;
+        // Attaching a partition locks the whole table: wait a little for the
+        // ingests in flight, never long enough to stall every other one behind us.
+        transaction
+            .execute_unprepared("SET LOCAL lock_timeout = '5s'")
+            .await?;
         for month in &missing {
             transaction
                 .execute_unprepared(&format!(
@@ -134,9 +139,14 @@ pub async fn prune(db: &Db, kept_from: NaiveDate) -> Result<u64> {
         for row in partitions {
             let name: String = row.try_get_by_index(0)?;
             if Month::of_table(&name).is_some_and(|month| month < kept) {
-                transaction
-                    .execute_unprepared(&format!("DROP TABLE {name}"))
+                // Each month in a short transaction of its own: dropping locks the
+                // whole table, briefly.
+                let drop = db.begin().await?;
+                drop.execute_unprepared("SET LOCAL lock_timeout = '5s'")
                     .await?;
+                drop.execute_unprepared(&format!("DROP TABLE {name}"))
+                    .await?;
+                drop.commit().await?;
                 dropped += 1;
             }
         }
