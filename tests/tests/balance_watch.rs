@@ -69,7 +69,79 @@ async fn client(app: &TestApp) -> pb::Client {
         .unwrap()
 }
 
-on_both_backends!(the_tier_follows_the_balance_feed_and_a_drop_alerts_the_rm);
+on_both_backends!(
+    the_tier_follows_the_balance_feed_and_a_drop_alerts_the_rm,
+    a_payroll_client_is_tagged_and_cultivated_into_wealth,
+);
+
+/// A salary credit tags the client `payroll` (kept through UpsertClient); when
+/// their average crosses into WEALTH the RM's follow-up is a cultivation call.
+async fn a_payroll_client_is_tagged_and_cultivated_into_wealth(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let payday = last_monday();
+    ingest(
+        &app,
+        vec![pb::BankEvent {
+            event_id: "salary-1".into(),
+            client_id: "C-000001".into(),
+            occurred_at: Some(crm_grpc::wire::timestamp(
+                payday.and_hms_opt(9, 0, 0).unwrap().and_utc(),
+            )),
+            kind: Some(Kind::PayrollCredit(pb::PayrollCredit {
+                employer_id: "EMP-ACME".into(),
+                amount: Some(pb::Money {
+                    minor_units: 3_000_000,
+                    currency: "CNY".into(),
+                }),
+            })),
+        }],
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM clients WHERE client_id = 'C-000001' \
+         AND payroll_employer_id = 'EMP-ACME'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(client(&app).await.segments.contains(&"payroll".to_owned()));
+    // Core banking's UpsertClient with other segments keeps the tag.
+    let system = app.token("SYS-CORE", Role::System, "HQ-001");
+    let mut update = client(&app).await;
+    update.segments = vec!["sme_owner".into()];
+    app.clients()
+        .upsert_client(with_token(
+            &system,
+            pb::UpsertClientRequest {
+                client: Some(update),
+            },
+        ))
+        .await
+        .unwrap();
+    let segments = client(&app).await.segments;
+    assert!(segments.contains(&"payroll".to_owned()), "{segments:?}");
+    assert!(segments.contains(&"sme_owner".to_owned()), "{segments:?}");
+    // 2,000,000 CNY a day: into WEALTH, and the follow-up is the cultivation call.
+    ingest(
+        &app,
+        vec![
+            snapshot("bal-1", payday, 2_000_000, 1),
+            snapshot("bal-2", payday + chrono::Duration::days(1), 2_000_000, 1),
+        ],
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM work_items WHERE rm_id = 'B-001-RM-1' AND kind = 'follow_up' \
+         AND title = 'Payroll client now wealth: cultivation follow-up'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    app.stop().await;
+}
 
 async fn the_tier_follows_the_balance_feed_and_a_drop_alerts_the_rm(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -121,6 +121,7 @@ fn client_row(
         aum_minor_units: Set(aum_minor),
         aum_currency: Set("CNY".into()),
         aum_feed_updated_at: Set(None),
+        payroll_employer_id: Set(None),
         primary_rm_id: Set(Some(rm_of(i))),
         wealth_manager_id: Set(wealth_manager),
         private_banker_id: Set(None),

@@ -28,6 +28,9 @@ pub const WORK_ITEM_CHANGED: &str = "work_item.changed";
 /// The events service's trailing 30-day daily average of a client's balances
 /// changed ([`BalanceAverageChanged`]); the client book's tier follows it.
 pub const BALANCE_AVERAGE_CHANGED: &str = "client.balance_average_changed";
+/// A client's salary arrives from an employer ([`PayrollDetected`]): the client
+/// book tags them `payroll`.
+pub const PAYROLL_DETECTED: &str = "client.payroll_detected";
 /// A service asks the RM work queue (the referrals service owns it) for work items:
 /// alerts, follow-ups, campaign tasks. Batched: [`WorkItemsRequested`].
 pub const WORK_ITEMS_REQUESTED: &str = "work_items.requested";
@@ -192,4 +195,13 @@ pub struct AssignedWorkItem {
     pub work_item_id: String,
     /// Empty while the item waits for someone to route it to.
     pub rm_id: String,
+}
+
+/// Core banking credited a client's salary from an employer (first seen, or a new
+/// employer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayrollDetected {
+    pub client_id: String,
+    pub employer_id: String,
+    pub detected_at: DateTime<Utc>,
 }

@@ -121,7 +121,10 @@ pub(crate) async fn find_in_scope(
 }
 
 /// Replaces the client's segment rows.
-async fn store_segments(
+/// The segment of clients whose salary the bank receives.
+pub(crate) const PAYROLL: &str = "payroll";
+
+pub(crate) async fn store_segments(
     transaction: &impl ConnectionTrait,
     client_id: &str,
     segments: &[String],
@@ -308,6 +311,7 @@ impl ClientBook {
             aum_minor_units: Set(aum.minor_units()),
             aum_currency: Set(aum.currency().to_owned()),
             aum_feed_updated_at: Set(None),
+            payroll_employer_id: Set(None),
             primary_rm_id: Set(None),
             wealth_manager_id: Set(None),
             private_banker_id: Set(None),
@@ -327,6 +331,12 @@ impl ClientBook {
         input: ClientInput,
     ) -> Result<client::Model> {
         let vault = &self.state.vault;
+        let mut input = input;
+        // A payroll client stays one whatever segments the caller sends: the feed
+        // knows who pays their salary.
+        if current.payroll_employer_id.is_some() && !input.segments.iter().any(|s| s == PAYROLL) {
+            input.segments.push(PAYROLL.to_owned());
+        }
         let segments = serde_json::to_string(&input.segments)?;
         // Once the balance feed sets the average it is its one writer.
         let (aum_minor, aum_currency) = match input.aum {

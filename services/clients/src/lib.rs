@@ -17,6 +17,7 @@ mod directory_events;
 mod error;
 mod interactions;
 mod page_token;
+mod payroll_feed;
 mod search;
 mod settings;
 pub mod store;
@@ -95,6 +96,9 @@ impl crm_bus::MessageHandler for Inbound {
             crm_domain::messages::BALANCE_AVERAGE_CHANGED => {
                 balance_feed::apply(transaction, &self.tiers, envelope.decode()?).await
             }
+            crm_domain::messages::PAYROLL_DETECTED => {
+                payroll_feed::apply(transaction, envelope.decode()?).await
+            }
             _ => audit_writer::AuditLines.handle(transaction, envelope).await,
         }
     }
@@ -123,6 +127,7 @@ impl crm_runtime::ServiceModule for Module {
         &[
             crm_domain::messages::AUDIT_RECORDED,
             crm_domain::messages::BALANCE_AVERAGE_CHANGED,
+            crm_domain::messages::PAYROLL_DETECTED,
         ]
     }
 

@@ -349,6 +349,15 @@ pub async fn apply_rules(
                 _ => Ok(()),
             }
         }
+        EventDetail::PayrollCredit { employer_id, .. } => {
+            crate::payroll::apply_credit(
+                transaction,
+                &event.client_id,
+                employer_id,
+                event.occurred_at,
+            )
+            .await
+        }
         // Tiers are by CNY balances; other currencies are kept, not averaged.
         EventDetail::BalanceSnapshot {
             balance,

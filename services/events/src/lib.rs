@@ -25,6 +25,7 @@ pub mod ingest;
 mod jobs;
 mod outflow;
 pub mod partitions;
+mod payroll;
 mod settings;
 pub mod store;
 mod tier_followups;

@@ -14,8 +14,9 @@ use sea_orm::DatabaseTransaction;
 
 use crate::SERVICE;
 
-/// The follow-up a tier change asks for, if any.
-pub fn follow_up(change: &TierChanged) -> Result<Option<RequestedWorkItem>, String> {
+/// The follow-up a tier change asks for, if any; `payroll` when the bank receives
+/// the client's salary.
+pub fn follow_up(change: &TierChanged, payroll: bool) -> Result<Option<RequestedWorkItem>, String> {
     let tier =
         Tier::parse(&change.tier).ok_or_else(|| format!("unknown tier {:?}", change.tier))?;
     let Some(previous) = change.previous_tier.as_deref() else {
@@ -28,7 +29,17 @@ pub fn follow_up(change: &TierChanged) -> Result<Option<RequestedWorkItem>, Stri
     let average = Money::parse(change.aum_daily_avg_minor, &change.currency)
         .map(|money| money.to_string())
         .unwrap_or_else(|_| change.aum_daily_avg_minor.to_string());
-    let (title, detail, priority) = if tier > previous {
+    let (title, detail, priority) = if payroll && previous == Tier::Mass && tier == Tier::Wealth {
+        (
+            "Payroll client now wealth: cultivation follow-up".to_owned(),
+            format!(
+                "Rule: payroll client crossing into wealth. The client's salary is paid here and \
+                 the 30-day daily average is now {average} ({tier}). Call to turn the salary \
+                 account into a wealth relationship: savings plan, deposits, funds."
+            ),
+            Priority::Normal,
+        )
+    } else if tier > previous {
         (
             format!("Welcome to {tier}: upgrade follow-up"),
             format!(
@@ -69,7 +80,8 @@ pub async fn apply(
     transaction: &DatabaseTransaction,
     change: TierChanged,
 ) -> Result<(), HandlerError> {
-    let Some(item) = follow_up(&change).map_err(HandlerError::Poison)? else {
+    let payroll = crate::payroll::is_payroll_client(transaction, &change.client_id).await?;
+    let Some(item) = follow_up(&change, payroll).map_err(HandlerError::Poison)? else {
         return Ok(());
     };
     let request = WorkItemsRequested {

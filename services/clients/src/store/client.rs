@@ -30,6 +30,9 @@ pub struct Model {
     /// When the balance feed last set the average (`None`: it never has, and
     /// core banking's UpsertClient still sets it).
     pub aum_feed_updated_at: Option<DateTimeUtc>,
+    /// Who pays the client's salary through the bank (`client.payroll_detected`);
+    /// such a client keeps the `payroll` segment.
+    pub payroll_employer_id: Option<String>,
     pub primary_rm_id: Option<String>,
     pub wealth_manager_id: Option<String>,
     pub private_banker_id: Option<String>,

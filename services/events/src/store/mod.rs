@@ -7,11 +7,13 @@ pub mod bank_event;
 pub mod bank_event_id;
 pub mod daily_balance;
 pub mod outflow_alert;
+pub mod payroll_client;
 
 mod migrations {
     pub mod m20261128_000013_bank_events;
     pub mod m20261128_000014_balance_watch;
     pub mod m20261128_000016_outflow_alerts;
+    pub mod m20261128_000017_payroll_clients;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -22,5 +24,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261128_000013_bank_events::Migration),
         Box::new(migrations::m20261128_000014_balance_watch::Migration),
         Box::new(migrations::m20261128_000016_outflow_alerts::Migration),
+        Box::new(migrations::m20261128_000017_payroll_clients::Migration),
     ]
 }
