@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     referrals: u64,
     /// Referrals per second, steady.
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     rate: u32,
     /// Seconds of load before the first fault.
     #[arg(long, default_value_t = 10)]
@@ -50,7 +50,7 @@ struct Args {
     #[arg(long, default_value_t = 22)]
     fault_spacing: u64,
     /// Branches, each with a manager, four RMs and two tellers.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     branches: u32,
     #[arg(
         long,

@@ -77,6 +77,14 @@ impl std::fmt::Display for Violations {
 }
 
 /// Checks a free-text field's length in characters (not bytes: names are often Chinese).
+/// A key one system makes for another (an idempotency key, an event id, a
+/// core-banking reference): at most `max_len` printable ASCII characters, no
+/// spaces or control characters, which every database stores and every log shows
+/// as they are. Empty passes: whether one is required is the caller's rule.
+pub fn is_token(value: &str, max_len: usize) -> bool {
+    value.len() <= max_len && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
 pub fn check_text(
     violations: &mut Violations,
     field: &str,

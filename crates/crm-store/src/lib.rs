@@ -8,6 +8,7 @@
 
 pub mod bus;
 pub mod db;
+pub mod migration_steps;
 pub mod vault;
 pub mod write_batch;
 

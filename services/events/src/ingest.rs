@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use crm_domain::validation::is_token;
 use crm_domain::{BranchId, ClientId, Money};
 use crm_grpc::wire;
 use crm_proto::v1 as pb;
@@ -139,10 +140,7 @@ pub fn check(
     kept_from: NaiveDate,
 ) -> std::result::Result<BankEvent, String> {
     let event_id = event.event_id.as_str();
-    if event_id.is_empty()
-        || event_id.len() > 128
-        || !event_id.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if event_id.is_empty() || !is_token(event_id, 128) {
         return Err("event_id must be 1 to 128 printable ASCII characters without spaces".into());
     }
     ClientId::parse(&event.client_id).map_err(|error| format!("client_id: {error}"))?;
@@ -207,11 +205,7 @@ pub fn check(
             },
             transfer_reference: match transfer.transfer_reference.as_str() {
                 "" => None,
-                reference
-                    if reference.len() <= 64 && reference.bytes().all(|b| b.is_ascii_graphic()) =>
-                {
-                    Some(reference.to_owned())
-                }
+                reference if is_token(reference, 64) => Some(reference.to_owned()),
                 _ => {
                     return Err(
                         "transfer_reference must be at most 64 printable ASCII characters".into(),

@@ -20,6 +20,7 @@ use crm_domain::messages::{
     WorkItemsRequested,
 };
 use crm_domain::referral::{Priority, WorkItemKind};
+use crm_domain::validation::is_token;
 use crm_domain::{BranchId, ClientId, Money, Violations};
 use crm_proto::v1 as pb;
 use crm_store::db::is_unique_violation;
@@ -58,7 +59,7 @@ pub fn parse(
 ) -> std::result::Result<(Outflow, Duration), Violations> {
     let mut violations = Violations::new();
     let key = input.idempotency_key.as_str();
-    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if key.is_empty() || !is_token(key, 128) {
         violations.add(
             "idempotency_key",
             "is required: 1 to 128 printable ASCII characters without spaces",
@@ -100,7 +101,7 @@ pub fn parse(
         violations.add("wait_seconds", format!("must be 0 to {MAX_WAIT_SECONDS}"));
     }
     let reference = input.transfer_reference.as_str();
-    if reference.len() > 64 || !reference.bytes().all(|b| b.is_ascii_graphic()) {
+    if !is_token(reference, 64) {
         violations.add(
             "transfer_reference",
             "must be at most 64 printable ASCII characters without spaces",

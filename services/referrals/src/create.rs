@@ -55,7 +55,7 @@ fn parse(input: &pb::CreateReferralRequest) -> std::result::Result<NewReferral, 
     let key = input.idempotency_key.trim();
     if key.len() > 128 {
         violations.add("idempotency_key", "must be at most 128 characters");
-    } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+    } else if !crm_domain::validation::is_token(key, 128) {
         // A token a counter app makes (a UUID, its own request number): printable
         // ASCII, no spaces or control characters, which some databases can't store.
         violations.add("idempotency_key", "must be printable ASCII without spaces");
@@ -253,9 +253,9 @@ pub async fn create_referral(
     });
     // A valid referral is always taken: with nobody to give it to yet it waits,
     // unassigned, and is routed as soon as someone is there (waiting.rs).
-    let decision = match &routed {
-        Ok(decision) => decision.clone(),
-        Err(nobody) => nobody.waiting_decision(),
+    let (decision, assigned) = match routed {
+        Ok(decision) => (decision, true),
+        Err(nobody) => (nobody.waiting_decision(), false),
     };
     let stored = new_referral(
         state,
@@ -273,7 +273,7 @@ pub async fn create_referral(
     let mut writes = WriteBatch::new();
     writes.insert(stored.clone().into_active_model());
     let mut messages = Vec::new();
-    if routed.is_ok() {
+    if assigned {
         let item = new_work_item(&stored, &decision);
         messages.push(referral_changes::event_row(REFERRAL_ASSIGNED, &stored)?);
         messages.push(announcement_row(&item)?);

@@ -21,32 +21,18 @@ enum Outbox {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // SQLite runs migrations outside a transaction: a rerun finds the column.
-        if !manager.has_column("outbox", "parked_at").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Outbox::Table)
-                        .add_column(
-                            ColumnDef::new(Outbox::ParkedAt)
-                                .timestamp_with_time_zone()
-                                .null(),
-                        )
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        crate::migration_steps::add_column_if_missing(
+            manager,
+            Outbox::Table,
+            ColumnDef::new(Outbox::ParkedAt)
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Outbox::Table)
-                    .drop_column(Outbox::ParkedAt)
-                    .to_owned(),
-            )
-            .await
+        crate::migration_steps::drop_column(manager, Outbox::Table, Outbox::ParkedAt).await
     }
 }

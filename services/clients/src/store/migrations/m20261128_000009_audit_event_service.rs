@@ -21,33 +21,20 @@ enum AuditEvents {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // SQLite runs migrations outside a transaction: a rerun finds the column.
-        if !manager.has_column("audit_events", "service").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(AuditEvents::Table)
-                        .add_column(
-                            ColumnDef::new(AuditEvents::Service)
-                                .string()
-                                .not_null()
-                                .default("clients"),
-                        )
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        crm_store::migration_steps::add_column_if_missing(
+            manager,
+            AuditEvents::Table,
+            ColumnDef::new(AuditEvents::Service)
+                .string()
+                .not_null()
+                .default("clients")
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(AuditEvents::Table)
-                    .drop_column(AuditEvents::Service)
-                    .to_owned(),
-            )
+        crm_store::migration_steps::drop_column(manager, AuditEvents::Table, AuditEvents::Service)
             .await
     }
 }

@@ -20,32 +20,19 @@ enum Clients {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // SQLite runs migrations outside a transaction: a rerun finds the column.
-        if !manager.has_column("clients", "aum_feed_updated_at").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Clients::Table)
-                        .add_column(
-                            ColumnDef::new(Clients::AumFeedUpdatedAt)
-                                .timestamp_with_time_zone()
-                                .null(),
-                        )
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        crm_store::migration_steps::add_column_if_missing(
+            manager,
+            Clients::Table,
+            ColumnDef::new(Clients::AumFeedUpdatedAt)
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Clients::Table)
-                    .drop_column(Clients::AumFeedUpdatedAt)
-                    .to_owned(),
-            )
+        crm_store::migration_steps::drop_column(manager, Clients::Table, Clients::AumFeedUpdatedAt)
             .await
     }
 }

@@ -20,28 +20,19 @@ enum Clients {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // SQLite runs migrations outside a transaction: a rerun finds the column.
-        if !manager.has_column("clients", "payroll_employer_id").await? {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Clients::Table)
-                        .add_column(ColumnDef::new(Clients::PayrollEmployerId).string().null())
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        crm_store::migration_steps::add_column_if_missing(
+            manager,
+            Clients::Table,
+            ColumnDef::new(Clients::PayrollEmployerId)
+                .string()
+                .null()
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Clients::Table)
-                    .drop_column(Clients::PayrollEmployerId)
-                    .to_owned(),
-            )
+        crm_store::migration_steps::drop_column(manager, Clients::Table, Clients::PayrollEmployerId)
             .await
     }
 }
