@@ -4,6 +4,7 @@
 
 mod edge;
 mod jwt;
+pub mod page_token;
 mod principal;
 
 pub use edge::{principal_of, request_id_of};

@@ -7,6 +7,7 @@
 //! the services it mounts (see `crm_runtime::migrate`).
 
 pub mod bus;
+pub mod copies;
 pub mod db;
 pub mod migration_steps;
 pub mod vault;

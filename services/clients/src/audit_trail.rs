@@ -15,7 +15,7 @@ use tonic::{Request, Response};
 use crate::audit_writer::{self, Actor, Decision, Entry};
 use crate::client_book::{ClientBook, audited_client_id};
 use crate::error::Result;
-use crate::page_token::PageTokens;
+use crm_auth::page_token::PageTokens;
 
 const LIST: &str = "audit.list";
 

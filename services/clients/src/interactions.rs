@@ -24,7 +24,7 @@ use crate::access::may_use_contact_log;
 use crate::audit_writer::{self, Actor, Entry};
 use crate::client_book::{ClientBook, find_in_scope};
 use crate::error::Result;
-use crate::page_token::PageTokens;
+use crm_auth::page_token::PageTokens;
 
 const LOG: &str = "interaction.log";
 const LIST: &str = "interaction.list";

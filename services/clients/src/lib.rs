@@ -16,7 +16,6 @@ mod directory;
 mod directory_events;
 mod error;
 mod interactions;
-mod page_token;
 mod payroll_feed;
 mod search;
 mod settings;

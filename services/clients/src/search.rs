@@ -20,7 +20,7 @@ use crate::audit_writer::{self, Actor, Decision, Entry};
 use crate::client_book::ClientBook;
 use crate::client_wire::{check_phone, check_segment, client_to_proto, tier_filter};
 use crate::error::Result;
-use crate::page_token::PageTokens;
+use crm_auth::page_token::PageTokens;
 
 const SEARCH: &str = "client.search";
 

@@ -15,7 +15,7 @@ use crm_domain::messages::{
 use crm_domain::referral::ReferralStatus;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy};
 use opentelemetry::KeyValue;
-use sea_orm::sea_query::{Alias, Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait, IntoActiveModel,
 };
@@ -24,6 +24,7 @@ use sea_orm::{ColumnTrait, Condition, QueryFilter};
 use crate::error::ReferralsError;
 use crate::routing_inputs;
 use crate::waiting::{self, WaitingRoutes};
+use crm_store::copies::save_if_newer;
 
 /// Applies directory and coverage news to routing's copies, and routes the
 /// referrals that waited for exactly that news (waiting.rs) in the same transaction.
@@ -153,36 +154,6 @@ impl MessageHandler for Projections {
     }
 }
 
-/// Inserts the copy, or replaces `columns` unless what is stored is newer than the
-/// news. The condition is part of the one statement (`ON CONFLICT … DO UPDATE …
-/// WHERE stored <= news`): two replicas applying an older and a newer message at
-/// once can't both read "older" and then write, since the database judges the row
-/// as it is when the write lands.
-async fn save_if_newer<E, A>(
-    transaction: &DatabaseTransaction,
-    row: A,
-    key: E::Column,
-    columns: &[E::Column],
-    source_updated_at: E::Column,
-) -> Result<(), HandlerError>
-where
-    E: EntityTrait,
-    A: ActiveModelTrait<Entity = E> + Send,
-{
-    let stored = Expr::col((E::default(), source_updated_at));
-    let news = Expr::col((Alias::new("excluded"), source_updated_at));
-    E::insert(row)
-        .on_conflict(
-            OnConflict::column(key)
-                .update_columns(columns.iter().copied())
-                .action_and_where(sea_orm::sea_query::ExprTrait::lte(stored, news))
-                .to_owned(),
-        )
-        .exec_without_returning(transaction)
-        .await?;
-    Ok(())
-}
-
 async fn apply_staff(
     transaction: &DatabaseTransaction,
     message: StaffChanged,
@@ -217,6 +188,7 @@ async fn apply_staff(
         Column::SourceUpdatedAt,
     )
     .await
+    .map_err(HandlerError::from)
 }
 
 async fn apply_pair(
@@ -245,6 +217,7 @@ async fn apply_pair(
         Column::SourceUpdatedAt,
     )
     .await
+    .map_err(HandlerError::from)
 }
 
 async fn apply_branch(
@@ -266,6 +239,7 @@ async fn apply_branch(
         Column::SourceUpdatedAt,
     )
     .await
+    .map_err(HandlerError::from)
 }
 
 async fn apply_coverage(
@@ -298,6 +272,7 @@ async fn apply_coverage(
         Column::SourceUpdatedAt,
     )
     .await
+    .map_err(HandlerError::from)
 }
 
 /// A contact with the client by the RM holding their referral stops its acceptance

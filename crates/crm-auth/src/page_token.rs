@@ -3,19 +3,19 @@
 //! the search's filters. Another caller, other filters or an edited key fail the
 //! check and answer INVALID_ARGUMENT on `page_token`.
 
+use crate::Principal;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use crm_auth::Principal;
 use crm_store::Vault;
 
-pub(crate) struct PageTokens<'a> {
+pub struct PageTokens<'a> {
     vault: &'a Vault,
     scope: String,
 }
 
 impl<'a> PageTokens<'a> {
     /// `filters`: every parameter that shapes the result, by name.
-    pub(crate) fn new(vault: &'a Vault, principal: &Principal, filters: &[(&str, &str)]) -> Self {
+    pub fn new(vault: &'a Vault, principal: &Principal, filters: &[(&str, &str)]) -> Self {
         let mut scope = format!(
             "{}|{}|{}",
             principal.staff_id, principal.role, principal.branch_id
@@ -31,7 +31,7 @@ impl<'a> PageTokens<'a> {
     }
 
     /// The token for the page after `key`; empty when there is no next page.
-    pub(crate) fn issue(&self, key: &str) -> String {
+    pub fn issue(&self, key: &str) -> String {
         if key.is_empty() {
             return String::new();
         }
@@ -40,7 +40,7 @@ impl<'a> PageTokens<'a> {
     }
 
     /// The key a token continues after (None: the first page).
-    pub(crate) fn read(&self, token: &str) -> Result<Option<String>, &'static str> {
+    pub fn read(&self, token: &str) -> Result<Option<String>, &'static str> {
         const FOREIGN: &str = "is not a page token of this search";
         if token.is_empty() {
             return Ok(None);
