@@ -314,6 +314,7 @@ impl InProcessBus {
                 let delivery = Delivery {
                     envelope: pending.envelope.clone(),
                     redelivered: pending.deliveries > 1,
+                    content_type: Some("application/json".to_owned()),
                     acker: Acker::Memory(MemoryAck {
                         queue: queue.clone(),
                         dead: dead.clone(),

@@ -29,6 +29,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an ephemeral (test) queue outlives its last consumer.
 const EPHEMERAL_QUEUE_TTL_MS: i64 = 120_000;
+/// Why a message was dead-lettered, in the words of the service that gave up on
+/// it, and the queue it came from (`crm dead-letters` shows both).
+const REASON_HEADER: &str = "x-crm-death-reason";
+const QUEUE_HEADER: &str = "x-crm-death-queue";
 
 pub struct RabbitBus {
     url: String,
@@ -304,8 +308,97 @@ impl RabbitBus {
                     )
                     .await?;
             }
+            for feed in &service_queue.feeds {
+                self.declare_feed(channel, &service_queue.service, feed, exchange_options)
+                    .await?;
+            }
         }
         Ok(())
+    }
+
+    /// An outside system's exchange and the service's queue of it: every message
+    /// published to the exchange, whatever its routing key, with dead-lettering
+    /// like the service queues.
+    async fn declare_feed(
+        &self,
+        channel: &Channel,
+        service: &str,
+        feed: &str,
+        exchange_options: ExchangeDeclareOptions,
+    ) -> Result<(), BusError> {
+        let exchange = self.topology.feed_exchange(feed);
+        let queue = self.topology.feed_queue(service, feed);
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                exchange_options,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                self.queue_arguments(true),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes a copy of `delivery` to the dead-letter exchange with `reason`
+    /// (confirmed), then acks the original: the dead letter says why, which a
+    /// broker's own dead-lettering (`rejected`) can't.
+    pub(crate) async fn dead_letter_with_reason(
+        &self,
+        delivery: Delivery,
+        queue: &str,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let channel = self.publisher_channel().await?;
+        let mut properties = properties_of(&delivery.envelope);
+        if let Some(content_type) = &delivery.content_type {
+            properties = properties.with_content_type(content_type.as_str().into());
+        }
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(REASON_HEADER.into(), long_string(reason));
+        headers.insert(QUEUE_HEADER.into(), long_string(queue));
+        let properties = properties.with_headers(headers);
+        let published = async {
+            let confirm = channel
+                .basic_publish(
+                    self.topology.dead_exchange().as_str().into(),
+                    delivery.envelope.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &delivery.envelope.payload,
+                    properties,
+                )
+                .await?;
+            match tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+                .await
+                .map_err(|_| BusError::Timeout)??
+            {
+                Confirmation::Nack(_) => Err(BusError::Nacked),
+                _ => Ok(()),
+            }
+        };
+        if let Err(error) = published.await {
+            *self.publisher.lock().await = None;
+            return Err(error);
+        }
+        delivery.ack().await
     }
 
     /// Declares the whole topology again on the live connection: a queue deleted
@@ -423,8 +516,10 @@ impl RabbitBus {
                 .unwrap_or_default();
             letters.push(DeadLetter {
                 envelope: envelope_of(&message.delivery),
-                reason: header_text(&headers, "x-first-death-reason"),
-                queue: header_text(&headers, "x-first-death-queue"),
+                reason: header_text(&headers, REASON_HEADER)
+                    .or_else(|| header_text(&headers, "x-first-death-reason")),
+                queue: header_text(&headers, QUEUE_HEADER)
+                    .or_else(|| header_text(&headers, "x-first-death-queue")),
             });
         }
         let _ = channel.close(200, "dead letters read".into()).await;
@@ -464,7 +559,26 @@ impl RabbitBus {
         service: &str,
         prefetch: u16,
     ) -> Result<Subscription, BusError> {
-        let queue = self.topology.service_queue(service);
+        self.consume_queue(self.topology.service_queue(service), prefetch)
+            .await
+    }
+
+    /// Competing consumption of `service`'s queue of an outside feed.
+    pub(crate) async fn consume_feed(
+        self: &Arc<Self>,
+        service: &str,
+        feed: &str,
+        prefetch: u16,
+    ) -> Result<Subscription, BusError> {
+        self.consume_queue(self.topology.feed_queue(service, feed), prefetch)
+            .await
+    }
+
+    async fn consume_queue(
+        self: &Arc<Self>,
+        queue: String,
+        prefetch: u16,
+    ) -> Result<Subscription, BusError> {
         let (sender, receiver) = mpsc::channel(usize::from(prefetch.max(1)));
         let stop = CancellationToken::new();
         let bus = self.clone();
@@ -588,6 +702,11 @@ impl RabbitBus {
                     let event = SubscriptionEvent::Message(Box::new(Delivery {
                         envelope: envelope_of(&delivery),
                         redelivered: delivery.redelivered,
+                        content_type: delivery
+                            .properties
+                            .content_type()
+                            .as_ref()
+                            .map(|content_type| content_type.as_str().to_owned()),
                         acker: Acker::Rabbit(delivery.acker),
                     }));
                     if sender.send(event).await.is_err() {

@@ -10,6 +10,9 @@ use std::sync::Arc;
 pub struct ServiceQueue {
     pub service: String,
     pub bindings: Vec<String>,
+    /// Exchanges of systems outside the suite (`corebank.events`) whose every
+    /// message this service takes, raw, from a queue of its own per feed.
+    pub feeds: Vec<String>,
 }
 
 impl ServiceQueue {
@@ -20,7 +23,14 @@ impl ServiceQueue {
                 .iter()
                 .map(|binding| (*binding).to_owned())
                 .collect(),
+            feeds: Vec::new(),
         }
+    }
+
+    /// The service also takes these outside systems' exchanges.
+    pub fn with_feeds(mut self, feeds: &[&str]) -> Self {
+        self.feeds = feeds.iter().map(|feed| (*feed).to_owned()).collect();
+        self
     }
 }
 
@@ -81,6 +91,17 @@ impl Topology {
 
     pub fn service_queue(&self, service: &str) -> String {
         format!("{}crm.{service}", self.prefix)
+    }
+
+    /// The exchange an outside system publishes its feed to (`corebank.events`):
+    /// declared by the suite, so publishers need no rights to declare it.
+    pub fn feed_exchange(&self, feed: &str) -> String {
+        format!("{}{feed}", self.prefix)
+    }
+
+    /// The queue in which `service` takes the feed.
+    pub fn feed_queue(&self, service: &str, feed: &str) -> String {
+        format!("{}crm.{service}.{feed}", self.prefix)
     }
 
     pub fn service(&self, service: &str) -> Option<&ServiceQueue> {

@@ -141,6 +141,41 @@ impl Bus {
         }
     }
 
+    /// Competing consumption of `service`'s queue of an outside system's feed
+    /// (`corebank.events`). Feeds come from outside the process: RabbitMQ only.
+    pub async fn consume_feed(
+        &self,
+        service: &str,
+        feed: &str,
+        prefetch: u16,
+    ) -> Result<Subscription, BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.consume_feed(service, feed, prefetch).await,
+            Bus::InProcess(_) => Err(BusError::Broker(format!(
+                "the {feed} feed arrives over RabbitMQ; the in-process transport has none"
+            ))),
+        }
+    }
+
+    /// Dead-letters `delivery`, taken from `queue`, saying why (`crm dead-letters`
+    /// shows the reason).
+    pub async fn dead_letter(
+        &self,
+        delivery: Delivery,
+        queue: &str,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        match self {
+            Bus::Rabbit(bus) => bus.dead_letter_with_reason(delivery, queue, reason).await,
+            // In process the reason is in the log; the message goes to the
+            // dead-letter list as the transport's nack puts it there.
+            Bus::InProcess(_) => {
+                tracing::error!(%queue, %reason, "message dead-lettered");
+                delivery.nack(false).await
+            }
+        }
+    }
+
     /// A private queue bound to `routing_key` for as long as the subscription lives.
     /// Returns once the binding is in place, so nothing published after this call
     /// is missed; after a reconnect the subscription yields
@@ -197,6 +232,11 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<SubscriptionEvent> {
         self.receiver.recv().await
     }
+
+    /// The next event if one is already here (to fill a batch without waiting).
+    pub fn try_next(&mut self) -> Option<SubscriptionEvent> {
+        self.receiver.try_recv().ok()
+    }
 }
 
 impl Drop for Subscription {
@@ -214,6 +254,8 @@ pub(crate) enum Acker {
 pub struct Delivery {
     pub envelope: Envelope,
     pub redelivered: bool,
+    /// As the publisher set it (an outside feed's message says how it is encoded).
+    pub content_type: Option<String>,
     pub(crate) acker: Acker,
 }
 

@@ -112,6 +112,38 @@ impl BusinessCalendar {
         start + Duration::minutes(business_minutes)
     }
 
+    /// Open time between `start` and `end`, in whole minutes (0 when `end` is not
+    /// after `start`): how long something went unanswered, counting only the
+    /// hours the bank works.
+    pub fn business_minutes_between(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> i64 {
+        let mut minutes = 0;
+        let mut cursor = start.with_timezone(&self.time_zone);
+        let end = end.with_timezone(&self.time_zone);
+        // Bounded like add_business_minutes: ten years of days at most.
+        for _ in 0..3660 {
+            if cursor >= end {
+                break;
+            }
+            let date = cursor.date_naive();
+            let day_open = self.local(date.and_time(self.opens));
+            let day_close = self.local(date.and_time(self.closes));
+            if let (true, Some(open), Some(close)) =
+                (self.is_business_day(date), day_open, day_close)
+            {
+                let from = cursor.max(open);
+                let to = end.min(close);
+                if from < to {
+                    minutes += (to - from).num_minutes();
+                }
+            }
+            let Some(next) = date.succ_opt().and_then(|d| self.start_of(d)) else {
+                break;
+            };
+            cursor = next;
+        }
+        minutes
+    }
+
     fn local(&self, naive: chrono::NaiveDateTime) -> Option<DateTime<Tz>> {
         self.time_zone.from_local_datetime(&naive).earliest()
     }
@@ -201,6 +233,37 @@ mod tests {
             shanghai(2026, 10, 9, 16, 0),
         );
         assert_eq!(due, shanghai(2026, 10, 10, 12, 0));
+    }
+
+    #[test]
+    fn business_minutes_between_count_only_open_hours() {
+        let calendar = BusinessCalendar::default();
+        let shanghai = |y, m, d, h, min| {
+            chrono_tz::Asia::Shanghai
+                .with_ymd_and_hms(y, m, d, h, min, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        // Friday 16:30 to Monday 09:45: 30 minutes Friday, 45 Monday.
+        assert_eq!(
+            calendar.business_minutes_between(
+                shanghai(2026, 11, 27, 16, 30),
+                shanghai(2026, 11, 30, 9, 45)
+            ),
+            75
+        );
+        // A Saturday afternoon: none.
+        assert_eq!(
+            calendar.business_minutes_between(
+                shanghai(2026, 11, 28, 12, 0),
+                shanghai(2026, 11, 28, 16, 0)
+            ),
+            0
+        );
+        // Inside one day, and backwards.
+        let (from, to) = (shanghai(2026, 11, 26, 10, 0), shanghai(2026, 11, 26, 11, 5));
+        assert_eq!(calendar.business_minutes_between(from, to), 65);
+        assert_eq!(calendar.business_minutes_between(to, from), 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The crm.v1 API as generated Rust: messages, clients and servers.
 
 pub mod codec;
+pub mod json;
 
 pub use prost_types;
 pub use tonic;

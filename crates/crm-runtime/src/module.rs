@@ -30,6 +30,12 @@ pub trait ServiceModule: Send + Sync {
         &[]
     }
 
+    /// Exchanges of outside systems it takes raw messages from (its feeds), each
+    /// into a queue of its own.
+    fn feeds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Adds its settings section (flags, each also a `CRM_*` variable) to a command
     /// line: usually `MySettings::augment_args(command)`.
     fn settings(&self, command: Command) -> Command {
@@ -159,8 +165,10 @@ impl Job {
 pub fn suite_queues(suite: &[&dyn ServiceModule]) -> Vec<ServiceQueue> {
     suite
         .iter()
-        .filter(|module| !module.consumes().is_empty())
-        .map(|module| ServiceQueue::new(module.name(), module.consumes()))
+        .filter(|module| !module.consumes().is_empty() || !module.feeds().is_empty())
+        .map(|module| {
+            ServiceQueue::new(module.name(), module.consumes()).with_feeds(module.feeds())
+        })
         .collect()
 }
 

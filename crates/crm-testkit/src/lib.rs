@@ -177,6 +177,58 @@ impl TestApp {
         EventServiceClient::new(self.channel.clone())
     }
 
+    /// Publishes one message to the app's `feed` exchange as an outside system does:
+    /// a plain AMQP client, persistent, with a publisher confirm. Distributed only.
+    pub async fn publish_to_feed(
+        &self,
+        feed: &str,
+        content_type: &str,
+        message_id: &str,
+        body: &[u8],
+    ) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let connection =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let properties = lapin::BasicProperties::default()
+            .with_content_type(content_type.into())
+            .with_message_id(message_id.into())
+            .with_delivery_mode(2);
+        let confirmation = channel
+            .basic_publish(
+                format!("{}{feed}", self.queue_prefix).as_str().into(),
+                "corebank.test".into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirmation.is_ack(), "{confirmation:?}");
+        let _ = connection.close(200, "published".into()).await;
+    }
+
+    /// The app's bus as an operator's tool opens it (`crm dead-letters`).
+    pub async fn operator_bus(&self) -> crm_bus::Bus {
+        let config = crm_bus::BusConfig {
+            amqp_url: (self.backend == Backend::Distributed).then(|| amqp_url().into()),
+            prefix: self.queue_prefix.clone(),
+            ephemeral: true,
+            queues: crm_runtime::suite_queues(crm::MODULES),
+        };
+        crm_bus::Bus::start(&config, CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
     pub fn clients(&self) -> ClientServiceClient<Channel> {
         ClientServiceClient::new(self.channel.clone())
     }

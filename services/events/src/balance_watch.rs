@@ -21,8 +21,7 @@ use crm_domain::referral::{Priority, WorkItemKind};
 use crm_domain::sla::BusinessCalendar;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
 };
 
 use crate::SERVICE;
@@ -111,15 +110,7 @@ pub async fn apply_snapshot(
 ) -> Result<()> {
     // One client's snapshots one at a time: two batches each computing the average
     // without the other's uncommitted day would leave it wrong.
-    if transaction.get_database_backend() == sea_orm::DbBackend::Postgres {
-        transaction
-            .execute_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                [format!("balance:{client_id}").into()],
-            ))
-            .await?;
-    }
+    crate::client_copy::lock_client(transaction, "balance", client_id).await?;
     let stored = Expr::col((daily_balance::Entity, daily_balance::Column::OccurredAt));
     let news = Expr::col((
         sea_orm::sea_query::Alias::new("excluded"),

@@ -45,3 +45,16 @@ impl From<EventsError> for tonic::Status {
 }
 
 pub type Result<T, E = EventsError> = std::result::Result<T, E>;
+
+/// An error of this service's work inside a consumed message's transaction: a
+/// database failure keeps its kind (transient ones are retried in place); stored
+/// data that can't be read is poison.
+impl From<EventsError> for crm_bus::HandlerError {
+    fn from(error: EventsError) -> Self {
+        match error {
+            EventsError::Db(error) => error.into(),
+            EventsError::Bus(error) => error.into(),
+            other => crm_bus::HandlerError::Poison(other.to_string()),
+        }
+    }
+}

@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityName, Iden, IntoActive
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EventsError, Result};
-use crate::store::{bank_event, bank_event_id};
+use crate::store::{bank_event, bank_event_id, held_event};
 
 /// Events in one IngestEvents call, at most.
 pub const MAX_BATCH: usize = 1_000;
@@ -301,6 +301,112 @@ pub async fn store(
     writes.insert_many(rows);
     writes.execute(transaction).await?;
     Ok(taken_now)
+}
+
+/// Where a batch comes from and what the rules need: the one path of both ways
+/// in (IngestEvents and the core-banking feed).
+pub struct Intake<'a> {
+    pub db: &'a crm_store::Db,
+    pub partitions: &'a crate::partitions::Partitions,
+    pub rules: &'a crate::balance_watch::WatchRules,
+    pub retention_months: u32,
+}
+
+/// Each event of a batch, checked: kept or why not.
+pub type Checked = Vec<std::result::Result<BankEvent, String>>;
+
+impl Intake<'_> {
+    /// Checks every event of a batch.
+    pub fn check_all(&self, events: &[pb::BankEvent], now: DateTime<Utc>) -> Checked {
+        let kept_from = retention_start(now, self.retention_months);
+        events
+            .iter()
+            .map(|event| check(event, now, kept_from))
+            .collect()
+    }
+
+    /// Takes the good events of a checked batch in one transaction: stored once
+    /// by id, the rules run on the new ones (or held, for a client not yet
+    /// announced). The ids stored now.
+    pub async fn take(&self, checked: &Checked, now: DateTime<Utc>) -> Result<HashSet<String>> {
+        let good: Vec<BankEvent> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok().cloned())
+            .collect();
+        self.partitions
+            .ensure(
+                self.db,
+                good.iter()
+                    .map(|event| crate::partitions::Month::of(event.occurred_at.date_naive())),
+            )
+            .await?;
+        let transaction = sea_orm::TransactionTrait::begin(self.db).await?;
+        let stored = store(&transaction, &good, now).await?;
+        let fresh: Vec<&BankEvent> = {
+            let mut applied = HashSet::new();
+            good.iter()
+                .filter(|event| {
+                    stored.contains(&event.event_id) && applied.insert(event.event_id.as_str())
+                })
+                .collect()
+        };
+        let known = crate::client_copy::known_locking_unknown(
+            &transaction,
+            fresh.iter().map(|event| event.client_id.clone()).collect(),
+        )
+        .await?;
+        let mut held = Vec::new();
+        // The rules see each new event once, in the transaction that keeps it.
+        for event in fresh {
+            if known.contains(&event.client_id) {
+                apply_rules(&transaction, self.rules, event).await?;
+            } else {
+                held.push(
+                    held_event::Model {
+                        event_id: event.event_id.clone(),
+                        client_id: event.client_id.clone(),
+                        occurred_at: event.occurred_at,
+                        received_at: now,
+                    }
+                    .into_active_model(),
+                );
+            }
+        }
+        let mut writes = crm_store::WriteBatch::new();
+        writes.insert_many(held);
+        writes.execute(&transaction).await?;
+        transaction.commit().await?;
+        Ok(stored)
+    }
+}
+
+/// The answer for each event of a batch: accepted (new, or a `duplicate` of one
+/// taken before or earlier in the batch) or rejected with its reason.
+pub fn results(
+    events: &[pb::BankEvent],
+    checked: Checked,
+    stored: &HashSet<String>,
+) -> Vec<pb::IngestEventResult> {
+    let mut reported = HashSet::new();
+    events
+        .iter()
+        .zip(checked)
+        .map(|(event, checked)| match checked {
+            Err(reason) => pb::IngestEventResult {
+                event_id: event.event_id.clone(),
+                accepted: false,
+                reason,
+                duplicate: false,
+            },
+            Ok(good) => pb::IngestEventResult {
+                duplicate: !(stored.contains(&good.event_id)
+                    && reported.insert(good.event_id.clone())),
+                event_id: good.event_id,
+                accepted: true,
+                reason: String::new(),
+            },
+        })
+        .collect()
 }
 
 /// What the rules do with one newly taken event, in its transaction.

@@ -23,3 +23,49 @@ async fn prune_events(context: JobContext) -> Result<String, ModuleError> {
         "events before {kept_from} dropped ({dropped} partitions or rows)"
     ))
 }
+
+pub const FEED_WATCH: Job = Job {
+    name: "feed-watch",
+    about: "Report the core-banking feed's health: clients whose events have been held \
+            longer than CRM_HELD_EVENT_ALERT_MINUTES (the client book has not announced \
+            them), and a feed silent for CRM_FEED_SILENT_MINUTES of business time. Read-only",
+    args: |command| command,
+    run: |context| Box::pin(feed_watch(context)),
+};
+
+async fn feed_watch(context: JobContext) -> Result<String, ModuleError> {
+    let settings: EventsSettings = context.settings.section()?;
+    let watch = crate::feed_watch::FeedWatch {
+        db: context.db.clone(),
+        calendar: context.calendar.clone(),
+        held_alert_minutes: i64::from(settings.held_event_alert_minutes),
+        silent_minutes: i64::from(settings.feed_silent_minutes),
+    };
+    let report = watch
+        .run(chrono::Utc::now())
+        .await
+        .map_err(ModuleError::failed)?;
+    let mut lines = vec![match report.last_event_received_at {
+        None => "feed: no event received yet".to_owned(),
+        Some(at) if report.silent => {
+            tracing::warn!(last_event = %at, business_minutes = report.silent_business_minutes, "core-banking feed silent");
+            format!(
+                "feed: SILENT, last event {at}, {} business minutes ago",
+                report.silent_business_minutes
+            )
+        }
+        Some(at) => format!(
+            "feed: ok, last event {at}, {} business minutes ago",
+            report.silent_business_minutes
+        ),
+    }];
+    lines.push(format!("held events: {}", report.held_events));
+    for client in &report.held_too_long {
+        tracing::warn!(client_id = %client.client_id, events = client.events, since = %client.oldest_received_at, "events held: client not in the client book");
+        lines.push(format!(
+            "HELD TOO LONG: client {}: {} events since {} (not announced by the client book)",
+            client.client_id, client.events, client.oldest_received_at
+        ));
+    }
+    Ok(lines.join("\n"))
+}

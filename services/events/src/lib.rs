@@ -1,26 +1,28 @@
 //! The events service: core-banking events, alerts and the client timeline.
 //!
 //! IngestEvents takes core-banking events (checked one by one, idempotent by
-//! `event_id`, stored append-only, by month on PostgreSQL) and runs the balance
-//! watch on them; NotifyLargeOutflow holds a transfer for the RM (outflow.rs). The
-//! timeline answers UNIMPLEMENTED until its part of the events issue is built.
+//! `event_id`, stored append-only, by month on PostgreSQL) and runs the rules on
+//! them (balance watch, large transfers, payroll); an event of a client the client
+//! book has not announced yet is held until it does (client_copy.rs).
+//! NotifyLargeOutflow holds a transfer for the RM (outflow.rs); GetClientTimeline
+//! shows one client's events and what other services did with them (timeline.rs).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crm_auth::principal_of;
 use crm_domain::{Role, Violations};
-use crm_grpc::RpcError;
 use crm_proto::v1::{
     self as pb,
     event_service_server::{EventService, EventServiceServer},
 };
 use crm_store::Db;
-use sea_orm::TransactionTrait;
 use tonic::{Request, Response, Status};
 
 pub mod balance_watch;
+mod client_copy;
 mod error;
+pub mod feed;
+pub mod feed_watch;
 pub mod ingest;
 mod jobs;
 mod outflow;
@@ -29,6 +31,7 @@ mod payroll;
 mod settings;
 pub mod store;
 mod tier_followups;
+mod timeline;
 
 pub use error::EventsError;
 pub use settings::EventsSettings;
@@ -44,9 +47,20 @@ pub struct Events {
     retention_months: u32,
     watch: balance_watch::WatchRules,
     partitions: Arc<partitions::Partitions>,
+    /// Signs the timeline's page tokens.
+    vault: Arc<crm_store::Vault>,
 }
 
 impl Events {
+    fn intake(&self) -> ingest::Intake<'_> {
+        ingest::Intake {
+            db: &self.db,
+            partitions: &self.partitions,
+            rules: &self.watch,
+            retention_months: self.retention_months,
+        }
+    }
+
     async fn ingest(
         &self,
         request: Request<pb::IngestEventsRequest>,
@@ -68,53 +82,11 @@ impl Events {
             return Err(violations.into());
         }
         let now = chrono::Utc::now();
-        let kept_from = ingest::retention_start(now, self.retention_months);
-        let checked: Vec<Result<ingest::BankEvent, String>> = events
-            .iter()
-            .map(|event| ingest::check(event, now, kept_from))
-            .collect();
-        let good: Vec<ingest::BankEvent> = checked
-            .iter()
-            .filter_map(|c| c.as_ref().ok().cloned())
-            .collect();
-        self.partitions
-            .ensure(
-                &self.db,
-                good.iter()
-                    .map(|event| partitions::Month::of(event.occurred_at.date_naive())),
-            )
-            .await?;
-        let transaction = self.db.begin().await?;
-        let stored = ingest::store(&transaction, &good, now).await?;
-        // The rules see each new event once, in the transaction that keeps it.
-        let mut applied = HashSet::new();
-        for event in good.iter().filter(|event| stored.contains(&event.event_id)) {
-            if applied.insert(event.event_id.as_str()) {
-                ingest::apply_rules(&transaction, &self.watch, event).await?;
-            }
-        }
-        transaction.commit().await?;
+        let intake = self.intake();
+        let checked = intake.check_all(&events, now);
+        let stored = intake.take(&checked, now).await?;
         self.outbox.wake();
-        let mut reported = HashSet::new();
-        let results = events
-            .iter()
-            .zip(checked)
-            .map(|(event, checked)| match checked {
-                Err(reason) => pb::IngestEventResult {
-                    event_id: event.event_id.clone(),
-                    accepted: false,
-                    reason,
-                    duplicate: false,
-                },
-                Ok(good) => pb::IngestEventResult {
-                    duplicate: !(stored.contains(&good.event_id)
-                        && reported.insert(good.event_id.clone())),
-                    event_id: good.event_id,
-                    accepted: true,
-                    reason: String::new(),
-                },
-            })
-            .collect();
+        let results = ingest::results(&events, checked, &stored);
         Ok(pb::IngestEventsResponse { results })
     }
 }
@@ -161,11 +133,14 @@ impl EventService for Events {
         Ok(Response::new(self.hold_and_notify(request).await?))
     }
 
+    #[tracing::instrument(skip_all, fields(client_id = %request.get_ref().client_id))]
     async fn get_client_timeline(
         &self,
-        _request: Request<pb::GetClientTimelineRequest>,
+        request: Request<pb::GetClientTimelineRequest>,
     ) -> Result<Response<pb::GetClientTimelineResponse>, Status> {
-        Err(RpcError::Unimplemented("GetClientTimeline arrives with the events issue").into())
+        let actor = crm_audit::Actor::of(&request)?;
+        let page = timeline::read(&self.db, &self.vault, &actor, request.get_ref()).await?;
+        Ok(Response::new(page))
     }
 }
 
@@ -173,6 +148,8 @@ impl EventService for Events {
 struct Inbound {
     /// Woken after a message wrote outbox rows (a follow-up asked for).
     outbox: crm_bus::outbox::OutboxWaker,
+    /// The rules, for events held until their client was announced.
+    watch: balance_watch::WatchRules,
 }
 
 #[async_trait::async_trait]
@@ -182,15 +159,32 @@ impl crm_bus::MessageHandler for Inbound {
         transaction: &sea_orm::DatabaseTransaction,
         envelope: &crm_bus::Envelope,
     ) -> Result<(), crm_bus::HandlerError> {
+        use crm_domain::messages::*;
         match envelope.message_type.as_str() {
-            crm_domain::messages::TIER_CHANGED => {
-                tier_followups::apply(transaction, envelope.decode()?).await
+            COVERAGE_CHANGED => {
+                client_copy::apply_coverage(transaction, &self.watch, envelope.decode()?).await
             }
-            crm_domain::messages::WORK_ITEMS_ASSIGNED => {
-                outflow::apply_assigned(transaction, envelope.decode()?).await
+            TIER_CHANGED => {
+                let change: TierChanged = envelope.decode()?;
+                client_copy::apply_tier(transaction, &change).await?;
+                tier_followups::apply(transaction, change).await
             }
-            crm_domain::messages::WORK_ITEM_COMPLETED => {
-                outflow::apply_completed(transaction, envelope.decode()?).await
+            WORK_ITEMS_REQUESTED => {
+                let request: WorkItemsRequested = envelope.decode()?;
+                timeline::record_requested(transaction, &request, envelope.occurred_at).await
+            }
+            WORK_ITEMS_ASSIGNED => outflow::apply_assigned(transaction, envelope.decode()?).await,
+            WORK_ITEM_COMPLETED => {
+                let completed: WorkItemCompleted = envelope.decode()?;
+                timeline::record_completed(transaction, &completed).await?;
+                outflow::apply_completed(transaction, completed).await
+            }
+            REFERRAL_ASSIGNED | REFERRAL_OUTCOME_RECORDED | REFERRAL_EXPIRED | REFERRAL_LINKED => {
+                let referral: ReferralEvent = envelope.decode()?;
+                timeline::record_referral(transaction, &envelope.message_type, &referral).await
+            }
+            INTERACTION_LOGGED => {
+                timeline::record_interaction(transaction, &envelope.decode()?).await
             }
             other => Err(crm_bus::HandlerError::Poison(format!(
                 "unexpected message type {other}"
@@ -216,13 +210,28 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn consumes(&self) -> &'static [&'static str] {
-        // Tier changes (the RM's welcome or retention follow-up), and what the RM
-        // work queue says of the items this service asked for.
+        use crm_domain::messages::*;
+        // The client book's coverage (the copy the timeline is scoped by, and what
+        // releases held events) and tier changes (the RM's welcome or retention
+        // follow-up); what the RM work queue says of the items this service asked
+        // for; and, for the timeline, the work any service asks of an RM, the
+        // referrals and the interactions.
         &[
-            crm_domain::messages::TIER_CHANGED,
-            crm_domain::messages::WORK_ITEMS_ASSIGNED,
-            crm_domain::messages::WORK_ITEM_COMPLETED,
+            COVERAGE_CHANGED,
+            TIER_CHANGED,
+            WORK_ITEMS_REQUESTED,
+            WORK_ITEMS_ASSIGNED,
+            WORK_ITEM_COMPLETED,
+            REFERRAL_ASSIGNED,
+            REFERRAL_OUTCOME_RECORDED,
+            REFERRAL_EXPIRED,
+            REFERRAL_LINKED,
+            INTERACTION_LOGGED,
         ]
+    }
+
+    fn feeds(&self) -> &'static [&'static str] {
+        &[feed::FEED]
     }
 
     fn settings(&self, command: clap::Command) -> clap::Command {
@@ -237,7 +246,7 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn jobs(&self) -> Vec<crm_runtime::Job> {
-        vec![jobs::PRUNE_EVENTS]
+        vec![jobs::PRUNE_EVENTS, jobs::FEED_WATCH]
     }
 
     fn mount(
@@ -248,13 +257,15 @@ impl crm_runtime::ServiceModule for Module {
         let settings: EventsSettings = infra.settings.section()?;
         let outbox = crm_bus::outbox::OutboxWaker::default();
         let events_outbox = outbox.clone();
+        let partitions: Arc<partitions::Partitions> = Arc::default();
         let events = Events {
             db: infra.db.clone(),
             outbox: outbox.clone(),
             shutdown: infra.shutdown.clone(),
             retention_months: settings.event_retention_months,
             watch: settings.watch_rules(infra.calendar.clone()),
-            partitions: Arc::default(),
+            partitions: partitions.clone(),
+            vault: infra.vault.clone(),
         };
         server.add_service(
             "crm.v1.EventService",
@@ -262,8 +273,12 @@ impl crm_runtime::ServiceModule for Module {
         );
         // What the service writes to its outbox (audit lines of its reads of
         // client data, its events) leaves through its own relay.
-        let relay =
-            crm_bus::outbox::Relay::new(infra.db.clone(), infra.bus.clone(), SERVICE, outbox);
+        let relay = crm_bus::outbox::Relay::new(
+            infra.db.clone(),
+            infra.bus.clone(),
+            SERVICE,
+            outbox.clone(),
+        );
         infra.tasks.spawn(relay.run(infra.shutdown.clone()));
         let consumer = crm_bus::run_consumer(
             infra.bus.clone(),
@@ -271,10 +286,31 @@ impl crm_runtime::ServiceModule for Module {
             SERVICE,
             Arc::new(Inbound {
                 outbox: events_outbox,
+                watch: settings.watch_rules(infra.calendar.clone()),
             }),
             32,
             infra.shutdown.clone(),
         );
+        // Core banking's feed comes over RabbitMQ; on the embedded default its
+        // events arrive through IngestEvents alone.
+        if matches!(infra.bus, crm_bus::Bus::Rabbit(_)) {
+            let feed = feed::FeedConsumer {
+                bus: infra.bus.clone(),
+                db: infra.db.clone(),
+                partitions: partitions.clone(),
+                rules: settings.watch_rules(infra.calendar.clone()),
+                retention_months: settings.event_retention_months,
+                outbox: outbox.clone(),
+                shutdown: infra.shutdown.clone(),
+            };
+            let shutdown = infra.shutdown.clone();
+            infra.tasks.spawn(async move {
+                if let Err(error) = feed.run().await {
+                    tracing::error!(%error, "core-banking feed consumer failed; shutting down");
+                    shutdown.cancel();
+                }
+            });
+        }
         let shutdown = infra.shutdown.clone();
         infra.tasks.spawn(async move {
             if let Err(error) = consumer.await {

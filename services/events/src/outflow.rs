@@ -40,6 +40,8 @@ pub const MAX_WAIT_SECONDS: i32 = 120;
 const POLL: Duration = Duration::from_millis(100);
 /// The prefix of the RM queue's source key of an alert.
 const SOURCE_PREFIX: &str = "outflow:";
+/// The prefix of the private banker's copy of an alert (not an answer to wait for).
+const PRIVATE_BANKER_PREFIX: &str = "outflow-private-banker:";
 
 /// A large outflow about to happen, checked.
 #[derive(Clone)]
@@ -174,27 +176,29 @@ async fn insert(
     }
     .insert(transaction)
     .await?;
-    let request = WorkItemsRequested {
-        requested_by: SERVICE.to_owned(),
-        items: vec![RequestedWorkItem {
-            source_key: format!("{SOURCE_PREFIX}{}", alert.alert_id),
-            kind: WorkItemKind::Alert,
-            client_id: alert.client_id.clone(),
-            title: format!(
-                "Large transfer out: {} to {}",
-                outflow.amount, outflow.counterparty_bank
-            ),
-            detail: format!(
-                "Rule: hold-and-notify. The client is at a counter of branch {} about to move {} \
+    let mut items = vec![RequestedWorkItem {
+        source_key: format!("{SOURCE_PREFIX}{}", alert.alert_id),
+        kind: WorkItemKind::Alert,
+        client_id: alert.client_id.clone(),
+        title: format!(
+            "Large transfer out: {} to {}",
+            outflow.amount, outflow.counterparty_bank
+        ),
+        detail: format!(
+            "Rule: hold-and-notify. The client is at a counter of branch {} about to move {} \
                  to {}. Call them now to keep the funds; complete this item with what they said \
                  (the counter sees your note).",
-                outflow.branch_id, outflow.amount, outflow.counterparty_bank
-            ),
-            priority: Priority::Urgent,
-            due_at: Some(due),
-            rm_id: None,
-            home_branch_id: None,
-        }],
+            outflow.branch_id, outflow.amount, outflow.counterparty_bank
+        ),
+        priority: Priority::Urgent,
+        due_at: Some(due),
+        rm_id: None,
+        home_branch_id: None,
+    }];
+    items.extend(private_banker_notice(transaction, &alert, outflow).await?);
+    let request = WorkItemsRequested {
+        requested_by: SERVICE.to_owned(),
+        items,
     };
     crm_bus::outbox::enqueue_event(
         transaction,
@@ -205,6 +209,48 @@ async fn insert(
     )
     .await?;
     Ok(alert)
+}
+
+/// A private-banking client's private banker is told too (for information: the
+/// RM is the one asked to answer), when the book's copy names one.
+async fn private_banker_notice(
+    connection: &impl ConnectionTrait,
+    alert: &outflow_alert::Model,
+    outflow: &Outflow,
+) -> Result<Option<RequestedWorkItem>> {
+    let private = crate::client_copy::tier_of(connection, &alert.client_id).await?
+        == Some(crm_domain::tier::Tier::Private.as_str().to_owned());
+    if !private {
+        return Ok(None);
+    }
+    let Some(client) = crate::client_copy::find(connection, &alert.client_id).await? else {
+        return Ok(None);
+    };
+    let Some(banker) = client
+        .private_banker_id
+        .filter(|banker| Some(banker) != client.primary_rm_id.as_ref())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(RequestedWorkItem {
+        source_key: format!("{PRIVATE_BANKER_PREFIX}{}", alert.alert_id),
+        kind: WorkItemKind::Alert,
+        client_id: alert.client_id.clone(),
+        title: format!(
+            "Private client: large transfer out, {} to {}",
+            outflow.amount, outflow.counterparty_bank
+        ),
+        detail: format!(
+            "Rule: hold-and-notify, private banking. Your private client is at a counter of \
+             branch {} about to move {} to {}. Their RM has been asked to call; this is for \
+             your information.",
+            outflow.branch_id, outflow.amount, outflow.counterparty_bank
+        ),
+        priority: Priority::High,
+        due_at: None,
+        rm_id: Some(banker),
+        home_branch_id: None,
+    }))
 }
 
 /// The alert of `outflow`: the one already raised for its key or transfer, or a

@@ -41,6 +41,24 @@ pub struct EventsSettings {
         value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000)
     )]
     pub large_transfer_cny: u64,
+    /// Events of a client the client book has not announced are held; held longer
+    /// than this many minutes, `crm jobs feed-watch` reports the client.
+    #[arg(
+        long,
+        env = "CRM_HELD_EVENT_ALERT_MINUTES",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(1..=10_080)
+    )]
+    pub held_event_alert_minutes: u32,
+    /// No event for this many minutes of business time (the bank's calendar) and
+    /// `crm jobs feed-watch` reports the core-banking feed silent.
+    #[arg(
+        long,
+        env = "CRM_FEED_SILENT_MINUTES",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..=1_440)
+    )]
+    pub feed_silent_minutes: u32,
 }
 
 impl EventsSettings {
