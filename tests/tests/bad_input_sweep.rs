@@ -315,6 +315,7 @@ impl<'a> Sweep<'a> {
                     work_item_id: uuid::Uuid::now_v7().to_string(),
                     outcome: "done".into(),
                     note: "ok".into(),
+                    ..Default::default()
                 };
                 match field {
                     "outcome" => request.outcome = bad.clone(),
@@ -405,6 +406,53 @@ impl<'a> Sweep<'a> {
                     }),
                 );
             }
+        }
+    }
+
+    /// The RM's answer about an alert's funds, each way it can be wrong.
+    fn funds(&mut self) {
+        let app = self.app;
+        let cny = |minor_units| {
+            Some(pb::Money {
+                minor_units,
+                currency: "CNY".into(),
+            })
+        };
+        for (what_funds, funds_outcome, funds_kept) in [
+            ("an unknown outcome", 99, None),
+            (
+                "a negative amount kept",
+                pb::FundsOutcome::Kept as i32,
+                cny(-1),
+            ),
+            (
+                "partly kept without an amount",
+                pb::FundsOutcome::PartlyKept as i32,
+                None,
+            ),
+            (
+                "partly kept, zero",
+                pb::FundsOutcome::PartlyKept as i32,
+                cny(0),
+            ),
+            (
+                "gone with an amount kept",
+                pb::FundsOutcome::Gone as i32,
+                cny(100),
+            ),
+            ("an amount without an outcome", 0, cny(100)),
+        ] {
+            let request = pb::CompleteWorkItemRequest {
+                work_item_id: uuid::Uuid::now_v7().to_string(),
+                funds_outcome,
+                funds_kept,
+                ..Default::default()
+            };
+            let token = self.rm.clone();
+            self.case(
+                format!("CompleteWorkItem funds: {what_funds}"),
+                call!(app, referrals.complete_work_item, token, request),
+            );
         }
     }
 
@@ -785,6 +833,7 @@ async fn malformed_requests_are_refused_field_by_field(backend: Backend) {
     };
     sweep.texts();
     sweep.times();
+    sweep.funds();
     sweep.ids();
     sweep.floods();
     sweep.raw_bytes();

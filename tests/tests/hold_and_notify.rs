@@ -42,7 +42,91 @@ async fn notify(
 on_both_backends!(
     the_rm_answers_a_counter_at_another_branch_before_the_money_leaves,
     large_transfers_on_the_feed_are_work_for_the_rm,
+    a_private_clients_banker_is_told_too,
 );
+
+/// A private-banking client's large transfer out: the RM is asked to answer, and
+/// the private banker is told too.
+async fn a_private_clients_banker_is_told_too(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.add_staff("PB-001", pb::StaffRole::Rm, "B-001").await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let system = app.token("SYS-CORE", Role::System, "HQ-001");
+    let mut clients = app.clients();
+    clients
+        .assign_coverage(with_token(
+            &system,
+            pb::AssignCoverageRequest {
+                client_id: "C-000001".into(),
+                primary_rm_id: "B-001-RM-1".into(),
+                private_banker_id: "PB-001".into(),
+                reason: "private banking".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // 12,000,000 CNY a day: PRIVATE.
+    let mut client = clients
+        .get_client(with_token(
+            &system,
+            pb::GetClientRequest {
+                client_id: "C-000001".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
+    client.aum_daily_avg = Some(pb::Money {
+        minor_units: 1_200_000_000,
+        currency: "CNY".into(),
+    });
+    clients
+        .upsert_client(with_token(
+            &system,
+            pb::UpsertClientRequest {
+                client: Some(client),
+            },
+        ))
+        .await
+        .unwrap();
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM event_client_tiers WHERE client_id = 'C-000001' \
+         AND tier = 'private'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM event_clients WHERE client_id = 'C-000001' \
+         AND private_banker_id = 'PB-001'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    let held = notify(&app, &teller, hold("counter-1", 0)).await.unwrap();
+    assert!(!held.acknowledged);
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM work_items WHERE rm_id = 'B-001-RM-1' AND kind = 'alert' \
+         AND priority = 'urgent'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM work_items WHERE rm_id = 'PB-001' AND kind = 'alert' \
+         AND title LIKE 'Private client: large transfer out%'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    app.stop().await;
+}
 
 fn feed_transfer(
     event_id: &str,
@@ -202,6 +286,11 @@ async fn the_rm_answers_a_counter_at_another_branch_before_the_money_leaves(back
                 work_item_id: alert.work_item_id.clone(),
                 outcome: "funds kept".into(),
                 note: "client stays; offered a better rate".into(),
+                funds_outcome: pb::FundsOutcome::PartlyKept as i32,
+                funds_kept: Some(pb::Money {
+                    minor_units: 50_000_000,
+                    currency: "CNY".into(),
+                }),
             },
         ))
         .await
@@ -212,6 +301,26 @@ async fn the_rm_answers_a_counter_at_another_branch_before_the_money_leaves(back
     assert_eq!(
         answered.rm_note,
         "funds kept: client stays; offered a better rate"
+    );
+    assert_eq!(answered.funds_outcome, pb::FundsOutcome::PartlyKept as i32);
+    // Counted for the RM: one alert answered, 500,000 of the 800,000 kept.
+    let now = chrono::Utc::now();
+    let tally = crm_events::outflow::tally(
+        &app.db,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tally.len(), 1, "{tally:?}");
+    assert_eq!(
+        (
+            tally[0].rm_id.as_str(),
+            tally[0].answered,
+            tally[0].partly_kept,
+            tally[0].kept_minor
+        ),
+        ("B-001-RM-1", 1, 1, 50_000_000)
     );
 
     // The counter retries (a timeout on its side): the same alert, nothing new.
@@ -297,9 +406,11 @@ async fn with_two_events_replicas_the_answer_reaches_the_waiting_call() {
             .complete_work_item(with_token(
                 &rm,
                 pb::CompleteWorkItemRequest {
+                    funds_outcome: pb::FundsOutcome::Kept as i32,
                     work_item_id: item.work_item_id,
                     outcome: "funds kept".into(),
                     note: format!("call {n}"),
+                    funds_kept: None,
                 },
             ))
             .await

@@ -172,6 +172,7 @@ async fn requested_items_are_made_once_routed_streamed_and_reported_back(backend
                 work_item_id: waiting_id,
                 outcome: "done".into(),
                 note: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -226,6 +227,7 @@ async fn requested_items_are_made_once_routed_streamed_and_reported_back(backend
                 work_item_id: item_id,
                 outcome: "funds kept".into(),
                 note: "called, client stays".into(),
+                ..Default::default()
             },
         ))
         .await

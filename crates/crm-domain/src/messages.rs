@@ -168,6 +168,14 @@ pub struct WorkItemCompleted {
     /// What the RM recorded: outcome and note, as `outcome: note`.
     pub outcome: String,
     pub completed_at: DateTime<Utc>,
+    /// For an alert about the client's money: were the funds kept?
+    #[serde(default)]
+    pub funds_outcome: Option<crate::referral::FundsOutcome>,
+    /// How much stayed, when the RM said (for `kept`, none means all of it).
+    #[serde(default)]
+    pub funds_kept_minor: Option<i64>,
+    #[serde(default)]
+    pub funds_kept_currency: Option<String>,
 }
 
 /// A client's trailing 30-day daily-average balance, as the balance feed has it.

@@ -46,6 +46,15 @@ text_enum!(
 );
 
 text_enum!(
+    /// What became of the money an alert was about, as the RM answered it.
+    FundsOutcome {
+        Kept => "kept",
+        PartlyKept => "partly_kept",
+        Gone => "gone",
+    }
+);
+
+text_enum!(
     WorkItemState {
         Open => "open",
         Snoozed => "snoozed",

@@ -4,7 +4,9 @@
 
 use crm_domain::Role;
 use crm_domain::client::{ClientKind, InteractionChannel};
-use crm_domain::referral::{Need, Outcome, Priority, ReferralStatus, WorkItemKind, WorkItemState};
+use crm_domain::referral::{
+    FundsOutcome, Need, Outcome, Priority, ReferralStatus, WorkItemKind, WorkItemState,
+};
 use crm_domain::tier::Tier;
 use crm_proto::v1 as pb;
 
@@ -96,6 +98,7 @@ wire_enum!(ReferralStatus => ReferralStatus {
 wire_enum!(Outcome => ReferralOutcome { Contacted, Converted, Declined, Unreachable });
 wire_enum!(WorkItemKind => WorkItemKind { Referral, Alert, CampaignTask, FollowUp, Appointment });
 wire_enum!(WorkItemState => WorkItemState { Open, Snoozed, Done });
+wire_enum!(FundsOutcome => FundsOutcome { Kept, PartlyKept, Gone });
 wire_enum!(Tier => Tier { Mass, Wealth, Hnw, Private });
 wire_enum!(Role => StaffRole { Teller, Rm, BranchManager, CampaignAdmin, System });
 wire_enum!(ClientKind => ClientKind { Individual, Corporate });

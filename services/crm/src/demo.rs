@@ -331,6 +331,11 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
                 work_item_id: alert.work_item_id,
                 outcome: "funds kept".into(),
                 note: "spoke to the client: 500k stays in a 1-year deposit".into(),
+                funds_outcome: pb::FundsOutcome::PartlyKept as i32,
+                funds_kept: Some(pb::Money {
+                    minor_units: 50_000_000,
+                    currency: "CNY".into(),
+                }),
             }))
             .await?;
         println!("   RM Wang calls the client and completes the alert with a note");
@@ -342,6 +347,19 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
         answer.rm_id,
         answer.rm_note
     );
+
+    println!("\n== 9. RM Wang opens C-000000's timeline: newest first, every service's part");
+    let page = EventServiceClient::new(rm.channel.clone())
+        .get_client_timeline(rm.request(pb::GetClientTimelineRequest {
+            client_id: "C-000000".into(),
+            page_size: 6,
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner();
+    for entry in page.entries {
+        println!("   [{}] {}", entry.entry_kind, entry.title);
+    }
 
     println!("\n== Done. Shutting down gracefully.");
     shutdown.cancel();

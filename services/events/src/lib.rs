@@ -25,7 +25,7 @@ pub mod feed;
 pub mod feed_watch;
 pub mod ingest;
 mod jobs;
-mod outflow;
+pub mod outflow;
 pub mod partitions;
 mod payroll;
 mod settings;
@@ -111,6 +111,9 @@ impl Events {
             rm_id: answered.rm_id,
             acknowledged: answered.acknowledged,
             rm_note: answered.rm_note,
+            funds_outcome: answered
+                .funds_outcome
+                .map_or(0, crm_grpc::WireEnum::to_wire),
         })
     }
 }

@@ -19,7 +19,7 @@ use crm_domain::messages::{
     RequestedWorkItem, WORK_ITEMS_REQUESTED, WorkItemCompleted, WorkItemsAssigned,
     WorkItemsRequested,
 };
-use crm_domain::referral::{Priority, WorkItemKind};
+use crm_domain::referral::{FundsOutcome, Priority, WorkItemKind};
 use crm_domain::validation::is_token;
 use crm_domain::{BranchId, ClientId, Money, Violations};
 use crm_proto::v1 as pb;
@@ -173,6 +173,8 @@ async fn insert(
         rm_note: Set(String::new()),
         created_at: Set(now),
         acknowledged_at: Set(None),
+        funds_outcome: Set(None),
+        funds_kept_minor: Set(None),
     }
     .insert(transaction)
     .await?;
@@ -423,7 +425,28 @@ pub async fn apply_assigned(
     Ok(())
 }
 
-/// Records the RM's answer to one of our alerts.
+/// How much of an alert's amount stayed, by the RM's answer: all of it when kept
+/// (unless they said how much), what they said when kept in part, nothing when
+/// gone. An amount in another currency than the alert's is not comparable: kept
+/// unknown.
+pub fn funds_kept(
+    alert: &outflow_alert::Model,
+    outcome: Option<FundsOutcome>,
+    said_minor: Option<i64>,
+    said_currency: Option<&str>,
+) -> Option<i64> {
+    let said = match said_currency {
+        Some(currency) if currency != alert.currency => None,
+        _ => said_minor.map(|minor| minor.clamp(0, alert.amount_minor)),
+    };
+    match outcome? {
+        FundsOutcome::Kept => Some(said.unwrap_or(alert.amount_minor)),
+        FundsOutcome::PartlyKept => said,
+        FundsOutcome::Gone => Some(0),
+    }
+}
+
+/// Records the RM's answer to one of our alerts, and counts its outcome.
 pub async fn apply_completed(
     transaction: &DatabaseTransaction,
     message: WorkItemCompleted,
@@ -434,16 +457,106 @@ pub async fn apply_completed(
     let Some(alert_id) = alert_id(&message.source_key) else {
         return Ok(());
     };
+    let Some(alert) = outflow_alert::Entity::find_by_id(alert_id)
+        .one(transaction)
+        .await?
+    else {
+        return Ok(());
+    };
+    let kept = funds_kept(
+        &alert,
+        message.funds_outcome,
+        message.funds_kept_minor,
+        message.funds_kept_currency.as_deref(),
+    );
     outflow_alert::Entity::update_many()
         .col_expr(outflow_alert::Column::Acknowledged, Expr::value(true))
-        .col_expr(outflow_alert::Column::RmId, Expr::value(message.rm_id))
+        .col_expr(
+            outflow_alert::Column::RmId,
+            Expr::value(message.rm_id.clone()),
+        )
         .col_expr(outflow_alert::Column::RmNote, Expr::value(message.outcome))
         .col_expr(
             outflow_alert::Column::AcknowledgedAt,
             Expr::value(Some(message.completed_at)),
         )
+        .col_expr(
+            outflow_alert::Column::FundsOutcome,
+            Expr::value(
+                message
+                    .funds_outcome
+                    .map(|outcome| outcome.as_str().to_owned()),
+            ),
+        )
+        .col_expr(outflow_alert::Column::FundsKeptMinor, Expr::value(kept))
         .filter(outflow_alert::Column::AlertId.eq(alert_id))
         .exec(transaction)
         .await?;
+    if !alert.acknowledged {
+        let outcome = message
+            .funds_outcome
+            .map_or("not said", |outcome| outcome.as_str());
+        opentelemetry::global::meter("crm.events")
+            .u64_counter("crm.events.outflow_alerts.answered")
+            .with_description(
+                "Large-outflow alerts answered by the RM, by what became of the funds",
+            )
+            .build()
+            .add(1, &[opentelemetry::KeyValue::new("funds", outcome)]);
+    }
     Ok(())
+}
+
+/// One RM's answers to large-outflow alerts over a period: how many, what became
+/// of the funds, and how much stayed (per currency of the alerts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutflowTally {
+    pub rm_id: String,
+    pub currency: String,
+    pub answered: i64,
+    pub kept: i64,
+    pub partly_kept: i64,
+    pub gone: i64,
+    pub kept_minor: i64,
+}
+
+/// The tally of answers given in `[from, to)`, per RM and currency, the RM who
+/// kept the most first (campaign league tables rank it).
+pub async fn tally(
+    db: &impl ConnectionTrait,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<OutflowTally>> {
+    let answered = outflow_alert::Entity::find()
+        .filter(outflow_alert::Column::Acknowledged.eq(true))
+        .filter(outflow_alert::Column::AcknowledgedAt.gte(from))
+        .filter(outflow_alert::Column::AcknowledgedAt.lt(to))
+        .all(db)
+        .await?;
+    let mut tallies: std::collections::BTreeMap<(String, String), OutflowTally> =
+        std::collections::BTreeMap::new();
+    for alert in answered {
+        let tally = tallies
+            .entry((alert.rm_id.clone(), alert.currency.clone()))
+            .or_insert_with(|| OutflowTally {
+                rm_id: alert.rm_id.clone(),
+                currency: alert.currency.clone(),
+                answered: 0,
+                kept: 0,
+                partly_kept: 0,
+                gone: 0,
+                kept_minor: 0,
+            });
+        tally.answered += 1;
+        match alert.funds_outcome {
+            Some(FundsOutcome::Kept) => tally.kept += 1,
+            Some(FundsOutcome::PartlyKept) => tally.partly_kept += 1,
+            Some(FundsOutcome::Gone) => tally.gone += 1,
+            None => {}
+        }
+        tally.kept_minor += alert.funds_kept_minor.unwrap_or(0);
+    }
+    let mut tallies: Vec<OutflowTally> = tallies.into_values().collect();
+    tallies.sort_by(|a, b| b.kept_minor.cmp(&a.kept_minor).then(a.rm_id.cmp(&b.rm_id)));
+    Ok(tallies)
 }

@@ -304,6 +304,9 @@ pub async fn create_requested(
             acked_at: None,
             snoozed_until: None,
             outcome: None,
+            funds_outcome: None,
+            funds_kept_minor: None,
+            funds_kept_currency: None,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -392,6 +395,9 @@ pub async fn report_completion(
         rm_id: completed.rm_id.clone(),
         outcome: completed.outcome.clone().unwrap_or_default(),
         completed_at: completed.updated_at,
+        funds_outcome: completed.funds_outcome,
+        funds_kept_minor: completed.funds_kept_minor,
+        funds_kept_currency: completed.funds_kept_currency.clone(),
     };
     crm_bus::outbox::enqueue_event(
         connection,

@@ -5,7 +5,7 @@ use crate::store::work_item;
 use chrono::{DateTime, Utc};
 use crm_bus::rm_routing_key;
 use crm_domain::messages::WORK_ITEM_CHANGED;
-use crm_domain::referral::{Priority, WorkItemKind, WorkItemState};
+use crm_domain::referral::{FundsOutcome, Priority, WorkItemKind, WorkItemState};
 use crm_grpc::{WireEnum, wire};
 use crm_proto::v1 as pb;
 use crm_store::bus::outbox;
@@ -31,6 +31,12 @@ pub struct WorkItemMessage {
     pub acked_at: Option<DateTime<Utc>>,
     pub snoozed_until: Option<DateTime<Utc>>,
     pub outcome: Option<String>,
+    #[serde(default)]
+    pub funds_outcome: Option<FundsOutcome>,
+    #[serde(default)]
+    pub funds_kept_minor: Option<i64>,
+    #[serde(default)]
+    pub funds_kept_currency: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -52,6 +58,9 @@ impl From<&work_item::Model> for WorkItemMessage {
             acked_at: model.acked_at,
             snoozed_until: model.snoozed_until,
             outcome: model.outcome.clone(),
+            funds_outcome: model.funds_outcome,
+            funds_kept_minor: model.funds_kept_minor,
+            funds_kept_currency: model.funds_kept_currency.clone(),
             version: model.version,
             created_at: model.created_at,
             updated_at: model.updated_at,
@@ -78,6 +87,14 @@ impl WorkItemMessage {
             snoozed_until: wire::optional_timestamp(self.snoozed_until),
             outcome: self.outcome.clone().unwrap_or_default(),
             version: self.version,
+            funds_outcome: self.funds_outcome.map_or(0, WireEnum::to_wire),
+            funds_kept: match (self.funds_kept_minor, &self.funds_kept_currency) {
+                (Some(minor_units), Some(currency)) => Some(pb::Money {
+                    minor_units,
+                    currency: currency.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }

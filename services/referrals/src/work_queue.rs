@@ -5,10 +5,10 @@
 use crate::store::work_item;
 use chrono::Utc;
 use crm_auth::{Principal, principal_of};
-use crm_domain::Violations;
-use crm_domain::referral::{WorkItemKind, WorkItemState};
+use crm_domain::referral::{FundsOutcome, WorkItemKind, WorkItemState};
 use crm_domain::validation::check_text;
-use crm_grpc::{enum_filter, wire};
+use crm_domain::{Money, Violations};
+use crm_grpc::{WireEnum, enum_filter, wire};
 use crm_proto::v1 as pb;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
@@ -60,6 +60,54 @@ async fn own_work_item(
 /// still the version the caller read. A job or another device may have changed
 /// it meanwhile (closed it, brought it back from a snooze): then the caller is
 /// told to read it again rather than overwrite that change.
+/// The RM's answer about the funds an alert was about, checked.
+struct FundsAnswer {
+    outcome: Option<FundsOutcome>,
+    kept: Option<Money>,
+}
+
+fn funds_answer(violations: &mut Violations, input: &pb::CompleteWorkItemRequest) -> FundsAnswer {
+    let outcome = match input.funds_outcome {
+        0 => None,
+        value => {
+            let outcome = FundsOutcome::from_proto(value);
+            if outcome.is_none() {
+                violations.add("funds_outcome", "is not a known value");
+            }
+            outcome
+        }
+    };
+    let kept = input.funds_kept.as_ref().and_then(|money| {
+        match Money::parse(money.minor_units, &money.currency) {
+            Ok(kept) if kept.minor_units() < 0 => {
+                violations.add("funds_kept", "must not be negative");
+                None
+            }
+            Ok(kept) => Some(kept),
+            Err(error) => {
+                violations.add("funds_kept", error.to_string());
+                None
+            }
+        }
+    });
+    match (outcome, &kept) {
+        (None, Some(_)) => violations.add("funds_kept", "is given only with funds_outcome"),
+        (Some(FundsOutcome::PartlyKept), None) => violations.add(
+            "funds_kept",
+            "is required when the funds were partly kept: how much stayed",
+        ),
+        (Some(FundsOutcome::PartlyKept), Some(kept)) if kept.minor_units() == 0 => {
+            violations.add("funds_kept", "must be more than zero when partly kept")
+        }
+        (Some(FundsOutcome::Gone), Some(kept)) if kept.minor_units() > 0 => violations.add(
+            "funds_kept",
+            "must be zero or unset when the funds are gone",
+        ),
+        _ => {}
+    }
+    FundsAnswer { outcome, kept }
+}
+
 async fn save_work_item(
     state: &ReferralsState,
     item: work_item::Model,
@@ -198,10 +246,16 @@ impl Referrals {
         let mut violations = Violations::new();
         check_text(&mut violations, "outcome", &input.outcome, false, 200);
         check_text(&mut violations, "note", &input.note, false, 2000);
+        let funds = funds_answer(&mut violations, &input);
         if !violations.is_empty() {
             return Err(ReferralsError::from(violations));
         }
         let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
+        if funds.outcome.is_some() && item.kind != WorkItemKind::Alert {
+            let mut violations = Violations::new();
+            violations.add("funds_outcome", "is only for alerts about a client's money");
+            return Err(ReferralsError::from(violations));
+        }
         if item.state == WorkItemState::Done {
             return Ok(Response::new(pb::CompleteWorkItemResponse {
                 work_item: Some(crate::work_item_feed::to_proto(&item)),
@@ -215,6 +269,9 @@ impl Referrals {
         let stored = save_work_item(&self.state, item, |row| {
             row.state = Set(WorkItemState::Done);
             row.outcome = Set(Some(outcome));
+            row.funds_outcome = Set(funds.outcome);
+            row.funds_kept_minor = Set(funds.kept.as_ref().map(Money::minor_units));
+            row.funds_kept_currency = Set(funds.kept.map(|kept| kept.currency().to_owned()));
         })
         .await?;
         Ok(Response::new(pb::CompleteWorkItemResponse {

@@ -21,6 +21,7 @@ mod migrations {
     pub mod m20261128_000016_outflow_alerts;
     pub mod m20261128_000017_payroll_clients;
     pub mod m20261128_000019_client_copy_and_timeline;
+    pub mod m20261128_000021_outflow_alert_outcomes;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -33,5 +34,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261128_000016_outflow_alerts::Migration),
         Box::new(migrations::m20261128_000017_payroll_clients::Migration),
         Box::new(migrations::m20261128_000019_client_copy_and_timeline::Migration),
+        Box::new(migrations::m20261128_000021_outflow_alert_outcomes::Migration),
     ]
 }

@@ -23,6 +23,10 @@ pub struct Model {
     pub rm_note: String,
     pub created_at: DateTimeUtc,
     pub acknowledged_at: Option<DateTimeUtc>,
+    /// What became of the funds, as the RM recorded it.
+    pub funds_outcome: Option<crm_domain::referral::FundsOutcome>,
+    /// How much stayed, in the alert's currency.
+    pub funds_kept_minor: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,4 +1,4 @@
-use crm_domain::referral::{Priority, WorkItemKind, WorkItemState};
+use crm_domain::referral::{FundsOutcome, Priority, WorkItemKind, WorkItemState};
 use sea_orm::entity::prelude::*;
 
 /// One piece of work in one RM's queue.
@@ -20,6 +20,11 @@ pub struct Model {
     pub acked_at: Option<DateTimeUtc>,
     pub snoozed_until: Option<DateTimeUtc>,
     pub outcome: Option<String>,
+    /// An alert about the client's money: `kept`, `partly_kept` or `gone`.
+    pub funds_outcome: Option<FundsOutcome>,
+    /// How much stayed, as the RM recorded it.
+    pub funds_kept_minor: Option<i64>,
+    pub funds_kept_currency: Option<String>,
     /// Bumped on every change; streams keep the highest seen per item.
     pub version: i64,
     pub created_at: DateTimeUtc,
