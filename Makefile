@@ -52,11 +52,14 @@ chaos: services
 
 ## bench: the benchmarks, release build, against the real PostgreSQL and RabbitMQ. The
 ## first run seeds 1,000,000 clients into schema bench_clients (a few minutes); later
-## runs reuse them. Then 500 referrals/s for 60 s with 50 RMs watching.
+## runs reuse them. Then 500 referrals/s for 60 s with 50 RMs watching; then the
+## events service: IngestEvents and the feed against raw INSERT and a bare consumer,
+## and hold-and-notify while referrals are created at 200/s.
 bench: services
 	$(CARGO) build --release -p crm-bench
 	$(CARGO) run --release -p crm-bench -- clients
 	$(CARGO) run --release -p crm-bench -- referrals
+	$(CARGO) run --release -p crm-bench -- events
 
 ## lint: formatting, clippy with warnings as errors, unused dependencies
 ## (cargo-machete, installed from crates.io where missing) and buf lint of the API

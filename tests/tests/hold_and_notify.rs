@@ -11,6 +11,7 @@ use std::time::Duration;
 use crm_domain::Role;
 use crm_proto::v1 as pb;
 use crm_testkit::{Backend, TestApp, on_both_backends, spawn_app, with_token};
+use sea_orm::ConnectionTrait;
 use tokio_stream::StreamExt;
 
 fn hold(key: &str, wait_seconds: i32) -> pb::NotifyLargeOutflowRequest {
@@ -43,7 +44,51 @@ on_both_backends!(
     the_rm_answers_a_counter_at_another_branch_before_the_money_leaves,
     large_transfers_on_the_feed_are_work_for_the_rm,
     a_private_clients_banker_is_told_too,
+    a_client_not_yet_heard_of_is_asked_of_the_client_book,
 );
+
+/// A client the events service (and the RM queue) have not heard of yet, as when
+/// the book's announcement lags: the events service asks the client book over
+/// gRPC where they bank, so the alert still reaches an RM of that branch.
+async fn a_client_not_yet_heard_of_is_asked_of_the_client_book(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    for copy in ["event_clients", "routing_clients"] {
+        app.wait_for_count(
+            &format!("SELECT COUNT(*) FROM {copy} WHERE client_id = 'C-000001'"),
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    // Both copies lag: as if the book's news had not arrived yet.
+    for copy in ["event_clients", "routing_clients"] {
+        app.db
+            .execute_unprepared(&format!("DELETE FROM {copy} WHERE client_id = 'C-000001'"))
+            .await
+            .unwrap();
+    }
+    let teller = app.token("B-002-T-1", Role::Teller, "B-002");
+    notify(&app, &teller, hold("counter-1", 0)).await.unwrap();
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM work_items WHERE client_id = 'C-000001' AND kind = 'alert' \
+         AND rm_id LIKE 'B-001-RM-%'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The question is on the book's trail, in the events service's name.
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM audit_events WHERE actor_id = 'SYS-EVENTS' \
+         AND action = 'client.read' AND client_id = 'C-000001'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    app.stop().await;
+}
 
 /// A private-banking client's large transfer out: the RM is asked to answer, and
 /// the private banker is told too.

@@ -27,6 +27,12 @@ impl AuthInterceptor {
     pub fn new(keys: std::sync::Arc<JwtKeys>) -> Self {
         Self { keys }
     }
+
+    /// The keys it verifies with (and, with an HS256 secret, can sign with: a
+    /// service asking another for data in its own name).
+    pub fn keys(&self) -> &std::sync::Arc<JwtKeys> {
+        &self.keys
+    }
 }
 
 impl tonic::service::Interceptor for AuthInterceptor {

@@ -3,6 +3,7 @@
 //! latencies with a baseline measured in the same run.
 
 mod clients;
+mod events;
 mod load;
 mod referrals;
 
@@ -23,6 +24,9 @@ enum Bench {
     SeedClients(clients::SeedArgs),
     /// Sustained CreateReferral with RMs watching their streams.
     Referrals(referrals::ReferralsBench),
+    /// Events: IngestEvents and the core-banking feed against raw INSERT and a bare
+    /// consumer; hold-and-notify while referrals are created.
+    Events(events::EventsBench),
 }
 
 #[tokio::main]
@@ -31,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Clients(bench) => bench.run().await,
         Bench::Referrals(bench) => bench.run().await,
+        Bench::Events(bench) => bench.run().await,
         Bench::SeedClients(seed) => {
             let db = clients::open(&seed).await?;
             clients::seed(&db, &seed).await

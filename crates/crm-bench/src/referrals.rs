@@ -50,7 +50,7 @@ pub struct ReferralsBench {
     warm_up_secs: u64,
 }
 
-fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
+pub(crate) fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);
@@ -58,24 +58,28 @@ fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-fn histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
 }
 
-fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+pub(crate) fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
 
-fn micros(duration: Duration) -> u64 {
+pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros())
         .unwrap_or(u64::MAX)
         .max(1)
 }
 
-struct Keys(crm_auth::JwtKeys);
+pub(crate) struct Keys(crm_auth::JwtKeys);
 
 impl Keys {
-    fn token(&self, staff: &str, role: Role, branch: &str) -> anyhow::Result<String> {
+    pub(crate) fn hs256(secret: &str) -> anyhow::Result<Keys> {
+        Ok(Keys(crm_auth::JwtKeys::hs256(&SecretString::from(secret))?))
+    }
+
+    pub(crate) fn token(&self, staff: &str, role: Role, branch: &str) -> anyhow::Result<String> {
         Ok(self.0.mint(
             &StaffId::parse(staff).map_err(anyhow::Error::msg)?,
             role,
@@ -85,7 +89,8 @@ impl Keys {
     }
 }
 
-async fn seed(channel: &Channel, keys: &Keys) -> anyhow::Result<()> {
+/// Five branches of ten RMs, a manager and a teller each, in the directory.
+pub(crate) async fn seed_bank(channel: &Channel, keys: &Keys) -> anyhow::Result<()> {
     let system = keys.token("SYS-BENCH", Role::System, "HQ-001")?;
     let mut directory = DirectoryServiceClient::new(channel.clone());
     for b in 0..BRANCHES {
@@ -161,11 +166,11 @@ impl ReferralsBench {
     }
 
     async fn measure(&self, addr: std::net::SocketAddr, db: &crm_store::Db) -> anyhow::Result<()> {
-        let keys = Keys(crm_auth::JwtKeys::hs256(&SecretString::from(JWT_SECRET))?);
+        let keys = Keys::hs256(JWT_SECRET)?;
         let channel = Channel::from_shared(format!("http://{addr}"))?
             .connect()
             .await?;
-        seed(&channel, &keys).await?;
+        seed_bank(&channel, &keys).await?;
         // Routing reads its own copy of the directory: wait for it to fill.
         let want = BRANCHES * (RMS_PER_BRANCH + 1);
         let deadline = Instant::now() + Duration::from_secs(30);

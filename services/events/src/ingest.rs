@@ -437,6 +437,7 @@ pub async fn apply_rules(
                         amount: amount.clone(),
                         counterparty_bank: counterparty_bank.clone(),
                         branch_id: branch_id.clone().unwrap_or_default(),
+                        home_branch_id: None,
                     };
                     crate::outflow::raise_in(transaction, &outflow, event.occurred_at).await?;
                     Ok(())

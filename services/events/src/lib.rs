@@ -19,6 +19,7 @@ use crm_store::Db;
 use tonic::{Request, Response, Status};
 
 pub mod balance_watch;
+mod client_book;
 mod client_copy;
 mod error;
 pub mod feed;
@@ -49,6 +50,8 @@ pub struct Events {
     partitions: Arc<partitions::Partitions>,
     /// Signs the timeline's page tokens.
     vault: Arc<crm_store::Vault>,
+    /// Asked about a client this service has not heard of yet.
+    client_book: client_book::ClientBook,
 }
 
 impl Events {
@@ -101,7 +104,11 @@ impl Events {
             &[Role::Teller, Role::BranchManager, Role::System],
             "hold a transfer for the RM",
         )?;
-        let (outflow, wait) = outflow::parse(request.get_ref(), &principal)?;
+        let (mut outflow, wait) = outflow::parse(request.get_ref(), &principal)?;
+        outflow.home_branch_id = match client_copy::find(&self.db, &outflow.client_id).await? {
+            Some(client) => Some(client.home_branch_id),
+            None => self.client_book.home_branch_of(&outflow.client_id).await,
+        };
         let due = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         let alert = outflow::raise(&self.db, &outflow, due).await?;
         self.outbox.wake();
@@ -269,6 +276,19 @@ impl crm_runtime::ServiceModule for Module {
             watch: settings.watch_rules(infra.calendar.clone()),
             partitions: partitions.clone(),
             vault: infra.vault.clone(),
+            client_book: client_book::ClientBook::new(
+                &match &settings.client_book_url {
+                    Some(url) => url.clone(),
+                    None => format!(
+                        "http://{}",
+                        server
+                            .local_addr()
+                            .map_err(crm_runtime::ModuleError::failed)?
+                    ),
+                },
+                infra.auth.keys().clone(),
+            )
+            .map_err(|error| crm_runtime::ModuleError::Failed(error.into()))?,
         };
         server.add_service(
             "crm.v1.EventService",

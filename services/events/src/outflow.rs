@@ -52,6 +52,8 @@ pub struct Outflow {
     pub amount: Money,
     pub counterparty_bank: String,
     pub branch_id: String,
+    /// Where the client banks, when known here (the RM queue's copy may lag).
+    pub home_branch_id: Option<String>,
 }
 
 /// Checks a counter's request; the caller's branch stands in for an empty one.
@@ -119,6 +121,7 @@ pub fn parse(
                 amount: amount?,
                 counterparty_bank: input.counterparty_bank.trim().to_owned(),
                 branch_id: branch_id?,
+                home_branch_id: None,
             },
             wait,
         ))
@@ -195,7 +198,7 @@ async fn insert(
         priority: Priority::Urgent,
         due_at: Some(due),
         rm_id: None,
-        home_branch_id: None,
+        home_branch_id: outflow.home_branch_id.clone(),
     }];
     items.extend(private_banker_notice(transaction, &alert, outflow).await?);
     let request = WorkItemsRequested {

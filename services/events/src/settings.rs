@@ -59,6 +59,12 @@ pub struct EventsSettings {
         value_parser = clap::value_parser!(u32).range(1..=1_440)
     )]
     pub feed_silent_minutes: u32,
+    /// The client book's gRPC address (`http://clients:50051`), asked about a
+    /// client a counter holds a transfer of before the book's announcement reached
+    /// this service; unset: this process's own address (every service in one
+    /// process).
+    #[arg(long, env = "CRM_CLIENT_BOOK_URL")]
+    pub client_book_url: Option<String>,
 }
 
 impl EventsSettings {
