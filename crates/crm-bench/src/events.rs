@@ -33,7 +33,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::referrals::{Keys, authorized, histogram, micros, ms, seed_bank};
+use crate::referrals::{Keys, Servers, authorized, histogram, micros, ms, seed_bank};
 
 const JWT_SECRET: &str = "bench-only-jwt-secret-0123456789";
 /// Clients the events are spread over (all announced to the events service).
@@ -42,18 +42,8 @@ const BATCH: usize = 1_000;
 
 #[derive(clap::Args)]
 pub struct EventsBench {
-    #[arg(
-        long,
-        env = "CRM_BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    database_url: String,
-    #[arg(
-        long,
-        env = "CRM_BENCH_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    amqp_url: String,
+    #[command(flatten)]
+    servers: Servers,
     /// Seconds of IngestEvents measured (after a 3 s warm-up).
     #[arg(long, default_value_t = 20)]
     seconds: u64,
@@ -116,9 +106,9 @@ impl EventsBench {
         let schema = format!("bench_events_{:x}", rand::random::<u64>());
         let prefix = format!("{schema}.");
         let settings = crm_runtime::Settings::for_local_app(
-            self.database_url.clone(),
+            self.servers.database_url.clone(),
             Some(schema.clone()),
-            Some(self.amqp_url.clone()),
+            Some(self.servers.amqp_url.clone()),
             prefix.clone(),
             JWT_SECRET.to_owned(),
         )?;
@@ -133,7 +123,7 @@ impl EventsBench {
         let result = self.measure(addr, &db, &prefix).await;
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
-        crm_store::db::drop_schema(&self.database_url, &schema).await?;
+        crm_store::db::drop_schema(&self.servers.database_url, &schema).await?;
         result
     }
 
@@ -172,7 +162,8 @@ impl EventsBench {
             "\n== 2. The core-banking feed: {} protobuf messages",
             self.feed_messages
         );
-        let raw_feed = raw_publish_consume_rate(&self.amqp_url, prefix, self.feed_messages).await?;
+        let raw_feed =
+            raw_publish_consume_rate(&self.servers.amqp_url, prefix, self.feed_messages).await?;
         let feed = self.feed_rate(db, prefix).await?;
         println!(
             "raw confirmed publish + consume (acks, no database): {raw_feed:>9.0} msgs/s\n\
@@ -246,7 +237,7 @@ impl EventsBench {
         let before = count(db, "SELECT COUNT(*) FROM bank_event_ids").await?;
         let started = Instant::now();
         publish_all(
-            &self.amqp_url,
+            &self.servers.amqp_url,
             &format!("{prefix}{}", crm_events::feed::FEED),
             "bench",
             &payloads,

@@ -26,20 +26,27 @@ const BRANCHES: usize = 5;
 const RMS_PER_BRANCH: usize = 10;
 const JWT_SECRET: &str = "bench-only-jwt-secret-0123456789";
 
+/// The PostgreSQL and RabbitMQ a benchmark runs against.
 #[derive(clap::Args)]
-pub struct ReferralsBench {
+pub(crate) struct Servers {
     #[arg(
         long,
         env = "CRM_BENCH_DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    database_url: String,
+    pub(crate) database_url: String,
     #[arg(
         long,
         env = "CRM_BENCH_AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
-    amqp_url: String,
+    pub(crate) amqp_url: String,
+}
+
+#[derive(clap::Args)]
+pub struct ReferralsBench {
+    #[command(flatten)]
+    servers: Servers,
     /// CreateReferral calls per second.
     #[arg(long, default_value_t = 500)]
     rate: u64,
@@ -140,9 +147,9 @@ impl ReferralsBench {
         let schema = format!("bench_referrals_{}", uuid_suffix());
         let prefix = format!("{schema}.");
         let mut settings = crm_runtime::Settings::for_local_app(
-            self.database_url.clone(),
+            self.servers.database_url.clone(),
             Some(schema.clone()),
-            Some(self.amqp_url.clone()),
+            Some(self.servers.amqp_url.clone()),
             prefix,
             JWT_SECRET.to_owned(),
         )?;
@@ -161,7 +168,7 @@ impl ReferralsBench {
         let result = self.measure(addr, &db).await;
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
-        crm_store::db::drop_schema(&self.database_url, &schema).await?;
+        crm_store::db::drop_schema(&self.servers.database_url, &schema).await?;
         result
     }
 
