@@ -236,5 +236,23 @@ async fn the_tier_follows_the_balance_feed_and_a_drop_alerts_the_rm(backend: Bac
         assert!(tokio::time::Instant::now() < deadline, "{client:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Two snapshots of Friday in one batch, the later first: the later stands.
+    ingest(
+        &app,
+        vec![
+            snapshot("bal-fri-late", day(4), 5_000_000, 3),
+            snapshot("bal-fri-early", day(4), 1_000_000, 1),
+        ],
+    )
+    .await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM daily_balances WHERE client_id = 'C-000001' \
+             AND day = '{}' AND balance_minor = 500000000 AND event_id = 'bal-fri-late'",
+            day(4)
+        ))
+        .await,
+        1
+    );
     app.stop().await;
 }

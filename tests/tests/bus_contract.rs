@@ -8,10 +8,10 @@ use crm_testkit::{Backend, on_both_backends};
 use std::time::Duration;
 
 use crm_bus::{Envelope, SubscriptionEvent};
-use crm_domain::messages::COVERAGE_CHANGED;
+use crm_domain::messages::PAIR_CHANGED;
 
 fn event(body: &str) -> Envelope {
-    let mut envelope = Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &body).unwrap();
+    let mut envelope = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &body).unwrap();
     envelope.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     envelope
 }
@@ -125,7 +125,7 @@ async fn a_rejected_event_is_dead_lettered_and_can_be_replayed(backend: Backend)
     }
     assert_eq!(letters.len(), 1, "the rejected message is in crm.dead");
     assert_eq!(letters[0].envelope.message_id, sent.message_id);
-    assert_eq!(letters[0].envelope.routing_key, COVERAGE_CHANGED);
+    assert_eq!(letters[0].envelope.routing_key, PAIR_CHANGED);
     if backend == Backend::Distributed {
         assert_eq!(letters[0].reason.as_deref(), Some("rejected"));
     }

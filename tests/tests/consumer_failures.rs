@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crm_bus::{Envelope, HandlerError, MessageHandler, RetryDelays};
-use crm_domain::messages::COVERAGE_CHANGED;
+use crm_domain::messages::PAIR_CHANGED;
 use crm_testkit::{Backend, on_both_backends};
 use sea_orm::DatabaseTransaction;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,7 @@ async fn a_transient_failure_never_uses_up_the_delivery_limit(backend: Backend) 
         },
         shutdown.clone(),
     ));
-    let message = Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"news").unwrap();
+    let message = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &"news").unwrap();
     bus.publish_confirmed(std::slice::from_ref(&message))
         .await
         .unwrap();
@@ -104,7 +104,7 @@ async fn a_message_without_an_id_is_dead_lettered_not_taken_for_a_repeat(backend
         8,
         shutdown.clone(),
     ));
-    let mut anonymous = Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"no id").unwrap();
+    let mut anonymous = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &"no id").unwrap();
     anonymous.message_id = String::new();
     bus.publish_confirmed(std::slice::from_ref(&anonymous))
         .await

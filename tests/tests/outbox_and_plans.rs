@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crm_bus::outbox::{OutboxWaker, Relay};
 use crm_bus::{Envelope, SubscriptionEvent};
-use crm_domain::messages::COVERAGE_CHANGED;
+use crm_domain::messages::PAIR_CHANGED;
 use crm_store::bus::outbox;
 use crm_store::{Db, WriteBatch};
 use sea_orm::sea_query::{Expr, SelectStatement};
@@ -24,7 +24,7 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 
 fn event(body: &str) -> Envelope {
-    Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &body).unwrap()
+    Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &body).unwrap()
 }
 
 async fn commit_row(db: &Db, envelope: &Envelope) {

@@ -6,7 +6,7 @@
 
 use crm_bus::Envelope;
 use crm_bus::outbox::{ISOLATE_AFTER_ATTEMPTS, OutboxWaker, Relay};
-use crm_domain::messages::COVERAGE_CHANGED;
+use crm_domain::messages::PAIR_CHANGED;
 use crm_store::bus::outbox;
 use crm_testkit::{Backend, on_both_backends};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
@@ -40,7 +40,7 @@ async fn a_queue_deleted_under_a_live_connection_is_declared_again(backend: Back
     bus.delete_queue(&queue).await.unwrap();
     commit(
         &store.db,
-        &Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"news").unwrap(),
+        &Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &"news").unwrap(),
     )
     .await;
     let relaying = tokio::spawn(async move { relay.relay_once().await });
@@ -68,11 +68,11 @@ async fn a_row_that_fails_alone_is_set_aside_and_the_rest_go_out(backend: Backen
         OutboxWaker::default(),
     );
     // At the head of the outbox, a row no broker will take.
-    let mut bad = Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"bad").unwrap();
+    let mut bad = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &"bad").unwrap();
     bad.routing_key = "x".repeat(300);
     commit(&store.db, &bad).await;
     for n in 0..3 {
-        let good = Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &format!("good {n}")).unwrap();
+        let good = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &format!("good {n}")).unwrap();
         commit(&store.db, &good).await;
     }
     for _ in 0..=ISOLATE_AFTER_ATTEMPTS {
@@ -94,7 +94,7 @@ async fn a_row_that_fails_alone_is_set_aside_and_the_rest_go_out(backend: Backen
     // Set aside, it no longer holds anything up: a new row goes out at once.
     commit(
         &store.db,
-        &Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"later").unwrap(),
+        &Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &"later").unwrap(),
     )
     .await;
     assert_eq!(relay.relay_once().await.unwrap(), 1);
@@ -132,7 +132,7 @@ async fn in_process_a_row_is_sent_only_once_its_consumer_committed_it() {
     );
     commit(
         &store.db,
-        &Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"news").unwrap(),
+        &Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &"news").unwrap(),
     )
     .await;
     let relaying = tokio::spawn(async move { relay.relay_once().await });

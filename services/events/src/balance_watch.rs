@@ -9,7 +9,7 @@
 //! a day-on-day drop of more than the configured share raises an alert for the RM,
 //! naming the rule and the figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use crm_domain::Money;
@@ -19,9 +19,9 @@ use crm_domain::messages::{
 };
 use crm_domain::referral::{Priority, WorkItemKind};
 use crm_domain::sla::BusinessCalendar;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
 };
 
 use crate::SERVICE;
@@ -97,162 +97,245 @@ pub fn drop_percent(
     Some((before, today, percent))
 }
 
-/// One snapshot taken in: its day's closing balance (unless a later snapshot of
-/// that day is stored), the client's average again, and the drop rule.
-pub async fn apply_snapshot(
+/// One balance snapshot to take in.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    pub client_id: &'a str,
+    pub balance_minor: i64,
+    pub day: NaiveDate,
+    pub event_id: &'a str,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Rows per multi-row statement (PostgreSQL takes at most 65,535 parameters).
+const CHUNK: usize = 1_000;
+
+/// A batch of snapshots taken in, set-based: each day's closing balance (unless a
+/// later snapshot of that day is stored), each client's average again, and the
+/// drop rule — a handful of statements for the whole batch, not per snapshot.
+pub async fn apply_snapshots(
     transaction: &DatabaseTransaction,
     rules: &WatchRules,
-    client_id: &str,
-    balance: &Money,
-    day: NaiveDate,
-    event_id: &str,
-    occurred_at: DateTime<Utc>,
+    snapshots: &[Snapshot<'_>],
 ) -> Result<()> {
-    // One client's snapshots one at a time: two batches each computing the average
-    // without the other's uncommitted day would leave it wrong.
-    crate::client_copy::lock_client(transaction, "balance", client_id).await?;
-    let stored = Expr::col((daily_balance::Entity, daily_balance::Column::OccurredAt));
-    let news = Expr::col((
-        sea_orm::sea_query::Alias::new("excluded"),
-        daily_balance::Column::OccurredAt,
-    ));
-    daily_balance::Entity::insert(daily_balance::ActiveModel {
-        client_id: Set(client_id.to_owned()),
-        day: Set(day),
-        balance_minor: Set(balance.minor_units()),
-        currency: Set(balance.currency().to_owned()),
-        event_id: Set(event_id.to_owned()),
-        occurred_at: Set(occurred_at),
-    })
-    .on_conflict(
-        OnConflict::columns([daily_balance::Column::ClientId, daily_balance::Column::Day])
-            .update_columns([
-                daily_balance::Column::BalanceMinor,
-                daily_balance::Column::Currency,
-                daily_balance::Column::EventId,
-                daily_balance::Column::OccurredAt,
-            ])
-            .action_and_where(stored.lt(news))
-            .to_owned(),
-    )
-    .exec_without_returning(transaction)
-    .await?;
-
-    // The window (and the business day before it, for the drop), plus the newest
-    // closing before all that: it carries forward into the window's first days.
-    let Some(latest) = daily_balance::Entity::find()
-        .filter(daily_balance::Column::ClientId.eq(client_id))
-        .order_by_desc(daily_balance::Column::Day)
-        .one(transaction)
-        .await?
-        .map(|row| row.day)
-    else {
+    // The latest snapshot of each client's day, by occurred_at: one row per key,
+    // as one upsert statement needs.
+    let mut newest: BTreeMap<(&str, NaiveDate), Snapshot<'_>> = BTreeMap::new();
+    for snapshot in snapshots {
+        let key = (snapshot.client_id, snapshot.day);
+        match newest.get(&key) {
+            Some(kept)
+                if (kept.occurred_at, kept.event_id)
+                    >= (snapshot.occurred_at, snapshot.event_id) => {}
+            _ => {
+                newest.insert(key, *snapshot);
+            }
+        }
+    }
+    let Some(earliest) = newest.keys().map(|(_, day)| *day).min() else {
         return Ok(());
     };
-    let window_start = latest - Duration::days(WINDOW_DAYS * 2);
-    let mut rows = daily_balance::Entity::find()
-        .filter(daily_balance::Column::ClientId.eq(client_id))
-        .filter(daily_balance::Column::Day.gte(window_start))
-        .all(transaction)
-        .await?;
-    rows.extend(
-        daily_balance::Entity::find()
-            .filter(daily_balance::Column::ClientId.eq(client_id))
-            .filter(daily_balance::Column::Day.lt(window_start))
-            .order_by_desc(daily_balance::Column::Day)
-            .one(transaction)
-            .await?,
-    );
-    let closings: BTreeMap<NaiveDate, i64> = rows
-        .iter()
-        .map(|row| (row.day, row.balance_minor))
+    let clients: BTreeSet<&str> = newest.keys().map(|(client, _)| *client).collect();
+    // One client's snapshots one batch at a time: two batches each computing the
+    // average without the other's uncommitted day would leave it wrong. In client
+    // order, so two batches can't deadlock.
+    crate::client_copy::lock_clients(transaction, "balance", clients.iter().copied()).await?;
+    let rows: Vec<daily_balance::ActiveModel> = newest
+        .values()
+        .map(|snapshot| daily_balance::ActiveModel {
+            client_id: Set(snapshot.client_id.to_owned()),
+            day: Set(snapshot.day),
+            balance_minor: Set(snapshot.balance_minor),
+            currency: Set("CNY".to_owned()),
+            event_id: Set(snapshot.event_id.to_owned()),
+            occurred_at: Set(snapshot.occurred_at),
+        })
         .collect();
-    let Some(average) = trailing_average(&closings, latest, &rules.calendar) else {
-        return Ok(());
-    };
-    let previous = balance_average::Entity::find_by_id(client_id)
-        .one(transaction)
-        .await?;
-    let average_before = previous.as_ref().map(|p| p.average_minor);
-    if average_before != Some(average) || previous.as_ref().is_some_and(|p| p.through != latest) {
-        let now = Utc::now();
-        balance_average::Entity::insert(balance_average::ActiveModel {
-            client_id: Set(client_id.to_owned()),
+    for chunk in rows.chunks(CHUNK) {
+        let stored = Expr::col((daily_balance::Entity, daily_balance::Column::OccurredAt));
+        let news = Expr::col((Alias::new("excluded"), daily_balance::Column::OccurredAt));
+        daily_balance::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(
+                OnConflict::columns([daily_balance::Column::ClientId, daily_balance::Column::Day])
+                    .update_columns([
+                        daily_balance::Column::BalanceMinor,
+                        daily_balance::Column::Currency,
+                        daily_balance::Column::EventId,
+                        daily_balance::Column::OccurredAt,
+                    ])
+                    .action_and_where(stored.lt(news))
+                    .to_owned(),
+            )
+            .exec_without_returning(transaction)
+            .await?;
+    }
+
+    // Each client's window ends at its latest day, never before the batch's days:
+    // the rows from two windows before the earliest day cover every window and the
+    // business day before it, and the newest closing before them carries forward.
+    let from = earliest - Duration::days(WINDOW_DAYS * 2);
+    let client_ids: Vec<String> = clients.iter().map(|id| (*id).to_owned()).collect();
+    let mut closings: BTreeMap<String, BTreeMap<NaiveDate, i64>> = BTreeMap::new();
+    for chunk in client_ids.chunks(CHUNK) {
+        let earlier = Alias::new("earlier");
+        let newest_before = Query::select()
+            .expr(Expr::col((earlier.clone(), daily_balance::Column::Day)).max())
+            .from_as(daily_balance::Entity, earlier.clone())
+            .and_where(
+                Expr::col((earlier.clone(), daily_balance::Column::ClientId))
+                    .equals((daily_balance::Entity, daily_balance::Column::ClientId)),
+            )
+            .and_where(Expr::col((earlier, daily_balance::Column::Day)).lt(from))
+            .to_owned();
+        let found = daily_balance::Entity::find()
+            .filter(daily_balance::Column::ClientId.is_in(chunk.iter().cloned()))
+            .filter(
+                Condition::any()
+                    .add(daily_balance::Column::Day.gte(from))
+                    .add(
+                        Expr::col((daily_balance::Entity, daily_balance::Column::Day))
+                            .in_subquery(newest_before),
+                    ),
+            )
+            .all(transaction)
+            .await?;
+        for row in found {
+            closings
+                .entry(row.client_id)
+                .or_default()
+                .insert(row.day, row.balance_minor);
+        }
+    }
+    let previous: BTreeMap<String, balance_average::Model> = balance_average::Entity::find()
+        .filter(balance_average::Column::ClientId.is_in(client_ids.iter().cloned()))
+        .all(transaction)
+        .await?
+        .into_iter()
+        .map(|row| (row.client_id.clone(), row))
+        .collect();
+
+    let now = Utc::now();
+    let mut averages = Vec::new();
+    let mut messages = Vec::new();
+    let mut before_batch: BTreeMap<&str, i64> = BTreeMap::new();
+    for (client_id, days) in &closings {
+        let Some(latest) = days.keys().next_back().copied() else {
+            continue;
+        };
+        let Some(average) = trailing_average(days, latest, &rules.calendar) else {
+            continue;
+        };
+        let stored = previous.get(client_id);
+        before_batch.insert(
+            client_id.as_str(),
+            stored.map_or(average, |p| p.average_minor),
+        );
+        // Also when only the day moved: a client book that did not hold the client
+        // at the last change catches up with the next day's snapshot.
+        if stored.is_some_and(|p| p.average_minor == average && p.through == latest) {
+            continue;
+        }
+        averages.push(balance_average::ActiveModel {
+            client_id: Set(client_id.clone()),
             average_minor: Set(average),
             through: Set(latest),
             updated_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(balance_average::Column::ClientId)
-                .update_columns([
-                    balance_average::Column::AverageMinor,
-                    balance_average::Column::Through,
-                    balance_average::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(transaction)
-        .await?;
-        // Also when only the day moved: a client book that did not hold the client
-        // at the last change catches up with the next day's snapshot.
-        {
-            let message = BalanceAverageChanged {
-                client_id: client_id.to_owned(),
+        });
+        messages.push(crm_bus::outbox::event_row(
+            SERVICE,
+            BALANCE_AVERAGE_CHANGED,
+            BALANCE_AVERAGE_CHANGED,
+            &BalanceAverageChanged {
+                client_id: client_id.clone(),
                 daily_avg_minor: average,
                 currency: "CNY".to_owned(),
                 through: latest,
                 updated_at: now,
-            };
-            crm_bus::outbox::enqueue_event(
-                transaction,
-                SERVICE,
-                BALANCE_AVERAGE_CHANGED,
-                BALANCE_AVERAGE_CHANGED,
-                &message,
-            )
-            .await?;
-        }
+            },
+        )?);
     }
 
-    // Watched: an average (as it stood before this day) above the threshold.
-    let watched = average_before.unwrap_or(average) > rules.watch_threshold_minor;
-    if let Some((before, today, percent)) = drop_percent(&closings, day, &rules.calendar)
-        && watched
-        && percent > i64::from(rules.drop_percent)
-    {
-        let detail = format!(
-            "Rule: balance drop over {}% in a day for clients averaging over {} (CRM_BALANCE_DROP_PERCENT, CRM_BALANCE_WATCH_THRESHOLD_CNY). \
-             Closing balance {} on {day}, {} the business day before: down {percent}%. 30-day daily average {}.",
-            rules.drop_percent,
-            Money::cny(rules.watch_threshold_minor),
-            Money::cny(today),
-            Money::cny(before),
-            Money::cny(average_before.unwrap_or(average)),
-        );
-        let request = WorkItemsRequested {
-            requested_by: SERVICE.to_owned(),
-            items: vec![RequestedWorkItem {
-                source_key: format!("balance-drop:{client_id}:{day}"),
-                kind: WorkItemKind::Alert,
-                client_id: client_id.to_owned(),
-                title: format!("Balance down {percent}% in a day"),
-                detail,
-                priority: Priority::High,
-                due_at: None,
-                rm_id: None,
-                home_branch_id: None,
-            }],
+    // Watched: an average (as it stood before this batch) above the threshold.
+    let mut alerts = Vec::new();
+    for (client_id, day) in newest.keys() {
+        let (Some(days), Some(average_before)) =
+            (closings.get(*client_id), before_batch.get(client_id))
+        else {
+            continue;
         };
-        crm_bus::outbox::enqueue_event(
-            transaction,
+        if let Some(alert) = drop_alert(rules, client_id, *day, days, *average_before) {
+            alerts.push(alert);
+        }
+    }
+    if !alerts.is_empty() {
+        messages.push(crm_bus::outbox::event_row(
             SERVICE,
             WORK_ITEMS_REQUESTED,
             WORK_ITEMS_REQUESTED,
-            &request,
-        )
-        .await?;
+            &WorkItemsRequested {
+                requested_by: SERVICE.to_owned(),
+                items: alerts,
+            },
+        )?);
+    }
+    for chunk in averages.chunks(CHUNK) {
+        balance_average::Entity::insert_many(chunk.iter().cloned())
+            .on_conflict(
+                OnConflict::column(balance_average::Column::ClientId)
+                    .update_columns([
+                        balance_average::Column::AverageMinor,
+                        balance_average::Column::Through,
+                        balance_average::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(transaction)
+            .await?;
+    }
+    for chunk in messages.chunks(CHUNK) {
+        crm_store::bus::outbox::Entity::insert_many(chunk.iter().cloned())
+            .exec_without_returning(transaction)
+            .await?;
     }
     Ok(())
+}
+
+/// The drop rule on one client's day: an alert when a watched client's closing
+/// fell by more than the rule's share from the business day before.
+fn drop_alert(
+    rules: &WatchRules,
+    client_id: &str,
+    day: NaiveDate,
+    closings: &BTreeMap<NaiveDate, i64>,
+    average_before: i64,
+) -> Option<RequestedWorkItem> {
+    if average_before <= rules.watch_threshold_minor {
+        return None;
+    }
+    let (before, today, percent) = drop_percent(closings, day, &rules.calendar)?;
+    if percent <= i64::from(rules.drop_percent) {
+        return None;
+    }
+    let detail = format!(
+        "Rule: balance drop over {}% in a day for clients averaging over {} (CRM_BALANCE_DROP_PERCENT, CRM_BALANCE_WATCH_THRESHOLD_CNY). \
+         Closing balance {} on {day}, {} the business day before: down {percent}%. 30-day daily average {}.",
+        rules.drop_percent,
+        Money::cny(rules.watch_threshold_minor),
+        Money::cny(today),
+        Money::cny(before),
+        Money::cny(average_before),
+    );
+    Some(RequestedWorkItem {
+        source_key: format!("balance-drop:{client_id}:{day}"),
+        kind: WorkItemKind::Alert,
+        client_id: client_id.to_owned(),
+        title: format!("Balance down {percent}% in a day"),
+        detail,
+        priority: Priority::High,
+        due_at: None,
+        rm_id: None,
+        home_branch_id: None,
+    })
 }
 
 #[cfg(test)]

@@ -23,20 +23,34 @@ use crate::error::{EventsError, Result};
 use crate::ingest::{BankEvent, EventDetail};
 use crate::store::{bank_event, event_client, event_client_tier, held_event};
 
-/// Serializes work on one client's data across this service's replicas (on
-/// PostgreSQL; SQLite has one writer at a time anyway). `purpose` keeps unrelated
-/// locks of the same client apart.
-pub async fn lock_client(
+/// Serializes work on clients' data across this service's replicas (on
+/// PostgreSQL; SQLite has one writer at a time anyway): each client's lock, in the
+/// order given (give them sorted, so two callers can't deadlock), in one statement,
+/// held until the transaction ends. `purpose` keeps unrelated locks of the same
+/// client apart.
+pub async fn lock_clients<'a>(
     transaction: &DatabaseTransaction,
     purpose: &str,
-    client_id: &str,
+    client_ids: impl IntoIterator<Item = &'a str>,
 ) -> std::result::Result<(), sea_orm::DbErr> {
-    if transaction.get_database_backend() == sea_orm::DbBackend::Postgres {
+    if transaction.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    let keys: Vec<sea_orm::Value> = client_ids
+        .into_iter()
+        .map(|client_id| format!("{purpose}:{client_id}").into())
+        .collect();
+    for chunk in keys.chunks(1_000) {
+        // VALUES keeps the order it is given in.
+        let rows: Vec<String> = (1..=chunk.len()).map(|n| format!("(${n})")).collect();
         transaction
             .execute_raw(sea_orm::Statement::from_sql_and_values(
                 sea_orm::DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                [format!("{purpose}:{client_id}").into()],
+                format!(
+                    "SELECT pg_advisory_xact_lock(hashtext(k)) FROM (VALUES {}) AS locks(k)",
+                    rows.join(", ")
+                ),
+                chunk.to_vec(),
             ))
             .await?;
     }
@@ -79,9 +93,7 @@ pub async fn known_locking_unknown(
         return Ok(found);
     }
     // In id order (a BTreeSet's), so two batches can't deadlock on these locks.
-    for client_id in &unknown {
-        lock_client(transaction, KNOWN, client_id).await?;
-    }
+    lock_clients(transaction, KNOWN, unknown.iter().map(|id| id.as_str())).await?;
     // Announced while we waited for the lock: known after all.
     found.extend(known(transaction, unknown.into_iter().cloned()).await?);
     Ok(found)
@@ -96,7 +108,7 @@ pub async fn apply_coverage(
 ) -> std::result::Result<(), HandlerError> {
     use event_client::Column;
     let client_id = message.client_id.clone();
-    lock_client(transaction, KNOWN, &client_id).await?;
+    lock_clients(transaction, KNOWN, [client_id.as_str()]).await?;
     let row = event_client::ActiveModel {
         client_id: Set(message.client_id),
         home_branch_id: Set(message.home_branch_id),
@@ -176,17 +188,20 @@ async fn release_held(
         .await?;
     // Pruned past the retention while held: nothing left to apply.
     stored.retain(|row| row.client_id == client_id);
-    for row in &stored {
-        let event = BankEvent {
-            event_id: row.event_id.clone(),
-            client_id: row.client_id.clone(),
-            occurred_at: row.occurred_at,
-            detail: serde_json::from_str::<EventDetail>(&row.detail).map_err(|error| {
-                EventsError::Corrupt(format!("event {}: {error}", row.event_id))
-            })?,
-        };
-        crate::ingest::apply_rules(transaction, rules, &event).await?;
-    }
+    let events = stored
+        .iter()
+        .map(|row| {
+            Ok(BankEvent {
+                event_id: row.event_id.clone(),
+                client_id: row.client_id.clone(),
+                occurred_at: row.occurred_at,
+                detail: serde_json::from_str::<EventDetail>(&row.detail).map_err(|error| {
+                    EventsError::Corrupt(format!("event {}: {error}", row.event_id))
+                })?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::ingest::apply_rules_to_batch(transaction, rules, events.iter()).await?;
     held_event::Entity::delete_many()
         .filter(held_event::Column::EventId.is_in(ids))
         .exec(transaction)

@@ -356,10 +356,10 @@ impl Intake<'_> {
         )
         .await?;
         let mut held = Vec::new();
-        // The rules see each new event once, in the transaction that keeps it.
+        let mut ready = Vec::with_capacity(fresh.len());
         for event in fresh {
             if known.contains(&event.client_id) {
-                apply_rules(&transaction, self.rules, event).await?;
+                ready.push(event);
             } else {
                 held.push(
                     held_event::Model {
@@ -372,6 +372,8 @@ impl Intake<'_> {
                 );
             }
         }
+        // The rules see each new event once, in the transaction that keeps it.
+        apply_rules_to_batch(&transaction, self.rules, ready.into_iter()).await?;
         let mut writes = crm_store::WriteBatch::new();
         writes.insert_many(held);
         writes.execute(&transaction).await?;
@@ -409,7 +411,39 @@ pub fn results(
         .collect()
 }
 
-/// What the rules do with one newly taken event, in its transaction.
+/// The rules on a batch of newly taken events, in its transaction: the balance
+/// watch on all its snapshots at once (set-based), the others one by one.
+pub async fn apply_rules_to_batch<'a>(
+    transaction: &DatabaseTransaction,
+    watch: &crate::balance_watch::WatchRules,
+    events: impl Iterator<Item = &'a BankEvent>,
+) -> Result<()> {
+    let mut snapshots = Vec::new();
+    for event in events {
+        match &event.detail {
+            // Tiers are by CNY balances; other currencies are kept, not averaged.
+            EventDetail::BalanceSnapshot {
+                balance,
+                as_of_date,
+            } => {
+                if balance.currency() == "CNY" {
+                    snapshots.push(crate::balance_watch::Snapshot {
+                        client_id: &event.client_id,
+                        balance_minor: balance.minor_units(),
+                        day: *as_of_date,
+                        event_id: &event.event_id,
+                        occurred_at: event.occurred_at,
+                    });
+                }
+            }
+            _ => apply_rules(transaction, watch, event).await?,
+        }
+    }
+    crate::balance_watch::apply_snapshots(transaction, watch, &snapshots).await
+}
+
+/// What the rules do with one newly taken event (not a balance snapshot: those
+/// go through the batch), in its transaction.
 pub async fn apply_rules(
     transaction: &DatabaseTransaction,
     watch: &crate::balance_watch::WatchRules,
@@ -455,22 +489,6 @@ pub async fn apply_rules(
                 transaction,
                 &event.client_id,
                 employer_id,
-                event.occurred_at,
-            )
-            .await
-        }
-        // Tiers are by CNY balances; other currencies are kept, not averaged.
-        EventDetail::BalanceSnapshot {
-            balance,
-            as_of_date,
-        } if balance.currency() == "CNY" => {
-            crate::balance_watch::apply_snapshot(
-                transaction,
-                watch,
-                &event.client_id,
-                balance,
-                *as_of_date,
-                &event.event_id,
                 event.occurred_at,
             )
             .await
