@@ -624,7 +624,10 @@ async fn raw_publish_consume_rate(
         .await?;
     let consuming = connection.create_channel().await?;
     consuming
-        .basic_qos(crm_events::feed::BATCH, BasicQosOptions { global: false })
+        .basic_qos(
+            crm_events::feed::BATCH * crm_events::feed::PARALLEL_BATCHES,
+            BasicQosOptions { global: false },
+        )
         .await?;
     let mut consumer = consuming
         .basic_consume(

@@ -25,8 +25,12 @@ use crate::ingest::Intake;
 
 /// The outside exchange core banking publishes to.
 pub const FEED: &str = "corebank.events";
-/// Deliveries taken in one transaction, at most (also the prefetch).
+/// Deliveries taken in one transaction, at most.
 pub const BATCH: u16 = 500;
+/// Batches in flight at once: while one waits on the database, the next is
+/// checked and written (one client's snapshots still go one batch at a time, by
+/// its lock). The prefetch covers them all.
+pub const PARALLEL_BATCHES: u16 = 4;
 
 const PROTOBUF: &[&str] = &["application/x-protobuf", "application/protobuf"];
 const JSON: &str = "application/json";
@@ -82,10 +86,17 @@ impl FeedConsumer {
     }
 
     pub async fn run(self) -> Result<(), BusError> {
-        let mut subscription = self.bus.consume_feed(crate::SERVICE, FEED, BATCH).await?;
+        let consumer = std::sync::Arc::new(self);
+        let mut subscription = consumer
+            .bus
+            .consume_feed(crate::SERVICE, FEED, BATCH * PARALLEL_BATCHES)
+            .await?;
+        let in_flight =
+            std::sync::Arc::new(tokio::sync::Semaphore::new(usize::from(PARALLEL_BATCHES)));
+        let mut batches = tokio::task::JoinSet::new();
         loop {
             let first = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
+                _ = consumer.shutdown.cancelled() => break,
                 event = subscription.next() => event,
             };
             let mut batch = match first {
@@ -100,14 +111,29 @@ impl FeedConsumer {
                     None => break,
                 }
             }
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break;
+            };
             let span = tracing::info_span!(
                 "feed batch",
                 feed = FEED,
                 messages = batch.len(),
                 otel.kind = "consumer",
             );
-            self.take_batch(batch).instrument(span).await;
+            let taking = consumer.clone();
+            batches.spawn(
+                async move {
+                    taking.take_batch(batch).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+            // Reap what finished, so the set doesn't grow with the feed.
+            while batches.try_join_next().is_some() {}
         }
+        // Drained, not dropped: the batches in hand finish (or go back to the
+        // queue) before the consumer stops.
+        while batches.join_next().await.is_some() {}
         tracing::info!(feed = FEED, "feed consumer stopped");
         Ok(())
     }
