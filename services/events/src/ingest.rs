@@ -418,6 +418,15 @@ pub async fn apply_rules_to_batch<'a>(
     watch: &crate::balance_watch::WatchRules,
     events: impl Iterator<Item = &'a BankEvent>,
 ) -> Result<()> {
+    let events: Vec<&BankEvent> = events.collect();
+    // A client's salary credits one batch at a time (concurrent batches would both
+    // find no payroll row and both insert one), locked in client order.
+    let payroll: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|event| matches!(event.detail, EventDetail::PayrollCredit { .. }))
+        .map(|event| event.client_id.as_str())
+        .collect();
+    crate::client_copy::lock_clients(transaction, "payroll", payroll).await?;
     let mut snapshots = Vec::new();
     for event in events {
         match &event.detail {
