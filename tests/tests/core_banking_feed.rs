@@ -153,6 +153,13 @@ async fn the_feed_takes_json_and_protobuf_once_and_dead_letters_what_it_cannot_r
             .await
             .contains("content-type must be application/json")
     );
+    let bus = app.operator_bus().await;
+    let letters = bus.dead_letters(50).await.unwrap();
+    assert!(
+        letters.iter().all(|letter| letter.feed_exchange.as_deref()
+            == Some(format!("{}{FEED}", app.queue_prefix).as_str())),
+        "each names the feed it came from"
+    );
     assert!(
         dead_letter_reason(&app, "bad-bytes")
             .await
@@ -199,6 +206,41 @@ async fn a_burst_on_the_feed_is_taken_whole() {
         Duration::from_secs(20),
     )
     .await;
+    app.stop().await;
+}
+
+/// A feed message dead-lettered (say, while a rule was broken) and replayed by an
+/// operator goes back to the feed's exchange, content-type and all, and is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_feed_message_returns_to_the_feed() {
+    let app = spawn_app(Backend::Distributed).await;
+    app.seed_branch("B-001", 1).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let exchange = format!("{}{FEED}", app.queue_prefix);
+    app.publish_raw(
+        "crm.dead",
+        "application/x-protobuf",
+        "died-once",
+        &payroll("replayed-1", "C-000001").encode_to_vec(),
+        &[
+            ("x-crm-death-reason", "a rule was broken"),
+            ("x-crm-feed-exchange", exchange.as_str()),
+        ],
+    )
+    .await;
+    let bus = app.operator_bus().await;
+    let letters = bus.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].feed_exchange.as_deref(), Some(exchange.as_str()));
+    assert_eq!(bus.replay_dead_letters(10).await.unwrap(), 1);
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM bank_events WHERE event_id = 'replayed-1'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(bus.dead_letters(10).await.unwrap().is_empty());
     app.stop().await;
 }
 

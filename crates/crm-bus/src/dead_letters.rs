@@ -1,7 +1,9 @@
 //! The dead-letter queue `crm.dead`: messages a consumer rejected as poison or that
 //! failed past the delivery limit. Operators look at them and, once the cause is
 //! fixed, replay them to the exchange under their original routing key; consumers'
-//! inboxes make a replay of something already processed harmless.
+//! inboxes (and the core-banking feed's ledger of event ids) make a replay of
+//! something already processed harmless. A message of an outside feed goes back to
+//! its feed's exchange, as it was published.
 
 use crate::Envelope;
 
@@ -13,4 +15,7 @@ pub struct DeadLetter {
     pub reason: Option<String>,
     /// The queue it died in.
     pub queue: Option<String>,
+    /// The outside feed's exchange it came from (`corebank.events`); None for the
+    /// suite's own messages.
+    pub feed_exchange: Option<String>,
 }

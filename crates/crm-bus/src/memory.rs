@@ -356,6 +356,7 @@ impl InProcessBus {
                 envelope: pending.envelope.clone(),
                 reason: None,
                 queue: None,
+                feed_exchange: None,
             })
             .collect()
     }

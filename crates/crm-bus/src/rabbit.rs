@@ -33,6 +33,9 @@ const EPHEMERAL_QUEUE_TTL_MS: i64 = 120_000;
 /// it, and the queue it came from (`crm dead-letters` shows both).
 const REASON_HEADER: &str = "x-crm-death-reason";
 const QUEUE_HEADER: &str = "x-crm-death-queue";
+/// The outside feed's exchange a dead-lettered feed message came from: a replay
+/// publishes it there again, with its own properties (content-type and all).
+const FEED_EXCHANGE_HEADER: &str = "x-crm-feed-exchange";
 
 pub struct RabbitBus {
     url: String,
@@ -366,8 +369,8 @@ impl RabbitBus {
         delivery: Delivery,
         queue: &str,
         reason: &str,
+        feed_exchange: Option<&str>,
     ) -> Result<(), BusError> {
-        let channel = self.publisher_channel().await?;
         let mut properties = properties_of(&delivery.envelope);
         if let Some(content_type) = &delivery.content_type {
             properties = properties.with_content_type(content_type.as_str().into());
@@ -375,14 +378,37 @@ impl RabbitBus {
         let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(REASON_HEADER.into(), long_string(reason));
         headers.insert(QUEUE_HEADER.into(), long_string(queue));
+        if let Some(exchange) = feed_exchange {
+            headers.insert(FEED_EXCHANGE_HEADER.into(), long_string(exchange));
+        }
         let properties = properties.with_headers(headers);
+        self.publish_as_is(
+            &self.topology.dead_exchange(),
+            &delivery.envelope.routing_key,
+            &delivery.envelope.payload,
+            properties,
+        )
+        .await?;
+        delivery.ack().await
+    }
+
+    /// Publishes one message with the properties it came with, confirmed (a feed
+    /// message replayed to its feed's exchange).
+    async fn publish_as_is(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BusError> {
+        let channel = self.publisher_channel().await?;
         let published = async {
             let confirm = channel
                 .basic_publish(
-                    self.topology.dead_exchange().as_str().into(),
-                    delivery.envelope.routing_key.as_str().into(),
+                    exchange.into(),
+                    routing_key.into(),
                     BasicPublishOptions::default(),
-                    &delivery.envelope.payload,
+                    payload,
                     properties,
                 )
                 .await?;
@@ -394,11 +420,11 @@ impl RabbitBus {
                 _ => Ok(()),
             }
         };
-        if let Err(error) = published.await {
+        let result = published.await;
+        if result.is_err() {
             *self.publisher.lock().await = None;
-            return Err(error);
         }
-        delivery.ack().await
+        result
     }
 
     /// Declares the whole topology again on the live connection: a queue deleted
@@ -520,6 +546,7 @@ impl RabbitBus {
                     .or_else(|| header_text(&headers, "x-first-death-reason")),
                 queue: header_text(&headers, QUEUE_HEADER)
                     .or_else(|| header_text(&headers, "x-first-death-queue")),
+                feed_exchange: header_text(&headers, FEED_EXCHANGE_HEADER),
             });
         }
         let _ = channel.close(200, "dead letters read".into()).await;
@@ -539,10 +566,29 @@ impl RabbitBus {
                 break;
             };
             let envelope = envelope_of(&message.delivery);
+            let feed_exchange = message
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|headers| header_text(headers, FEED_EXCHANGE_HEADER));
             // Confirmed first, removed second: a failure between the two leaves a
             // duplicate, which the consumers' inbox absorbs, never a loss.
-            self.publish_confirmed(std::slice::from_ref(&envelope))
-                .await?;
+            match feed_exchange {
+                Some(exchange) => {
+                    self.publish_as_is(
+                        &exchange,
+                        &envelope.routing_key,
+                        &envelope.payload,
+                        message.delivery.properties.clone(),
+                    )
+                    .await?
+                }
+                None => {
+                    self.publish_confirmed(std::slice::from_ref(&envelope))
+                        .await?
+                }
+            }
             message
                 .delivery
                 .acker

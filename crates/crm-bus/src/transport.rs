@@ -159,14 +159,19 @@ impl Bus {
 
     /// Dead-letters `delivery`, taken from `queue`, saying why (`crm dead-letters`
     /// shows the reason).
+    /// `feed_exchange`: the outside feed it came from, where a replay sends it.
     pub async fn dead_letter(
         &self,
         delivery: Delivery,
         queue: &str,
         reason: &str,
+        feed_exchange: Option<&str>,
     ) -> Result<(), BusError> {
         match self {
-            Bus::Rabbit(bus) => bus.dead_letter_with_reason(delivery, queue, reason).await,
+            Bus::Rabbit(bus) => {
+                bus.dead_letter_with_reason(delivery, queue, reason, feed_exchange)
+                    .await
+            }
             // In process the reason is in the log; the message goes to the
             // dead-letter list as the transport's nack puts it there.
             Bus::InProcess(_) => {

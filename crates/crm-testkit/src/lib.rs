@@ -186,6 +186,20 @@ impl TestApp {
         message_id: &str,
         body: &[u8],
     ) {
+        self.publish_raw(feed, content_type, message_id, body, &[])
+            .await;
+    }
+
+    /// Publishes one message with `headers` to the app's exchange `exchange` (its
+    /// name without the app's prefix), confirmed. Distributed only.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        content_type: &str,
+        message_id: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) {
         use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
         let connection =
             lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
@@ -196,13 +210,21 @@ impl TestApp {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
+        let mut table = lapin::types::FieldTable::default();
+        for (name, value) in headers {
+            table.insert(
+                (*name).into(),
+                lapin::types::AMQPValue::LongString(value.as_bytes().to_vec().into()),
+            );
+        }
         let properties = lapin::BasicProperties::default()
             .with_content_type(content_type.into())
             .with_message_id(message_id.into())
-            .with_delivery_mode(2);
+            .with_delivery_mode(2)
+            .with_headers(table);
         let confirmation = channel
             .basic_publish(
-                format!("{}{feed}", self.queue_prefix).as_str().into(),
+                format!("{}{exchange}", self.queue_prefix).as_str().into(),
                 "corebank.test".into(),
                 BasicPublishOptions::default(),
                 body,

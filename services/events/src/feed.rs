@@ -240,7 +240,12 @@ impl FeedConsumer {
     async fn dead_letter(&self, delivery: Delivery, reason: &str) {
         let message_id = delivery.envelope.message_id.clone();
         tracing::error!(%message_id, %reason, "feed message dead-lettered");
-        if let Err(error) = self.bus.dead_letter(delivery, &self.queue(), reason).await {
+        let exchange = self.bus.topology().feed_exchange(FEED);
+        if let Err(error) = self
+            .bus
+            .dead_letter(delivery, &self.queue(), reason, Some(&exchange))
+            .await
+        {
             // Not acked: the broker redelivers it and it is judged again.
             tracing::warn!(%error, "could not dead-letter a feed message");
         }
