@@ -292,14 +292,18 @@ impl Relay {
     ) -> Result<usize, BusError> {
         let mut sent = Vec::new();
         let mut failed = Vec::new();
-        for (row, envelope) in rows.iter().zip(envelopes) {
+        let mut last_sent = None;
+        for (position, (row, envelope)) in rows.iter().zip(envelopes).enumerate() {
             let published = self
                 .bus
                 .publish_and_await_consumers(std::slice::from_ref(envelope))
                 .await;
             match published {
-                Ok(()) => sent.push(row.message_id.clone()),
-                Err(error) => failed.push((row, error)),
+                Ok(()) => {
+                    sent.push(row.message_id.clone());
+                    last_sent = Some(position);
+                }
+                Err(error) => failed.push((position, row, error)),
             }
         }
         let transaction = match claim {
@@ -310,8 +314,17 @@ impl Relay {
         if !sent.is_empty() {
             mark_sent(&transaction, sent).await?;
         }
-        for (row, error) in &failed {
-            let park = sent_count > 0 && row.attempts + 1 >= ISOLATE_AFTER_ATTEMPTS;
+        for (position, row, error) in &failed {
+            // The row's own fault only when a row after it went out (a broker that
+            // went away mid-pass fails every row after the last one sent), and the
+            // error is not the broker's being away.
+            let broker_away = matches!(
+                error,
+                BusError::Connect(_) | BusError::Timeout | BusError::Closed | BusError::Db(_)
+            );
+            let park = last_sent.is_some_and(|last| last > *position)
+                && !broker_away
+                && row.attempts + 1 >= ISOLATE_AFTER_ATTEMPTS;
             let mut update = outbox::Entity::update_many()
                 .col_expr(
                     outbox::Column::Attempts,
@@ -332,7 +345,7 @@ impl Relay {
         }
         transaction.commit().await?;
         match failed.into_iter().next() {
-            Some((_, error)) if sent_count == 0 => Err(error),
+            Some((_, _, error)) if sent_count == 0 => Err(error),
             _ => Ok(sent_count),
         }
     }

@@ -40,10 +40,45 @@ async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
 
 /// Unsent outbox rows (parked ones included) in every service's schema.
 pub async fn unsent_outbox_rows(cluster: &Cluster) -> anyhow::Result<i64> {
-    let mut unsent = 0;
+    Ok(unsent_by_service(cluster)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum())
+}
+
+/// Unsent outbox rows per service, and of which message types.
+async fn unsent_by_service(cluster: &Cluster) -> anyhow::Result<Vec<(String, i64)>> {
+    let mut unsent = Vec::new();
     for schema in SCHEMAS {
         let db = cluster.schema(schema).await?;
-        unsent += count(&db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await?;
+        let n = count(&db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await?;
+        if n > 0 {
+            let types = db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT message_type || ' ' || COUNT(*) || ' (attempts ' || MAX(attempts) \
+                     || ', parked ' || COUNT(parked_at) || ', last error ' \
+                     || COALESCE(MAX(last_error), '-') || ')', COUNT(*) FROM outbox \
+                     WHERE sent_at IS NULL GROUP BY message_type"
+                        .to_owned(),
+                ))
+                .await?
+                .iter()
+                .filter_map(|row| row.try_get_by_index::<String>(0).ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Rows a live transaction holds (a relay's claim that never ended) are
+            // skipped by every other relay's scan.
+            let free = count(
+                &db,
+                "SELECT COUNT(*) FROM (SELECT message_id FROM outbox WHERE sent_at IS NULL \
+                 FOR UPDATE SKIP LOCKED) free",
+            )
+            .await?;
+            let types = format!("{types}; {} of them held by a transaction", n - free);
+            unsent.push((format!("{schema} ({types})"), n));
+        }
         db.close().await?;
     }
     Ok(unsent)
@@ -213,11 +248,18 @@ pub async fn run(
         ),
     ));
 
-    let unsent = unsent_outbox_rows(cluster).await?;
+    let unsent = unsent_by_service(cluster).await?;
+    let total: i64 = unsent.iter().map(|(_, n)| n).sum();
     checks.push(check(
         "no outbox row left unsent (or parked) in any service",
-        unsent == 0,
-        format!("{unsent} unsent"),
+        total == 0,
+        format!(
+            "{total} unsent{}",
+            unsent
+                .iter()
+                .map(|(service, n)| format!("; {service}: {n}"))
+                .collect::<String>()
+        ),
     ));
 
     let dead = cluster.dead_letters().await?;
