@@ -21,7 +21,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::ingest::Intake;
+use crate::ingest::{BankEvent, Intake};
 
 /// The outside exchange core banking publishes to.
 pub const FEED: &str = "corebank.events";
@@ -151,7 +151,7 @@ impl FeedConsumer {
                     .check_all(std::slice::from_ref(&event), now)
                     .pop()
                 {
-                    Some(Ok(_)) => Ok(event),
+                    Some(Ok(checked)) => Ok(checked),
                     Some(Err(reason)) => Err(format!("event {:?}: {reason}", event.event_id)),
                     None => Err("nothing to check".to_owned()),
                 }
@@ -198,12 +198,10 @@ impl FeedConsumer {
 
     /// Takes checked events in one transaction, retrying while the database is
     /// away (holding the deliveries) until it works or the process stops.
-    async fn take_retrying(&self, events: &[pb::BankEvent]) -> Result<(), HandlerError> {
+    async fn take_retrying(&self, events: &[BankEvent]) -> Result<(), HandlerError> {
         let attempt = || async {
-            let now = chrono::Utc::now();
-            let checked = self.intake().check_all(events, now);
             self.intake()
-                .take(&checked, now)
+                .take(events, chrono::Utc::now())
                 .await
                 .map(drop)
                 .map_err(HandlerError::from)

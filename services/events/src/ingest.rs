@@ -315,6 +315,14 @@ pub struct Intake<'a> {
 /// Each event of a batch, checked: kept or why not.
 pub type Checked = Vec<std::result::Result<BankEvent, String>>;
 
+/// The events of a checked batch that passed.
+pub fn passed(checked: &Checked) -> Vec<BankEvent> {
+    checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect()
+}
+
 impl Intake<'_> {
     /// Checks every event of a batch.
     pub fn check_all(&self, events: &[pb::BankEvent], now: DateTime<Utc>) -> Checked {
@@ -325,14 +333,10 @@ impl Intake<'_> {
             .collect()
     }
 
-    /// Takes the good events of a checked batch in one transaction: stored once
-    /// by id, the rules run on the new ones (or held, for a client not yet
-    /// announced). The ids stored now.
-    pub async fn take(&self, checked: &Checked, now: DateTime<Utc>) -> Result<HashSet<String>> {
-        let good: Vec<BankEvent> = checked
-            .iter()
-            .filter_map(|c| c.as_ref().ok().cloned())
-            .collect();
+    /// Takes checked events in one transaction: stored once by id, the rules run
+    /// on the new ones (or held, for a client not yet announced). The ids stored
+    /// now.
+    pub async fn take(&self, good: &[BankEvent], now: DateTime<Utc>) -> Result<HashSet<String>> {
         self.partitions
             .ensure(
                 self.db,
@@ -341,7 +345,7 @@ impl Intake<'_> {
             )
             .await?;
         let transaction = sea_orm::TransactionTrait::begin(self.db).await?;
-        let stored = store(&transaction, &good, now).await?;
+        let stored = store(&transaction, good, now).await?;
         let fresh: Vec<&BankEvent> = {
             let mut applied = HashSet::new();
             good.iter()

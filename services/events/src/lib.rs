@@ -87,7 +87,7 @@ impl Events {
         let now = chrono::Utc::now();
         let intake = self.intake();
         let checked = intake.check_all(&events, now);
-        let stored = intake.take(&checked, now).await?;
+        let stored = intake.take(&ingest::passed(&checked), now).await?;
         self.outbox.wake();
         let results = ingest::results(&events, checked, &stored);
         Ok(pb::IngestEventsResponse { results })
