@@ -88,3 +88,75 @@ fn compose_runs_every_service_of_the_suite_with_its_dependencies_and_health_chec
         );
     }
 }
+
+/// Every scheduled `crm jobs` command has a CronJob that runs it on the schedule
+/// the job declares, against its own service's schema, one run at a time, in the
+/// bank's time zone; maintenance commands have none.
+#[test]
+fn every_scheduled_job_has_a_cronjob_and_every_cronjob_names_a_job() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/cronjobs");
+    let mut manifests = BTreeSet::new();
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cronjob: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let file = path.display().to_string();
+        assert_eq!(cronjob["kind"].as_str(), Some("CronJob"), "{file}");
+        let spec = &cronjob["spec"];
+        assert_eq!(spec["concurrencyPolicy"].as_str(), Some("Forbid"), "{file}");
+        assert!(
+            spec["timeZone"]
+                .as_str()
+                .is_some_and(|zone| !zone.is_empty()),
+            "{file}"
+        );
+        for limit in ["successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
+            assert!(spec[limit].as_u64().is_some(), "{file} sets {limit}");
+        }
+        let container = &spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        let command: Vec<&str> = container["command"]
+            .as_sequence()
+            .expect("command")
+            .iter()
+            .filter_map(|part| part.as_str())
+            .collect();
+        let ["crm", "jobs", name] = command[..] else {
+            panic!("{file} runs {command:?}, not `crm jobs NAME`");
+        };
+        let (module, job) = crm::MODULES
+            .iter()
+            .flat_map(|module| {
+                module
+                    .jobs()
+                    .into_iter()
+                    .map(move |job| (module.name(), job))
+            })
+            .find(|(_, job)| job.name == name)
+            .unwrap_or_else(|| panic!("{file}: no `crm jobs {name}`"));
+        let schedule = job.schedule.unwrap_or_else(|| {
+            panic!("{file}: `{name}` is a maintenance command, never scheduled")
+        });
+        assert_eq!(spec["schedule"].as_str(), Some(schedule), "{file}");
+        let schema = container["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .find(|var| var["name"].as_str() == Some("CRM_DATABASE_SCHEMA"))
+            .and_then(|var| var["value"].as_str());
+        assert_eq!(
+            schema,
+            Some(module),
+            "{file} runs against {module}'s schema"
+        );
+        manifests.insert(name.to_owned());
+    }
+    let scheduled: BTreeSet<String> = crm::jobs()
+        .into_iter()
+        .filter(|job| job.schedule.is_some())
+        .map(|job| job.name.to_owned())
+        .collect();
+    assert_eq!(manifests, scheduled, "one CronJob per scheduled job");
+}

@@ -336,6 +336,7 @@ async fn the_rm_answers_a_counter_at_another_branch_before_the_money_leaves(back
                     minor_units: 50_000_000,
                     currency: "CNY".into(),
                 }),
+                ..Default::default()
             },
         ))
         .await
@@ -456,6 +457,7 @@ async fn with_two_events_replicas_the_answer_reaches_the_waiting_call() {
                     outcome: "funds kept".into(),
                     note: format!("call {n}"),
                     funds_kept: None,
+                    ..Default::default()
                 },
             ))
             .await

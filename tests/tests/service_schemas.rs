@@ -237,10 +237,17 @@ async fn each_service_runs_on_its_own_schema_as_its_own_role_and_the_referral_fl
         .unwrap_err();
     assert_eq!(wrong_door.code(), tonic::Code::Unimplemented);
 
-    // Each schema holds its own service's tables and the messaging tables only.
-    let shared: BTreeSet<String> = ["outbox", "inbox", "seaql_migrations"]
-        .map(str::to_owned)
-        .into();
+    // Each schema holds its own service's tables, the messaging tables and its
+    // jobs' runs and leases only.
+    let shared: BTreeSet<String> = [
+        "outbox",
+        "inbox",
+        "job_runs",
+        "job_leases",
+        "seaql_migrations",
+    ]
+    .map(str::to_owned)
+    .into();
     let clients_tables = clients_db.tables(&admin).await;
     let referrals_tables = referrals_db.tables(&admin).await;
     assert!(clients_tables.contains("clients") && clients_tables.contains("staff"));
@@ -251,7 +258,7 @@ async fn each_service_runs_on_its_own_schema_as_its_own_role_and_the_referral_fl
         .collect();
     assert_eq!(
         in_both, shared,
-        "only the messaging tables are in both schemas"
+        "only the messaging and job tables are in both schemas"
     );
 
     // And neither role can read the other's.

@@ -117,6 +117,7 @@ fn client_row(
         kind: Set(crm_domain::client::ClientKind::Individual),
         segments: Set("[]".into()),
         do_not_contact: Set(false),
+        marketing_consent: Set(true),
         tier: Set(policy.next_tier(None, aum_minor)),
         aum_minor_units: Set(aum_minor),
         aum_currency: Set("CNY".into()),

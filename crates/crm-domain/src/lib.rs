@@ -5,6 +5,7 @@
 #[macro_use]
 mod text_enum;
 
+pub mod campaign;
 pub mod client;
 pub mod client_access;
 pub mod ids;

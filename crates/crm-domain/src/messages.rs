@@ -40,6 +40,17 @@ pub const WORK_ITEM_COMPLETED: &str = "work_item.completed";
 /// Which RM each item of one request went to ([`WorkItemsAssigned`]); sent back
 /// to the asking service.
 pub const WORK_ITEMS_ASSIGNED: &str = "work_items.assigned";
+/// The asking service closes items it asked for that are still open (a cancelled
+/// campaign's tasks) with a reason ([`WorkItemsWithdrawn`]).
+pub const WORK_ITEMS_WITHDRAWN: &str = "work_items.withdrawn";
+/// What campaign audiences are chosen by, for one or many clients
+/// ([`ClientProfilesChanged`]): sent by the client book on every change of a
+/// client, and in batches by `crm jobs republish-clients`.
+pub const CLIENT_PROFILES_CHANGED: &str = "client.profiles_changed";
+/// A service asks the campaigns service for tasks of a period's campaign of a
+/// kind (the events service's maturity follow-ups: CAMPAIGN_KIND_MATURITY), so
+/// campaign progress and league tables count them ([`CampaignTasksRequested`]).
+pub const CAMPAIGN_TASKS_REQUESTED: &str = "campaign_tasks.requested";
 /// A line of the audit trail written by a service other than the client book,
 /// on its way to the trail (crm-audit).
 pub const AUDIT_RECORDED: &str = "audit.recorded";
@@ -176,6 +187,55 @@ pub struct WorkItemCompleted {
     pub funds_kept_minor: Option<i64>,
     #[serde(default)]
     pub funds_kept_currency: Option<String>,
+    /// For a campaign task: what came of it.
+    #[serde(default)]
+    pub task_outcome: Option<crate::referral::Outcome>,
+    /// For a converted task: the product sold and its amount.
+    #[serde(default)]
+    pub converted_product: Option<String>,
+    #[serde(default)]
+    pub converted_minor: Option<i64>,
+    #[serde(default)]
+    pub converted_currency: Option<String>,
+    /// The client the item was about (league tables count it by home branch).
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// Items the asking service no longer wants: each still open is closed with the
+/// reason; one already done stays as its RM left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkItemsWithdrawn {
+    pub requested_by: String,
+    pub source_keys: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientProfilesChanged {
+    pub profiles: Vec<ClientProfile>,
+}
+
+/// A client as campaign audiences see it: no name, no contact details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientProfile {
+    pub client_id: String,
+    pub home_branch_id: String,
+    /// The tier's text (`mass`, `wealth`, `hnw`, `private`).
+    pub tier: String,
+    pub aum_daily_avg_minor: i64,
+    pub currency: String,
+    pub segments: Vec<String>,
+    pub primary_rm_id: Option<String>,
+    pub do_not_contact: bool,
+    pub marketing_consent: bool,
+    pub last_contact_at: Option<DateTime<Utc>>,
+    /// The daily average (CNY minor units) at which the client reaches the next
+    /// tier, by the client book's rule; none for private banking. Upgrade
+    /// candidates are chosen by their distance to it.
+    pub next_tier_at_minor: Option<i64>,
+    /// Orders news of one client: an older profile never replaces a newer one.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A client's trailing 30-day daily-average balance, as the balance feed has it.
@@ -212,4 +272,30 @@ pub struct PayrollDetected {
     pub client_id: String,
     pub employer_id: String,
     pub detected_at: DateTime<Utc>,
+}
+
+/// Tasks asked of the period's campaign of `kind` (created if it is not there):
+/// each made once per (campaign, client, round).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignTasksRequested {
+    pub requested_by: String,
+    pub kind: crate::campaign::CampaignKind,
+    pub year: i32,
+    /// 1..=4
+    pub quarter: u32,
+    pub campaign_name: String,
+    pub task_title: String,
+    pub items: Vec<CampaignTaskRequested>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignTaskRequested {
+    pub client_id: String,
+    /// What makes the task one of several for the client in the campaign (a
+    /// maturity: `product:date`).
+    pub round: String,
+    pub title: String,
+    pub detail: String,
+    pub priority: crate::referral::Priority,
+    pub due_at: DateTime<Utc>,
 }

@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 #[cfg_attr(
     feature = "sea-orm",
     derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum),
@@ -62,6 +65,16 @@ impl Default for TierThresholds {
 }
 
 impl TierThresholds {
+    /// The lower bound of the tier above `tier`; none above private.
+    pub fn next_above(&self, tier: Tier) -> Option<i64> {
+        match tier {
+            Tier::Mass => Some(self.wealth),
+            Tier::Wealth => Some(self.hnw),
+            Tier::Hnw => Some(self.private),
+            Tier::Private => None,
+        }
+    }
+
     pub fn classify(&self, aum_daily_avg_minor: i64) -> Tier {
         if aum_daily_avg_minor >= self.private {
             Tier::Private

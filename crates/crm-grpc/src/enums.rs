@@ -3,6 +3,7 @@
 //! INVALID_ARGUMENT naming the field); every domain value has a wire value.
 
 use crm_domain::Role;
+use crm_domain::campaign::{CampaignKind, CampaignStatus};
 use crm_domain::client::{ClientKind, InteractionChannel};
 use crm_domain::referral::{
     FundsOutcome, Need, Outcome, Priority, ReferralStatus, WorkItemKind, WorkItemState,
@@ -99,6 +100,8 @@ wire_enum!(Outcome => ReferralOutcome { Contacted, Converted, Declined, Unreacha
 wire_enum!(WorkItemKind => WorkItemKind { Referral, Alert, CampaignTask, FollowUp, Appointment });
 wire_enum!(WorkItemState => WorkItemState { Open, Snoozed, Done });
 wire_enum!(FundsOutcome => FundsOutcome { Kept, PartlyKept, Gone });
+wire_enum!(CampaignKind => CampaignKind { QuarterlyHnw, Annual, Maturity, ContactCadence, Custom });
+wire_enum!(CampaignStatus => CampaignStatus { Draft, Launched, Closed, Cancelled });
 wire_enum!(Tier => Tier { Mass, Wealth, Hnw, Private });
 wire_enum!(Role => StaffRole { Teller, Rm, BranchManager, CampaignAdmin, System });
 wire_enum!(ClientKind => ClientKind { Individual, Corporate });
@@ -146,5 +149,7 @@ mod tests {
         round_trips(&Role::ALL);
         round_trips(ClientKind::ALL);
         round_trips(InteractionChannel::ALL);
+        round_trips(CampaignKind::ALL);
+        round_trips(CampaignStatus::ALL);
     }
 }

@@ -111,6 +111,17 @@ impl App {
                 })?;
             tracing::info!(service = module.name(), "mounted");
         }
+        // One process holds the whole suite on the embedded default: it is also
+        // the scheduler. With RabbitMQ the platform's CronJobs run the jobs.
+        if settings.run_schedules && matches!(infra.bus, Bus::InProcess(_)) {
+            crate::job_runs::Scheduler {
+                db: infra.db.clone(),
+                settings: infra.settings.clone(),
+                calendar: infra.calendar.clone(),
+                jobs: mounted.iter().flat_map(|module| module.jobs()).collect(),
+            }
+            .spawn(&infra.tasks, infra.shutdown.clone());
+        }
         Ok(App { server, infra })
     }
 

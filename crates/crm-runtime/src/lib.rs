@@ -4,6 +4,7 @@
 //! [`ServiceModule`] contract through which a service declares itself once.
 
 mod app;
+pub mod job_runs;
 mod module;
 mod server;
 mod settings;

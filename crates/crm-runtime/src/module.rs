@@ -151,6 +151,9 @@ pub struct Job {
     /// Adds the job's own flags to its subcommand.
     pub args: fn(Command) -> Command,
     pub run: fn(JobContext) -> JobFuture,
+    /// When it runs, as cron (minute hour day-of-month month day-of-week) in the
+    /// bank's time zone; `None` for maintenance commands an operator runs by hand.
+    pub schedule: Option<&'static str>,
 }
 
 impl Job {
@@ -194,7 +197,8 @@ pub fn select<'m>(
         .collect())
 }
 
-/// The migrations of one process: the outbox and inbox, then each mounted
+/// The migrations of one process: the outbox and inbox, the job runs and leases,
+/// then each mounted
 /// module's own. In the distributed mode a process mounts one service on its own
 /// schema; the embedded default mounts them all on one database.
 struct ProcessMigrator<'m> {
@@ -205,6 +209,7 @@ struct ProcessMigrator<'m> {
 impl MigratorTraitSelf for ProcessMigrator<'_> {
     fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
         let mut migrations = crm_store::bus::migrations();
+        migrations.extend(crm_store::jobs::migrations());
         for module in self.modules {
             migrations.extend(module.migrations());
         }

@@ -72,6 +72,21 @@ pub struct Settings {
     /// Weekend days the bank works instead (YYYY-MM-DD): SLA clocks run on them.
     #[arg(long, env = "CRM_BANK_WORKDAYS", value_delimiter = ',')]
     pub bank_workdays: Vec<NaiveDate>,
+    /// The bank's time zone (IANA name): its quarters, month-ends, "today", and
+    /// the times the scheduled jobs run at.
+    #[arg(long, env = "CRM_BANK_TIME_ZONE", default_value = "Asia/Shanghai", value_parser = time_zone)]
+    pub bank_time_zone: chrono_tz::Tz,
+    /// On the embedded default (in-process transport), `crm serve` runs the
+    /// scheduled jobs itself at their times (`crm jobs schedule`); with RabbitMQ
+    /// the platform's scheduler (the Kubernetes CronJobs) runs them instead.
+    #[arg(long, env = "CRM_RUN_SCHEDULES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_schedules: bool,
+}
+
+fn time_zone(value: &str) -> Result<chrono_tz::Tz, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an IANA time zone (e.g. Asia/Shanghai)"))
 }
 
 impl std::fmt::Debug for Settings {
@@ -210,6 +225,7 @@ impl Settings {
         BusinessCalendar {
             holidays: Arc::new(self.bank_holidays.iter().copied().collect()),
             extra_workdays: Arc::new(self.bank_workdays.iter().copied().collect()),
+            time_zone: self.bank_time_zone,
             ..BusinessCalendar::default()
         }
     }
@@ -239,6 +255,9 @@ impl Settings {
             pii_key: Some(Vault::generate_key()?),
             bank_holidays: Vec::new(),
             bank_workdays: Vec::new(),
+            bank_time_zone: chrono_tz::Asia::Shanghai,
+            // Tests and benchmarks run jobs when they mean to, never at 06:30.
+            run_schedules: false,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Storage plumbing every service shares, on PostgreSQL (production) and SQLite
 //! (the embedded default): opening a connection, dialect differences, write
-//! batches, the PII vault, and the messaging tables (`bus`: outbox and inbox).
+//! batches, the PII vault, the messaging tables (`bus`: outbox and inbox) and the
+//! job tables (`jobs`: runs and leases).
 //!
 //! It knows no particular service: each service crate keeps its own entities and
 //! migrations (`services/<name>/src/store`), and the process runs the migrations of
@@ -9,6 +10,7 @@
 pub mod bus;
 pub mod copies;
 pub mod db;
+pub mod jobs;
 pub mod migration_steps;
 pub mod vault;
 pub mod write_batch;

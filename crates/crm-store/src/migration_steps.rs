@@ -35,3 +35,51 @@ pub async fn drop_column(
         .alter_table(Table::alter().table(table).drop_column(column).to_owned())
         .await
 }
+
+/// Column definitions the tables of the suite are made of, the same on both
+/// databases.
+pub mod columns {
+    use sea_orm_migration::prelude::*;
+
+    pub fn text(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column).string().not_null().to_owned()
+    }
+
+    pub fn optional_text(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column).string().null().to_owned()
+    }
+
+    pub fn long_text(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column).text().not_null().to_owned()
+    }
+
+    pub fn instant(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column)
+            .timestamp_with_time_zone()
+            .not_null()
+            .to_owned()
+    }
+
+    pub fn optional_instant(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column)
+            .timestamp_with_time_zone()
+            .null()
+            .to_owned()
+    }
+
+    pub fn number(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column).big_integer().not_null().to_owned()
+    }
+
+    pub fn optional_number(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column).big_integer().null().to_owned()
+    }
+
+    pub fn small_number(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column).integer().not_null().to_owned()
+    }
+
+    pub fn flag(column: impl IntoIden) -> ColumnDef {
+        ColumnDef::new(column).boolean().not_null().to_owned()
+    }
+}

@@ -9,9 +9,10 @@ use std::time::Duration;
 use crm_auth::JwtKeys;
 use crm_domain::{BranchId, Role, StaffId};
 use crm_proto::v1::{
-    self as pb, client_service_client::ClientServiceClient,
-    directory_service_client::DirectoryServiceClient, event_service_client::EventServiceClient,
-    referral_service_client::ReferralServiceClient,
+    self as pb, campaign_service_client::CampaignServiceClient,
+    client_service_client::ClientServiceClient, directory_service_client::DirectoryServiceClient,
+    event_service_client::EventServiceClient, referral_service_client::ReferralServiceClient,
+    report_service_client::ReportServiceClient,
 };
 use crm_store::Db;
 use sea_orm::{ConnectionTrait, Statement};
@@ -60,6 +61,12 @@ pub struct TestApp {
 /// Every service of the suite in one process on `backend`, with a fresh schema (or
 /// SQLite file) and queue prefix.
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with_sections(backend, &[]).await
+}
+
+/// [`spawn_app`] with some services' settings given as flags
+/// (`["--campaign-approval-threshold", "3"]`); the rest at their defaults.
+pub async fn spawn_app_with_sections(backend: Backend, section_args: &[&str]) -> TestApp {
     crm_telemetry::init_for_tests();
     let (database_url, schema, sqlite_folder, amqp) = match backend {
         Backend::Distributed => (
@@ -84,7 +91,8 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         TEST_JWT_SECRET.to_owned(),
     )
     .unwrap();
-    let mut app = spawn_process(backend, settings).await;
+    let sections = crm_runtime::ModuleSettings::parse_from(crm::MODULES, section_args).unwrap();
+    let mut app = spawn_process_with_sections(backend, settings, sections).await;
     app.schema = schema;
     app.sqlite_folder = sqlite_folder;
     app
@@ -94,9 +102,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// schema, connecting as its own database role, for the distributed mode). The
 /// caller owns the schema: [`TestApp::stop`] leaves it in place.
 pub async fn spawn_process(backend: Backend, settings: crm_runtime::Settings) -> TestApp {
+    let sections = crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap();
+    spawn_process_with_sections(backend, settings, sections).await
+}
+
+async fn spawn_process_with_sections(
+    backend: Backend,
+    settings: crm_runtime::Settings,
+    sections: crm_runtime::ModuleSettings,
+) -> TestApp {
     crm_telemetry::init_for_tests();
     let shutdown = CancellationToken::new();
-    let sections = crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap();
     let queue_prefix = settings.queue_prefix.clone();
     let app = crm_runtime::App::build(&settings, &sections, crm::MODULES, shutdown.clone())
         .await
@@ -253,6 +269,41 @@ impl TestApp {
 
     pub fn clients(&self) -> ClientServiceClient<Channel> {
         ClientServiceClient::new(self.channel.clone())
+    }
+
+    /// Runs `crm jobs <name> <args…>` against this app's database, under its
+    /// lease and recorded, as the command does.
+    pub async fn run_job(
+        &self,
+        name: &str,
+        args: &[&str],
+    ) -> Result<String, crm_runtime::ModuleError> {
+        let job = crm::jobs()
+            .into_iter()
+            .find(|job| job.name == name)
+            .unwrap_or_else(|| panic!("no job named {name}"));
+        let args = job
+            .command()
+            .try_get_matches_from(std::iter::once(name).chain(args.iter().copied()))
+            .unwrap();
+        crm_runtime::job_runs::run_recorded(
+            &job,
+            crm_runtime::JobContext {
+                db: self.db.clone(),
+                settings: crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap(),
+                args,
+                calendar: crm_domain::sla::BusinessCalendar::default(),
+            },
+        )
+        .await
+    }
+
+    pub fn campaigns(&self) -> CampaignServiceClient<Channel> {
+        CampaignServiceClient::new(self.channel.clone())
+    }
+
+    pub fn reports(&self) -> ReportServiceClient<Channel> {
+        ReportServiceClient::new(self.channel.clone())
     }
 
     pub fn referrals(&self) -> ReferralServiceClient<Channel> {

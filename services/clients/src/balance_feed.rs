@@ -54,5 +54,8 @@ pub async fn apply(
     tiering::announce_if_changed(transaction, &stored, Some(previous_tier))
         .await
         .map_err(|error| HandlerError::Failed(error.to_string()))?;
+    crate::client_profile::announce(transaction, &stored, &tiers.thresholds)
+        .await
+        .map_err(|error| HandlerError::Failed(error.to_string()))?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::access::{View, view_for};
 use crate::audit_writer::{self, Actor, Entry};
+use crate::client_profile;
 use crate::client_wire::{ClientInput, client_to_proto, parse_client};
 use crate::error::{ClientsError, Result};
 use crate::{ClientsState, SERVICE, tiering};
@@ -253,6 +254,7 @@ impl ClientBook {
             announce_coverage(&transaction, &stored, "client record changed").await?;
         }
         tiering::announce_if_changed(&transaction, &stored, previous_tier).await?;
+        client_profile::announce(&transaction, &stored, &self.state.tiers.thresholds).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::UpsertClientResponse {
@@ -307,6 +309,7 @@ impl ClientBook {
             kind: Set(input.kind),
             segments: Set(serde_json::to_string(&input.segments)?),
             do_not_contact: Set(input.do_not_contact),
+            marketing_consent: Set(input.marketing_consent.unwrap_or(true)),
             tier: Set(tier),
             aum_minor_units: Set(aum.minor_units()),
             aum_currency: Set(aum.currency().to_owned()),
@@ -356,6 +359,9 @@ impl ClientBook {
         row.kind = Set(input.kind);
         row.segments = Set(segments);
         row.do_not_contact = Set(input.do_not_contact);
+        if let Some(consent) = input.marketing_consent {
+            row.marketing_consent = Set(consent);
+        }
         row.tier = Set(tier);
         row.aum_minor_units = Set(aum_minor);
         row.aum_currency = Set(aum_currency);
@@ -455,6 +461,7 @@ impl ClientBook {
             Entry::allowed(ASSIGN_COVERAGE, audit_writer::subject(&stored)).with_reason(reason);
         audit_writer::record(&transaction, &actor, [entry]).await?;
         announce_coverage(&transaction, &stored, reason).await?;
+        client_profile::announce(&transaction, &stored, &self.state.tiers.thresholds).await?;
         transaction.commit().await?;
         self.state.outbox.wake();
         Ok(Response::new(pb::AssignCoverageResponse {

@@ -70,6 +70,7 @@ pub(crate) fn client_to_proto(
         last_contact_at: crm_grpc::wire::optional_timestamp(model.last_contact_at),
         created_at: Some(crm_grpc::wire::timestamp(model.created_at)),
         updated_at: Some(crm_grpc::wire::timestamp(model.updated_at)),
+        marketing_consent: Some(model.marketing_consent),
     })
 }
 
@@ -84,6 +85,8 @@ pub(crate) struct ClientInput {
     /// Sorted, without repeats.
     pub(crate) segments: Vec<String>,
     pub(crate) do_not_contact: bool,
+    /// None: keep what is stored (a new client: consenting).
+    pub(crate) marketing_consent: Option<bool>,
     /// None: keep the stored average (an update that doesn't carry balance data).
     pub(crate) aum: Option<Money>,
 }
@@ -181,6 +184,7 @@ pub(crate) fn parse_client(input: &pb::Client) -> std::result::Result<ClientInpu
             kind: kind?,
             segments,
             do_not_contact: input.do_not_contact,
+            marketing_consent: input.marketing_consent,
             aum: aum?,
         })
     })

@@ -163,4 +163,6 @@ pub const REPUBLISH_DIRECTORY_JOB: crm_runtime::Job = crm_runtime::Job {
             ))
         })
     },
+    // A maintenance command, run by hand only.
+    schedule: None,
 };

@@ -2,7 +2,8 @@
 //! the client book. Every change other services depend on leaves through the outbox
 //! in the same transaction: `directory.branch_changed`, `directory.staff_changed`,
 //! `directory.pair_changed`,
-//! `client.coverage_changed`, `client.tier_changed`, `client.interaction_logged`.
+//! `client.coverage_changed`, `client.tier_changed`, `client.interaction_logged`,
+//! `client.profiles_changed`.
 //! It stores the suite's one audit trail, other services' lines included
 //! (`audit.recorded`).
 
@@ -11,6 +12,7 @@ mod audit_trail;
 mod audit_writer;
 mod balance_feed;
 mod client_book;
+mod client_profile;
 mod client_wire;
 mod directory;
 mod directory_events;
@@ -33,6 +35,7 @@ use crm_store::{Db, Vault};
 use tonic::service::interceptor::InterceptedService;
 
 pub use client_book::ClientBook;
+pub use client_profile::republish_clients;
 pub use directory::Directory;
 pub use directory_events::{Republished, republish_directory};
 pub use error::ClientsError;
@@ -96,7 +99,7 @@ impl crm_bus::MessageHandler for Inbound {
                 balance_feed::apply(transaction, &self.tiers, envelope.decode()?).await
             }
             crm_domain::messages::PAYROLL_DETECTED => {
-                payroll_feed::apply(transaction, envelope.decode()?).await
+                payroll_feed::apply(transaction, &self.tiers, envelope.decode()?).await
             }
             _ => audit_writer::AuditLines.handle(transaction, envelope).await,
         }
@@ -186,6 +189,9 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn jobs(&self) -> Vec<crm_runtime::Job> {
-        vec![directory_events::REPUBLISH_DIRECTORY_JOB]
+        vec![
+            directory_events::REPUBLISH_DIRECTORY_JOB,
+            client_profile::REPUBLISH_CLIENTS_JOB,
+        ]
     }
 }

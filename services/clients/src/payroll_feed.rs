@@ -14,6 +14,7 @@ use crate::client_book::{PAYROLL, store_segments};
 
 pub async fn apply(
     transaction: &DatabaseTransaction,
+    tiers: &crm_domain::tier::TierPolicy,
     message: PayrollDetected,
 ) -> Result<(), HandlerError> {
     let Some(current) = client::Entity::find_by_id(message.client_id.as_str())
@@ -35,8 +36,11 @@ pub async fn apply(
     row.segments = Set(serde_json::to_string(&segments)
         .map_err(|error| HandlerError::Failed(error.to_string()))?);
     row.updated_at = Set(chrono::Utc::now());
-    row.update(transaction).await?;
+    let stored = row.update(transaction).await?;
     store_segments(transaction, &client_id, &segments)
+        .await
+        .map_err(|error| HandlerError::Failed(error.to_string()))?;
+    crate::client_profile::announce(transaction, &stored, &tiers.thresholds)
         .await
         .map_err(|error| HandlerError::Failed(error.to_string()))?;
     Ok(())

@@ -7,7 +7,7 @@ use crm_domain::{BranchId, Role, StaffId};
 use crm_proto::v1::{
     self as pb, client_service_client::ClientServiceClient,
     directory_service_client::DirectoryServiceClient, event_service_client::EventServiceClient,
-    referral_service_client::ReferralServiceClient,
+    referral_service_client::ReferralServiceClient, report_service_client::ReportServiceClient,
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,7 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
     )
     .await?;
     let addr = app.local_addr()?;
+    let db = app.infra().db.clone();
     let server = tokio::spawn(app.run());
     println!("   server on {addr}, database under {}", folder.display());
     let channel = Channel::from_shared(format!("http://{addr}"))?
@@ -138,7 +139,7 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
                     home_branch_id: branch.into(),
                     kind: pb::ClientKind::Individual as i32,
                     aum_daily_avg: Some(pb::Money {
-                        minor_units: i64::from(n) * 300_000_000 / i64::from(client_count.max(1)),
+                        minor_units: demo_average(n, client_count),
                         currency: "CNY".into(),
                     }),
                     ..Default::default()
@@ -336,6 +337,7 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
                     minor_units: 50_000_000,
                     currency: "CNY".into(),
                 }),
+                ..Default::default()
             }))
             .await?;
         println!("   RM Wang calls the client and completes the alert with a note");
@@ -361,11 +363,120 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
         println!("   [{}] {}", entry.entry_kind, entry.title);
     }
 
+    println!("\n== 10. The campaign scheduler: `crm jobs quarterly-hnw`");
+    let run_quarterly = || {
+        let job = crm::jobs()
+            .into_iter()
+            .find(|job| job.name == "quarterly-hnw")
+            .ok_or_else(|| anyhow::anyhow!("no quarterly-hnw job"));
+        let db = db.clone();
+        async move {
+            let job = job?;
+            let args = job.command().try_get_matches_from([job.name])?;
+            let said = crm_runtime::job_runs::run_recorded(
+                &job,
+                crm_runtime::JobContext {
+                    db,
+                    settings: crm_runtime::ModuleSettings::defaults(crm::MODULES)?,
+                    args,
+                    calendar: crm_domain::sla::BusinessCalendar::default(),
+                },
+            )
+            .await?;
+            anyhow::Ok(said)
+        }
+    };
+    println!("   {}", run_quarterly().await?);
+    let mut tasks = Vec::new();
+    while let Ok(Ok(Some(next))) =
+        tokio::time::timeout(Duration::from_secs(3), stream.message()).await
+    {
+        if let Some(item) = next.work_item
+            && item.kind == pb::WorkItemKind::CampaignTask as i32
+        {
+            tasks.push(item);
+        }
+    }
+    for task in tasks.iter().take(3) {
+        println!(
+            "   RM Wang's phone: \"{}\" for {}",
+            task.title, task.client_id
+        );
+    }
+    println!("   … {} campaign tasks on RM Wang's phone", tasks.len());
+    println!("   run again: {}", run_quarterly().await?);
+    if let Some(task) = tasks.first() {
+        rm_client
+            .complete_work_item(rm.request(pb::CompleteWorkItemRequest {
+                work_item_id: task.work_item_id.clone(),
+                note: "moved 3m CNY into a 3-year deposit".into(),
+                task_outcome: pb::ReferralOutcome::Converted as i32,
+                converted_product: "3-year time deposit".into(),
+                converted_amount: Some(pb::Money {
+                    minor_units: 300_000_000,
+                    currency: "CNY".into(),
+                }),
+                ..Default::default()
+            }))
+            .await?;
+        println!(
+            "   RM Wang converts {}: a 3-year time deposit of 3,000,000 CNY",
+            task.client_id
+        );
+    }
+    // The campaign hears of the conversion through the queue's news.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let manager = caller("B-001-M", Role::BranchManager, "B-001")?;
+    let quarter = crm_domain::campaign::Quarter::at(chrono::Utc::now(), chrono_tz::Asia::Shanghai);
+    let league = ReportServiceClient::new(manager.channel.clone())
+        .get_league_table(manager.request(pb::GetLeagueTableRequest {
+            period: Some(pb::LeaguePeriod {
+                year: quarter.year,
+                quarter: i32::try_from(quarter.quarter).unwrap_or_default(),
+            }),
+            branch_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    println!(
+        "   league table {} Q{} (as B-001's manager sees it):",
+        quarter.year, quarter.quarter
+    );
+    let print_rows = |title: &str, rows: &[pb::LeagueRow]| {
+        println!(
+            "     {title:<12} rank  referrals made/accepted/converted  campaign tasks done/overdue"
+        );
+        for row in rows {
+            println!(
+                "     {:<12} {:>4}  {:>14} / {:>4} / {:>4}  {:>15} / {}",
+                row.key,
+                row.rank,
+                row.referrals_made,
+                row.referrals_accepted,
+                row.referrals_converted,
+                row.campaign_tasks_done,
+                row.campaign_tasks_overdue
+            );
+        }
+    };
+    print_rows("branch", &league.branches);
+    print_rows("RM of B-001", &league.rms);
+
     println!("\n== Done. Shutting down gracefully.");
     shutdown.cancel();
     server.await??;
     let _ = std::fs::remove_dir_all(&folder);
     Ok(())
+}
+
+/// A client's 30-day average in fen: spread up to 3M CNY, and every seventh
+/// client high-net-worth (6M–12M), so the quarterly campaign has an audience.
+fn demo_average(n: u32, client_count: u32) -> i64 {
+    if n.is_multiple_of(7) {
+        600_000_000 + i64::from(n % 6) * 100_000_000
+    } else {
+        i64::from(n) * 300_000_000 / i64::from(client_count.max(1))
+    }
 }
 
 fn secretstring(value: &str) -> secrecy::SecretString {

@@ -44,7 +44,35 @@ pub fn jobs() -> Vec<Job> {
     MODULES.iter().flat_map(|module| module.jobs()).collect()
 }
 
-/// The job `crm jobs <name>` names, with its own flags.
+/// `crm jobs history`: the latest runs of every job, or of one.
+pub const HISTORY: &str = "history";
+/// `crm jobs schedule`: each scheduled job's next run times.
+pub const SCHEDULE: &str = "schedule";
+
+fn history_command() -> Command {
+    Command::new(HISTORY)
+        .about("List the latest job runs (start, end, outcome, what each did or its error), newest first; a run that died shows as crashed")
+        .arg(clap::Arg::new("job").long("job").help("Only this job's runs"))
+        .arg(
+            clap::Arg::new("limit")
+                .long("limit")
+                .default_value("20")
+                .value_parser(clap::value_parser!(u64).range(1..=1000)),
+        )
+}
+
+fn schedule_command() -> Command {
+    Command::new(SCHEDULE)
+        .about("Print each scheduled job's cron schedule and next run times in the bank's time zone (CRM_BANK_TIME_ZONE)")
+        .arg(
+            clap::Arg::new("count")
+                .long("count")
+                .default_value("3")
+                .value_parser(clap::value_parser!(u64).range(1..=50)),
+        )
+}
+
+/// The job `crm jobs <name>` names, with its own flags (or `history`, `schedule`).
 #[derive(Debug, Clone)]
 pub struct JobChoice {
     pub name: String,
@@ -79,6 +107,8 @@ impl Subcommand for JobChoice {
         jobs()
             .iter()
             .fold(command, |command, job| command.subcommand(job.command()))
+            .subcommand(history_command())
+            .subcommand(schedule_command())
     }
 
     fn augment_subcommands_for_update(command: Command) -> Command {
@@ -86,7 +116,7 @@ impl Subcommand for JobChoice {
     }
 
     fn has_subcommand(name: &str) -> bool {
-        jobs().iter().any(|job| job.name == name)
+        name == HISTORY || name == SCHEDULE || jobs().iter().any(|job| job.name == name)
     }
 }
 
@@ -102,6 +132,18 @@ mod tests {
         let jobs = super::jobs();
         let job_names: BTreeSet<_> = jobs.iter().map(|job| job.name).collect();
         assert_eq!(job_names.len(), jobs.len());
+        assert!(!job_names.contains(super::HISTORY) && !job_names.contains(super::SCHEDULE));
+        for job in &jobs {
+            if let Some(schedule) = job.schedule {
+                crm_runtime::job_runs::next_runs(
+                    schedule,
+                    chrono_tz::Asia::Shanghai,
+                    chrono::Utc::now(),
+                    1,
+                )
+                .unwrap_or_else(|error| panic!("{}: {error}", job.name));
+            }
+        }
     }
 
     #[test]

@@ -497,6 +497,7 @@ pub async fn apply_rules(
                 _ => Ok(()),
             }
         }
+        EventDetail::ProductMaturity { .. } => crate::maturities::record(transaction, event).await,
         EventDetail::PayrollCredit { employer_id, .. } => {
             crate::payroll::apply_credit(
                 transaction,

@@ -10,6 +10,7 @@ pub const PRUNE_EVENTS: Job = Job {
             partitions on PostgreSQL, rows on SQLite, and their ids. Safe to run twice",
     args: |command| command,
     run: |context| Box::pin(prune_events(context)),
+    schedule: Some("30 2 * * *"),
 };
 
 async fn prune_events(context: JobContext) -> Result<String, ModuleError> {
@@ -31,6 +32,7 @@ pub const FEED_WATCH: Job = Job {
             them), and a feed silent for CRM_FEED_SILENT_MINUTES of business time. Read-only",
     args: |command| command,
     run: |context| Box::pin(feed_watch(context)),
+    schedule: Some("*/10 * * * *"),
 };
 
 async fn feed_watch(context: JobContext) -> Result<String, ModuleError> {
@@ -68,4 +70,44 @@ async fn feed_watch(context: JobContext) -> Result<String, ModuleError> {
         ));
     }
     Ok(lines.join("\n"))
+}
+
+pub const MATURITY_SWEEP: Job = Job {
+    name: "maturity-sweep",
+    about: "Ask for one follow-up per product maturing in the next CRM_MATURITY_SWEEP_DAYS \
+            (due CRM_MATURITY_LEAD_DAYS before it; those in the week before a month-, \
+            quarter- or year-end flagged and urgent), as tasks of the quarter's maturity \
+            campaign. Safe to run twice or concurrently: each is made once",
+    args: |command| {
+        command.arg(
+            clap::Arg::new("now")
+                .long("now")
+                .value_parser(clap::value_parser!(chrono::DateTime<chrono::Utc>))
+                .help("Sweep as of this time (RFC 3339) instead of now"),
+        )
+    },
+    run: |context| Box::pin(maturity_sweep(context)),
+    schedule: Some("15 7 * * *"),
+};
+
+async fn maturity_sweep(context: JobContext) -> Result<String, ModuleError> {
+    let settings: EventsSettings = context.settings.section()?;
+    let now = context
+        .args
+        .get_one::<chrono::DateTime<chrono::Utc>>("now")
+        .copied()
+        .unwrap_or_else(chrono::Utc::now);
+    let sweep = crate::maturities::Sweep {
+        days_ahead: i64::from(settings.maturity_sweep_days),
+        lead_days: i64::from(settings.maturity_lead_days),
+        time_zone: context.calendar.time_zone,
+    };
+    let swept = sweep
+        .run(&context.db, now)
+        .await
+        .map_err(ModuleError::failed)?;
+    Ok(format!(
+        "{} maturities in the next {} days asked of the maturity campaigns ({} before a period end), in {} messages",
+        swept.maturities, settings.maturity_sweep_days, swept.before_period_end, swept.messages
+    ))
 }

@@ -26,6 +26,7 @@ pub mod feed;
 pub mod feed_watch;
 pub mod ingest;
 mod jobs;
+pub mod maturities;
 pub mod outflow;
 pub mod partitions;
 mod payroll;
@@ -256,7 +257,7 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn jobs(&self) -> Vec<crm_runtime::Job> {
-        vec![jobs::PRUNE_EVENTS, jobs::FEED_WATCH]
+        vec![jobs::PRUNE_EVENTS, jobs::FEED_WATCH, jobs::MATURITY_SWEEP]
     }
 
     fn mount(

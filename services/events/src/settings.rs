@@ -59,6 +59,23 @@ pub struct EventsSettings {
         value_parser = clap::value_parser!(u32).range(1..=1_440)
     )]
     pub feed_silent_minutes: u32,
+    /// `crm jobs maturity-sweep` asks for a follow-up of every product maturing
+    /// within this many days.
+    #[arg(
+        long,
+        env = "CRM_MATURITY_SWEEP_DAYS",
+        default_value_t = 14,
+        value_parser = clap::value_parser!(u16).range(1..=92)
+    )]
+    pub maturity_sweep_days: u16,
+    /// A maturity's follow-up is due this many days before the product matures.
+    #[arg(
+        long,
+        env = "CRM_MATURITY_LEAD_DAYS",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u16).range(0..=30)
+    )]
+    pub maturity_lead_days: u16,
     /// The client book's gRPC address (`http://clients:50051`), asked about a
     /// client a counter holds a transfer of before the book's announcement reached
     /// this service; unset: this process's own address (every service in one

@@ -19,6 +19,8 @@ pub const REFERRAL_SLA: Job = Job {
         )
     },
     run: |context| Box::pin(referral_sla(context)),
+    // Every five minutes: a URGENT referral's two hours are not waited past.
+    schedule: Some("*/5 * * * *"),
 };
 
 async fn referral_sla(context: JobContext) -> Result<String, ModuleError> {
@@ -76,4 +78,6 @@ pub const RECOUNT_REFERRAL_LOAD: Job = Job {
             Ok(format!("open referrals recounted for {staff} staff"))
         })
     },
+    // A maintenance command, run by hand only.
+    schedule: None,
 };

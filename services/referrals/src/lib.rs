@@ -118,6 +118,7 @@ impl crm_runtime::ServiceModule for Module {
             messages::PAIR_CHANGED,
             messages::BRANCH_CHANGED,
             messages::WORK_ITEMS_REQUESTED,
+            messages::WORK_ITEMS_WITHDRAWN,
         ]
     }
 

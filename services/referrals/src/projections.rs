@@ -10,7 +10,7 @@ use crm_bus::{Envelope, HandlerError, MessageHandler};
 use crm_domain::messages::{
     BRANCH_CHANGED, BranchChanged, COVERAGE_CHANGED, CoverageChanged, INTERACTION_LOGGED,
     InteractionLogged, PAIR_CHANGED, PairChanged, REFERRAL_LINKED, STAFF_CHANGED, StaffChanged,
-    WORK_ITEMS_REQUESTED,
+    WORK_ITEMS_REQUESTED, WORK_ITEMS_WITHDRAWN,
 };
 use crm_domain::referral::ReferralStatus;
 use crm_domain::sla::{BusinessCalendar, SlaPolicy};
@@ -143,6 +143,13 @@ impl MessageHandler for Projections {
                     .await
                     .map(drop)
             }
+            WORK_ITEMS_WITHDRAWN => crate::requested_work::withdraw_requested(
+                transaction,
+                envelope.decode()?,
+                Utc::now(),
+            )
+            .await
+            .map(drop),
             other => Err(HandlerError::Poison(format!(
                 "unexpected message type {other}"
             ))),

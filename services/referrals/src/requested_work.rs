@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use crm_bus::HandlerError;
 use crm_domain::messages::{
     AssignedWorkItem, RequestedWorkItem, WORK_ITEM_COMPLETED, WORK_ITEMS_ASSIGNED,
-    WorkItemCompleted, WorkItemsAssigned, WorkItemsRequested,
+    WorkItemCompleted, WorkItemsAssigned, WorkItemsRequested, WorkItemsWithdrawn,
 };
 use crm_domain::referral::{WorkItemKind, WorkItemState};
 use crm_domain::routing::{Candidate, RoutingRequest, route};
@@ -307,6 +307,10 @@ pub async fn create_requested(
             funds_outcome: None,
             funds_kept_minor: None,
             funds_kept_currency: None,
+            task_outcome: None,
+            converted_product: None,
+            converted_minor: None,
+            converted_currency: None,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -375,6 +379,83 @@ pub async fn create_requested(
     Ok(count)
 }
 
+/// Closes the items a service withdraws (a cancelled campaign's tasks) that are
+/// still open or snoozed, each with the reason, and puts each change on its RM's
+/// stream; items already done stay as their RM left them. How many it closed.
+pub async fn withdraw_requested(
+    transaction: &DatabaseTransaction,
+    withdrawn: WorkItemsWithdrawn,
+    now: DateTime<Utc>,
+) -> Result<usize, HandlerError> {
+    if withdrawn.source_keys.len() > MAX_ITEMS_PER_MESSAGE {
+        return Err(HandlerError::Poison(format!(
+            "{} keys in one withdrawal; at most {MAX_ITEMS_PER_MESSAGE}",
+            withdrawn.source_keys.len()
+        )));
+    }
+    let reason = withdrawn.reason.trim();
+    let outcome = if reason.is_empty() {
+        "withdrawn".to_owned()
+    } else {
+        format!(
+            "withdrawn: {}",
+            reason.chars().take(180).collect::<String>()
+        )
+    };
+    let mut closed = 0;
+    for keys in withdrawn.source_keys.chunks(ITEMS_PER_WRITE) {
+        let source_ids: Vec<String> = keys
+            .iter()
+            .map(|key| source_id(&withdrawn.requested_by, key))
+            .collect();
+        let open = work_item::Entity::find()
+            .filter(work_item::Column::SourceId.is_in(source_ids))
+            .filter(work_item::Column::State.ne(WorkItemState::Done))
+            .lock_exclusive()
+            .all(transaction)
+            .await?;
+        if open.is_empty() {
+            continue;
+        }
+        work_item::Entity::update_many()
+            .col_expr(work_item::Column::State, Expr::value(WorkItemState::Done))
+            .col_expr(work_item::Column::Outcome, Expr::value(outcome.clone()))
+            .col_expr(
+                work_item::Column::SnoozedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                work_item::Column::Version,
+                Expr::col(work_item::Column::Version).add(1),
+            )
+            .col_expr(work_item::Column::UpdatedAt, Expr::value(now))
+            .filter(
+                work_item::Column::WorkItemId
+                    .is_in(open.iter().map(|item| item.work_item_id.clone())),
+            )
+            .exec(transaction)
+            .await?;
+        let mut announcements = Vec::with_capacity(open.len());
+        for mut item in open {
+            item.state = WorkItemState::Done;
+            item.outcome = Some(outcome.clone());
+            item.snoozed_until = None;
+            item.version += 1;
+            item.updated_at = now;
+            if !item.rm_id.is_empty() {
+                announcements.push(
+                    announcement_row(&item).map_err(|e| HandlerError::Failed(e.to_string()))?,
+                );
+            }
+            closed += 1;
+        }
+        let mut writes = WriteBatch::new();
+        writes.insert_many(announcements);
+        writes.execute(transaction).await?;
+    }
+    Ok(closed)
+}
+
 /// Tells the asking service its item was completed, in the completing
 /// transaction; nothing for items nobody asked for (referrals' own).
 pub async fn report_completion(
@@ -398,6 +479,11 @@ pub async fn report_completion(
         funds_outcome: completed.funds_outcome,
         funds_kept_minor: completed.funds_kept_minor,
         funds_kept_currency: completed.funds_kept_currency.clone(),
+        task_outcome: completed.task_outcome,
+        converted_product: completed.converted_product.clone(),
+        converted_minor: completed.converted_minor,
+        converted_currency: completed.converted_currency.clone(),
+        client_id: completed.client_id.clone(),
     };
     crm_bus::outbox::enqueue_event(
         connection,

@@ -5,7 +5,7 @@
 use crate::store::work_item;
 use chrono::Utc;
 use crm_auth::{Principal, principal_of};
-use crm_domain::referral::{FundsOutcome, WorkItemKind, WorkItemState};
+use crm_domain::referral::{FundsOutcome, Outcome, WorkItemKind, WorkItemState};
 use crm_domain::validation::check_text;
 use crm_domain::{Money, Violations};
 use crm_grpc::{WireEnum, enum_filter, wire};
@@ -56,10 +56,6 @@ async fn own_work_item(
     Ok(item)
 }
 
-/// Saves a changed work item with its version bumped and announces it — if it is
-/// still the version the caller read. A job or another device may have changed
-/// it meanwhile (closed it, brought it back from a snooze): then the caller is
-/// told to read it again rather than overwrite that change.
 /// The RM's answer about the funds an alert was about, checked.
 struct FundsAnswer {
     outcome: Option<FundsOutcome>,
@@ -108,6 +104,76 @@ fn funds_answer(violations: &mut Violations, input: &pb::CompleteWorkItemRequest
     FundsAnswer { outcome, kept }
 }
 
+/// What the RM says came of a campaign task, checked.
+struct TaskAnswer {
+    outcome: Option<Outcome>,
+    product: Option<String>,
+    amount: Option<Money>,
+}
+
+fn task_answer(violations: &mut Violations, input: &pb::CompleteWorkItemRequest) -> TaskAnswer {
+    let outcome = match input.task_outcome {
+        0 => None,
+        value => {
+            let outcome = Outcome::from_proto(value);
+            if outcome.is_none() {
+                violations.add("task_outcome", "is not a known value");
+            }
+            outcome
+        }
+    };
+    let product = input.converted_product.trim();
+    let amount = input.converted_amount.as_ref().and_then(|money| {
+        match Money::parse(money.minor_units, &money.currency) {
+            Ok(amount) if amount.minor_units() <= 0 => {
+                violations.add("converted_amount", "must be more than zero");
+                None
+            }
+            Ok(amount) => Some(amount),
+            Err(error) => {
+                violations.add("converted_amount", error.to_string());
+                None
+            }
+        }
+    });
+    if outcome == Some(Outcome::Converted) {
+        if product.is_empty() {
+            violations.add(
+                "converted_product",
+                "is required for a conversion: what was sold",
+            );
+        }
+        if input.converted_amount.is_none() {
+            violations.add("converted_amount", "is required for a conversion: how much");
+        }
+    } else {
+        if !product.is_empty() {
+            violations.add(
+                "converted_product",
+                "is given only with task_outcome CONVERTED",
+            );
+        }
+        if input.converted_amount.is_some() {
+            violations.add(
+                "converted_amount",
+                "is given only with task_outcome CONVERTED",
+            );
+        }
+    }
+    if product.chars().count() > 100 {
+        violations.add("converted_product", "must be at most 100 characters");
+    }
+    TaskAnswer {
+        outcome,
+        product: (!product.is_empty()).then(|| product.to_owned()),
+        amount,
+    }
+}
+
+/// Saves a changed work item with its version bumped and announces it — if it is
+/// still the version the caller read. A job or another device may have changed
+/// it meanwhile (closed it, brought it back from a snooze): then the caller is
+/// told to read it again rather than overwrite that change.
 async fn save_work_item(
     state: &ReferralsState,
     item: work_item::Model,
@@ -247,13 +313,23 @@ impl Referrals {
         check_text(&mut violations, "outcome", &input.outcome, false, 200);
         check_text(&mut violations, "note", &input.note, false, 2000);
         let funds = funds_answer(&mut violations, &input);
+        let task = task_answer(&mut violations, &input);
         if !violations.is_empty() {
             return Err(ReferralsError::from(violations));
         }
         let item = own_work_item(&self.state, &principal, &input.work_item_id).await?;
         if funds.outcome.is_some() && item.kind != WorkItemKind::Alert {
-            let mut violations = Violations::new();
             violations.add("funds_outcome", "is only for alerts about a client's money");
+        }
+        match (item.kind, task.outcome) {
+            (WorkItemKind::CampaignTask, None) => violations.add(
+                "task_outcome",
+                "is required for a campaign task: contacted, converted, declined or unreachable",
+            ),
+            (WorkItemKind::CampaignTask, Some(_)) | (_, None) => {}
+            (_, Some(_)) => violations.add("task_outcome", "is only for campaign tasks"),
+        }
+        if !violations.is_empty() {
             return Err(ReferralsError::from(violations));
         }
         if item.state == WorkItemState::Done {
@@ -261,7 +337,11 @@ impl Referrals {
                 work_item: Some(crate::work_item_feed::to_proto(&item)),
             }));
         }
-        let outcome = [input.outcome.trim(), input.note.trim()]
+        let said = match (input.outcome.trim(), task.outcome) {
+            ("", Some(outcome)) => outcome.as_str(),
+            (said, _) => said,
+        };
+        let outcome = [said, input.note.trim()]
             .into_iter()
             .filter(|part| !part.is_empty())
             .collect::<Vec<_>>()
@@ -272,6 +352,10 @@ impl Referrals {
             row.funds_outcome = Set(funds.outcome);
             row.funds_kept_minor = Set(funds.kept.as_ref().map(Money::minor_units));
             row.funds_kept_currency = Set(funds.kept.map(|kept| kept.currency().to_owned()));
+            row.task_outcome = Set(task.outcome);
+            row.converted_product = Set(task.product);
+            row.converted_minor = Set(task.amount.as_ref().map(Money::minor_units));
+            row.converted_currency = Set(task.amount.map(|amount| amount.currency().to_owned()));
         })
         .await?;
         Ok(Response::new(pb::CompleteWorkItemResponse {

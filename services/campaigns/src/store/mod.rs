@@ -1,13 +1,22 @@
-//! Tables of the campaigns service. It has none of its own yet: the process gives
-//! it the outbox and inbox every service has. Its tables' entities go here and
-//! their migrations into `migrations`, one file per migration named after it
-//! (`mYYYYMMDD_NNNNNN_verb_noun.rs`), listed oldest first below.
+//! Tables of the campaigns service (only it reads or writes them): its
+//! projection of the client book for audiences, campaigns and their tasks, and
+//! what the league tables count.
 
-mod migrations {}
+pub mod branch_target;
+pub mod campaign;
+pub mod campaign_client;
+pub mod campaign_task;
+pub mod league_funds_kept;
+pub mod league_referral;
+pub mod league_tier_crossing;
+
+mod migrations {
+    pub mod m20261128_000025_campaigns;
+}
 
 use sea_orm_migration::MigrationTrait;
 
 /// This service's migrations, oldest first.
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    Vec::new()
+    vec![Box::new(migrations::m20261128_000025_campaigns::Migration)]
 }

@@ -23,6 +23,8 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub segments: String,
     pub do_not_contact: bool,
+    /// False: left out of every campaign audience, like `do_not_contact`.
+    pub marketing_consent: bool,
     /// The tier's text (`mass`, `wealth`, `hnw`, `private`).
     pub tier: Tier,
     pub aum_minor_units: i64,

@@ -17,6 +17,7 @@ mod migrations {
     pub mod m20261128_000010_audit_events_no_truncate;
     pub mod m20261128_000015_client_aum_from_feed;
     pub mod m20261128_000018_client_payroll_employer;
+    pub mod m20261128_000023_client_marketing_consent;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -30,5 +31,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261128_000010_audit_events_no_truncate::Migration),
         Box::new(migrations::m20261128_000015_client_aum_from_feed::Migration),
         Box::new(migrations::m20261128_000018_client_payroll_employer::Migration),
+        Box::new(migrations::m20261128_000023_client_marketing_consent::Migration),
     ]
 }

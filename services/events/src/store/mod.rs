@@ -2,7 +2,7 @@
 //! per client, and the ledger of every event id it has taken (what makes a resend
 //! a duplicate, whichever month's partition the event went to); its copy of the
 //! client book's coverage and tiers; events held for clients not yet known; the
-//! timeline's lines from other services.
+//! timeline's lines from other services; products about to mature.
 
 pub mod balance_average;
 pub mod bank_event;
@@ -13,6 +13,7 @@ pub mod event_client_tier;
 pub mod held_event;
 pub mod outflow_alert;
 pub mod payroll_client;
+pub mod product_maturity;
 pub mod timeline_entry;
 
 mod migrations {
@@ -22,6 +23,7 @@ mod migrations {
     pub mod m20261128_000017_payroll_clients;
     pub mod m20261128_000019_client_copy_and_timeline;
     pub mod m20261128_000021_outflow_alert_outcomes;
+    pub mod m20261128_000026_product_maturities;
 }
 
 use sea_orm_migration::MigrationTrait;
@@ -35,5 +37,6 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261128_000017_payroll_clients::Migration),
         Box::new(migrations::m20261128_000019_client_copy_and_timeline::Migration),
         Box::new(migrations::m20261128_000021_outflow_alert_outcomes::Migration),
+        Box::new(migrations::m20261128_000026_product_maturities::Migration),
     ]
 }

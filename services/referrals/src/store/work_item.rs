@@ -1,4 +1,4 @@
-use crm_domain::referral::{FundsOutcome, Priority, WorkItemKind, WorkItemState};
+use crm_domain::referral::{FundsOutcome, Outcome, Priority, WorkItemKind, WorkItemState};
 use sea_orm::entity::prelude::*;
 
 /// One piece of work in one RM's queue.
@@ -25,6 +25,12 @@ pub struct Model {
     /// How much stayed, as the RM recorded it.
     pub funds_kept_minor: Option<i64>,
     pub funds_kept_currency: Option<String>,
+    /// A campaign task: what came of it.
+    pub task_outcome: Option<Outcome>,
+    /// A converted campaign task: the product sold and its amount.
+    pub converted_product: Option<String>,
+    pub converted_minor: Option<i64>,
+    pub converted_currency: Option<String>,
     /// Bumped on every change; streams keep the highest seen per item.
     pub version: i64,
     pub created_at: DateTimeUtc,
