@@ -54,12 +54,15 @@ chaos: services
 ## first run seeds 1,000,000 clients into schema bench_clients (a few minutes); later
 ## runs reuse them. Then 500 referrals/s for 60 s with 50 RMs watching; then the
 ## events service: IngestEvents and the feed against raw INSERT and a bare consumer,
-## and hold-and-notify while referrals are created at 200/s.
+## and hold-and-notify while referrals are created at 200/s; then campaigns: the
+## quarterly HNW job over 1,000,000 clients against the raw INSERT … SELECT and
+## confirmed publish + consume, and the projection's backfill rate.
 bench: services
 	$(CARGO) build --release -p crm-bench
 	$(CARGO) run --release -p crm-bench -- clients
 	$(CARGO) run --release -p crm-bench -- referrals
 	$(CARGO) run --release -p crm-bench -- events
+	$(CARGO) run --release -p crm-bench -- campaigns
 
 ## lint: formatting, clippy with warnings as errors, unused dependencies
 ## (cargo-machete, installed from crates.io where missing) and buf lint of the API

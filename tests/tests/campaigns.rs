@@ -204,6 +204,7 @@ on_both_backends!(
     bad_campaigns_are_refused_field_by_field,
     the_projection_is_rebuilt_by_republishing_the_book,
     the_maturity_sweep_makes_one_task_per_maturity_of_the_maturity_campaign,
+    a_withdrawal_that_overtakes_its_request_still_wins,
 );
 
 async fn launches_make_one_task_per_audience_client(backend: Backend) {
@@ -1023,6 +1024,82 @@ async fn the_maturity_sweep_makes_one_task_per_maturity_of_the_maturity_campaign
         } else {
             pb::Priority::Normal
         } as i32
+    );
+    app.stop().await;
+}
+
+/// Messages of one sender may be handled out of order (concurrent handlers, a
+/// retried one): a withdrawal handled before its request keeps the item from
+/// ever being made.
+async fn a_withdrawal_that_overtakes_its_request_still_wins(backend: Backend) {
+    use crm_domain::messages::{
+        RequestedWorkItem, WORK_ITEMS_REQUESTED, WORK_ITEMS_WITHDRAWN, WorkItemsRequested,
+        WorkItemsWithdrawn,
+    };
+    let app = spawn_app(backend).await;
+    seed(&app, &the_bank()).await;
+    let key = |client: &str| format!("campaign:0190a0a0-0000-7000-8000-00000000000a:{client}");
+    let withdrawn = WorkItemsWithdrawn {
+        requested_by: "campaigns".into(),
+        source_keys: vec![key("C-H1")],
+        reason: "campaign cancelled: test".into(),
+    };
+    crm_bus::outbox::enqueue_event(
+        &app.db,
+        "campaigns",
+        WORK_ITEMS_WITHDRAWN,
+        WORK_ITEMS_WITHDRAWN,
+        &withdrawn,
+    )
+    .await
+    .unwrap();
+    app.wait_for_count(
+        &format!(
+            "SELECT COUNT(*) FROM work_requests WHERE source_key = '{}' AND work_item_id = ''",
+            key("C-H1")
+        ),
+        1,
+        WAIT,
+    )
+    .await;
+    let item = |client: &str| RequestedWorkItem {
+        source_key: key(client),
+        kind: crm_domain::referral::WorkItemKind::CampaignTask,
+        client_id: client.into(),
+        title: "Quarterly review call".into(),
+        detail: String::new(),
+        priority: crm_domain::referral::Priority::Normal,
+        due_at: None,
+        rm_id: None,
+        home_branch_id: Some(BRANCH.into()),
+    };
+    let requested = WorkItemsRequested {
+        requested_by: "campaigns".into(),
+        items: vec![item("C-H1"), item("C-P1")],
+    };
+    crm_bus::outbox::enqueue_event(
+        &app.db,
+        "campaigns",
+        WORK_ITEMS_REQUESTED,
+        WORK_ITEMS_REQUESTED,
+        &requested,
+    )
+    .await
+    .unwrap();
+    let made = "SELECT COUNT(*) FROM work_items WHERE source_id LIKE 'campaigns:campaign:0190a0a0-0000-7000-8000-00000000000a:%'";
+    app.wait_for_count(made, 1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.count(made).await,
+        1,
+        "only the item not withdrawn is made"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM work_items WHERE client_id = 'C-H1' AND kind = 'campaign_task'"
+        )
+        .await,
+        0
     );
     app.stop().await;
 }

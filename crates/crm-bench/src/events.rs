@@ -558,7 +558,7 @@ async fn raw_insert_rate(db: &crm_store::Db, batches: usize) -> anyhow::Result<f
 
 /// Publishes every payload to `exchange`, persistent, with confirms awaited in
 /// windows of 1,000 (a publisher that keeps its messages).
-async fn publish_all(
+pub(crate) async fn publish_all(
     amqp_url: &str,
     exchange: &str,
     routing_key: &str,

@@ -2,6 +2,7 @@
 //! loopback against the real PostgreSQL, drives them over gRPC, and reports
 //! latencies with a baseline measured in the same run.
 
+mod campaigns;
 mod clients;
 mod events;
 mod load;
@@ -27,6 +28,9 @@ enum Bench {
     /// Events: IngestEvents and the core-banking feed against raw INSERT and a bare
     /// consumer; hold-and-notify while referrals are created.
     Events(events::EventsBench),
+    /// Campaigns: `crm jobs quarterly-hnw` over 1,000,000 clients against the raw
+    /// INSERT … SELECT and confirmed publish + consume; the projection's backfill.
+    Campaigns(campaigns::CampaignsBench),
 }
 
 #[tokio::main]
@@ -36,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Clients(bench) => bench.run().await,
         Bench::Referrals(bench) => bench.run().await,
         Bench::Events(bench) => bench.run().await,
+        Bench::Campaigns(bench) => bench.run().await,
         Bench::SeedClients(seed) => {
             let db = clients::open(&seed).await?;
             clients::seed(&db, &seed).await

@@ -57,6 +57,9 @@ impl Quarter {
     }
 
     pub fn first_day(self) -> Option<NaiveDate> {
+        if !(1..=4).contains(&self.quarter) {
+            return None;
+        }
         NaiveDate::from_ymd_opt(self.year, self.quarter * 3 - 2, 1)
     }
 

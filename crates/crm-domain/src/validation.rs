@@ -104,6 +104,19 @@ pub fn check_text(
     }
 }
 
+/// A client segment's name (`payroll`, `key_list_2026`): the client book's rule,
+/// which campaign audiences filter by as well.
+pub fn check_segment(violations: &mut Violations, field: &str, segment: &str) {
+    let well_formed = !segment.is_empty()
+        && segment.len() <= 40
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !well_formed {
+        violations.add(field, "must be 1 to 40 of a-z, 0-9, '_'");
+    }
+}
+
 /// A control character other than tab, line feed and carriage return.
 fn is_forbidden_control(c: char) -> bool {
     c.is_control() && !matches!(c, '\t' | '\n' | '\r')

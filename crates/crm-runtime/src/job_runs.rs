@@ -82,8 +82,10 @@ async fn take_lease(
     }
 }
 
-async fn renew_lease(db: &Db, job: &str, run_id: &str) -> Result<(), sea_orm::DbErr> {
-    job_lease::Entity::update_many()
+/// Renews the lease; false when this run no longer holds it (it expired and
+/// another run took the job).
+async fn renew_lease(db: &Db, job: &str, run_id: &str) -> Result<bool, sea_orm::DbErr> {
+    let renewed = job_lease::Entity::update_many()
         .col_expr(
             job_lease::Column::ExpiresAt,
             Expr::value(lease_until(Utc::now())),
@@ -92,7 +94,18 @@ async fn renew_lease(db: &Db, job: &str, run_id: &str) -> Result<(), sea_orm::Db
         .filter(job_lease::Column::RunId.eq(run_id))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(renewed.rows_affected == 1)
+}
+
+/// Stops the lease's renewal however the run ends — a panic included, which
+/// would otherwise leave the job leased, and every later run skipped, until the
+/// process exits.
+struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn record_end(
@@ -142,19 +155,24 @@ pub async fn run_recorded(job: &Job, context: JobContext) -> Result<String, Modu
     }
     row(outcome::RUNNING, String::new()).insert(&db).await?;
     let span = tracing::info_span!("job", job = job.name, run_id = %run_id);
-    let renewer = {
+    let renewal = Renewal({
         let (db, job, run_id) = (db.clone(), job.name, run_id.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
-                if let Err(error) = renew_lease(&db, job, &run_id).await {
-                    tracing::warn!(%error, job, "job lease not renewed; retrying");
+                match renew_lease(&db, job, &run_id).await {
+                    Ok(true) => {}
+                    // The database was away longer than the lease: another run
+                    // may work beside this one now. The jobs' keys keep that from
+                    // making anything twice; say so for the operator.
+                    Ok(false) => tracing::warn!(job, run_id, "job lease lost to another run"),
+                    Err(error) => tracing::warn!(%error, job, "job lease not renewed; retrying"),
                 }
             }
         })
-    };
+    });
     let result = tracing::Instrument::instrument((job.run)(context), span).await;
-    renewer.abort();
+    drop(renewal);
     match &result {
         Ok(summary) => record_end(&db, &run_id, outcome::SUCCEEDED, summary, "").await?,
         Err(error) => {

@@ -5,6 +5,7 @@
 //! campaign admin includes them on purpose (a service call, not marketing).
 
 use crm_domain::tier::Tier;
+use crm_domain::validation::check_segment;
 use crm_domain::{BranchId, Money, Violations};
 use crm_grpc::WireEnum;
 use crm_proto::v1 as pb;
@@ -56,18 +57,11 @@ impl Audience {
         }
         let mut segments = Vec::new();
         for (index, segment) in audience.segments.iter().enumerate() {
-            let segment = segment.trim();
-            if segment.is_empty()
-                || segment.chars().count() > 50
-                || segment.contains(',')
-                || segment.chars().any(char::is_control)
-            {
-                violations.add(
-                    format!("{field}.segments[{index}]"),
-                    "must be 1 to 50 characters, without commas",
-                );
-            } else if !segments.iter().any(|known: &String| known == segment) {
-                segments.push(segment.to_owned());
+            // The client book's rule: what it stores is what can match.
+            let before = violations.len();
+            check_segment(violations, &format!("{field}.segments[{index}]"), segment);
+            if violations.len() == before && !segments.contains(segment) {
+                segments.push(segment.clone());
             }
         }
         if audience.branch_ids.len() > MAX_LIST {
@@ -185,7 +179,12 @@ mod tests {
         let mut violations = Violations::new();
         let audience = pb::Audience {
             tier_min: 42,
-            segments: vec!["payroll".into(), "".into(), "a,b".into(), "payroll".into()],
+            segments: vec![
+                "payroll".into(),
+                "".into(),
+                "Payroll".into(),
+                "payroll".into(),
+            ],
             branch_ids: vec!["B-001".into(), "not a branch!".into()],
             min_aum: Some(pb::Money {
                 minor_units: 100,

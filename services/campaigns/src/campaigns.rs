@@ -240,6 +240,7 @@ pub async fn launch_by(
     now: DateTime<Utc>,
 ) -> Result<pb::LaunchCampaignResponse> {
     let campaign = find(db, campaign_id).await?;
+    refuse_made_by_others(&campaign)?;
     if campaign.status != CampaignStatus::Draft {
         // Launched already (or cancelled): the real launch answers what is there.
         let (campaign, launched) =
@@ -293,6 +294,22 @@ pub async fn launch_by(
     launch_response(&campaign, launched, false)
 }
 
+/// The tasks of contact-cadence and maturity campaigns are made by their jobs,
+/// client by client, never by freezing an audience: a launch would give clients
+/// with a follow-up open a second one.
+fn refuse_made_by_others(campaign: &campaign::Model) -> Result<()> {
+    match campaign.kind {
+        CampaignKind::ContactCadence | CampaignKind::Maturity => {
+            Err(RpcError::FailedPrecondition(format!(
+                "the tasks of a {} campaign are made by its job, not launched",
+                campaign.kind
+            ))
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// ApproveCampaignLaunch: a second campaign admin launches what the first asked.
 pub async fn approve(
     db: &Db,
@@ -319,9 +336,12 @@ pub async fn approve(
         )
         .into());
     }
-    let approver = principal.staff_id.to_string();
+    let approval = launch::Approval {
+        approver: principal.staff_id.to_string(),
+        requested_by: requested_by.to_owned(),
+    };
     let (campaign, launched) =
-        launch::launch(db, campaign_id, rules.upgrade_percent, Some(&approver), now).await?;
+        launch::launch(db, campaign_id, rules.upgrade_percent, Some(&approval), now).await?;
     launch_response(&campaign, launched, false)
 }
 

@@ -233,9 +233,6 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
     )
     .await
     .map_err(failed)?;
-    if campaign.status == CampaignStatus::Cancelled {
-        return Ok(format!("{} was cancelled: no follow-ups", campaign.name));
-    }
     let cutoff = |days: i64| now - chrono::Duration::days(days);
     let overdue = |rank: i32, days: i64| {
         Condition::all()
@@ -247,6 +244,14 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
             )
     };
     let transaction = context.db.begin().await.map_err(failed)?;
+    // Locked for the run: a cancel waits for it (and withdraws what it made), or
+    // goes first and is seen here.
+    let campaign = launch::locked_campaign(&transaction, &campaign.campaign_id)
+        .await
+        .map_err(failed)?;
+    if campaign.status == CampaignStatus::Cancelled {
+        return Ok(format!("{} was cancelled: no follow-ups", campaign.name));
+    }
     // Who is past their cadence by the client book's last contact.
     let candidates: Vec<Candidate> = campaign_client::Entity::find()
         .select_only()
@@ -393,6 +398,7 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
             )
             .col_expr(campaign::Column::LaunchedAt, Expr::value(Some(now)))
             .filter(campaign::Column::CampaignId.eq(campaign.campaign_id.as_str()))
+            .filter(campaign::Column::Status.eq(CampaignStatus::Draft))
             .exec(&transaction)
             .await
             .map_err(failed)?;

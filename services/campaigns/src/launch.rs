@@ -112,13 +112,20 @@ pub async fn locked_campaign(
         .ok_or_else(|| RpcError::NotFound(format!("campaign {campaign_id}")).into())
 }
 
+/// A second campaign admin's approval of the launch another one asked for.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub approver: String,
+    pub requested_by: String,
+}
+
 /// Launches `campaign_id` (any size: the caller has checked who may). A
 /// launched campaign is answered with its tasks and nothing new.
 pub async fn launch(
     db: &crm_store::Db,
     campaign_id: &str,
     upgrade_percent: u8,
-    approved_by: Option<&str>,
+    approval: Option<&Approval>,
     now: DateTime<Utc>,
 ) -> Result<(campaign::Model, Launched)> {
     // As the database keeps it (microseconds): the tasks are found again by it.
@@ -150,6 +157,22 @@ pub async fn launch(
             .into());
         }
     }
+    // Checked again under the lock: what was approved is what waits.
+    if let Some(approval) = approval {
+        if campaign.launch_requested_by.as_deref() != Some(approval.requested_by.as_str()) {
+            return Err(RpcError::Aborted(format!(
+                "campaign {campaign_id}'s launch request changed meanwhile; read it again"
+            ))
+            .into());
+        }
+        if approval.approver == approval.requested_by {
+            return Err(RpcError::PermissionDenied(
+                "a launch is approved by another campaign admin than the one who asked for it"
+                    .into(),
+            )
+            .into());
+        }
+    }
     let audience: Audience = serde_json::from_str(&campaign.audience).map_err(|error| {
         CampaignsError::Corrupt(format!("campaign {campaign_id} audience: {error}"))
     })?;
@@ -161,8 +184,8 @@ pub async fn launch(
     row.status = sea_orm::Set(CampaignStatus::Launched);
     row.launched_at = sea_orm::Set(Some(now));
     row.audience_size = sea_orm::Set(i64::try_from(created).unwrap_or(i64::MAX));
-    if let Some(approver) = approved_by {
-        row.approved_by = sea_orm::Set(Some(approver.to_owned()));
+    if let Some(approval) = approval {
+        row.approved_by = sea_orm::Set(Some(approval.approver.clone()));
     }
     let stored = sea_orm::ActiveModelTrait::update(row, &transaction).await?;
     let by_rm = tasks_by_rm(&transaction, campaign_id).await?;

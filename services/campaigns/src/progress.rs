@@ -51,6 +51,10 @@ pub struct Tally {
 
 impl Tally {
     fn count(&mut self, state: TaskState, outcome: Option<Outcome>, n: i64) {
+        // A task withdrawn by a cancel is no longer anyone's work.
+        if state == TaskState::Withdrawn {
+            return;
+        }
         self.tasks += n;
         if state == TaskState::Done {
             self.done += n;

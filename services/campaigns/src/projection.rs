@@ -90,10 +90,20 @@ pub async fn apply_profiles(
                         Column::PrimaryRmId,
                         Column::DoNotContact,
                         Column::MarketingConsent,
-                        Column::LastContactAt,
                         Column::NextTierAtMinor,
                         Column::SourceUpdatedAt,
                     ])
+                    // A contact is never taken back: a profile read before an
+                    // interaction was logged may land after the interaction's news.
+                    .value(
+                        Column::LastContactAt,
+                        Expr::cust(
+                            "CASE WHEN excluded.last_contact_at IS NULL THEN campaign_clients.last_contact_at \
+                             WHEN campaign_clients.last_contact_at IS NULL \
+                               OR campaign_clients.last_contact_at < excluded.last_contact_at \
+                             THEN excluded.last_contact_at ELSE campaign_clients.last_contact_at END",
+                        ),
+                    )
                     .action_and_where(stored.clone().lte(news.clone()))
                     .to_owned(),
             )
@@ -166,7 +176,7 @@ pub async fn apply_assigned(
         let sql = format!(
             "UPDATE campaign_tasks SET rm_id = v.column4 FROM (VALUES {}) AS v \
              WHERE campaign_tasks.campaign_id = v.column1 AND campaign_tasks.client_id = v.column2 \
-             AND campaign_tasks.round = v.column3",
+             AND campaign_tasks.round = v.column3 AND campaign_tasks.state = 'open'",
             tuples.join(", ")
         );
         transaction

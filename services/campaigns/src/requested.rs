@@ -39,6 +39,36 @@ pub async fn apply(
             message.items.len()
         )));
     }
+    if !(1..=4).contains(&message.quarter) {
+        return Err(poison(format!("quarter {} is not 1 to 4", message.quarter)));
+    }
+    // Every item as the work queue will check it, before anything is written:
+    // a bad one refused there would leave its whole batch's tasks open here.
+    for item in &message.items {
+        let key = format!("{}:{}", item.client_id, item.round);
+        if crm_domain::ClientId::parse(&item.client_id).is_err() {
+            return Err(poison(format!(
+                "{key}: client id {:?} is not one",
+                item.client_id
+            )));
+        }
+        if item.round.is_empty()
+            || item.round.len() > 100
+            || item.round.chars().any(char::is_control)
+        {
+            return Err(poison(format!(
+                "{key}: round must be 1 to 100 printable characters"
+            )));
+        }
+        if item.title.trim().is_empty() || item.title.chars().count() > 200 {
+            return Err(poison(format!("{key}: title must be 1 to 200 characters")));
+        }
+        if item.detail.chars().count() > 4_000 {
+            return Err(poison(format!(
+                "{key}: detail must be at most 4,000 characters"
+            )));
+        }
+    }
     let quarter = Quarter {
         year: message.year,
         quarter: message.quarter,

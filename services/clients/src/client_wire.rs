@@ -102,16 +102,7 @@ pub(crate) fn check_phone(violations: &mut Violations, field: &str, phone: &str)
     }
 }
 
-pub(crate) fn check_segment(violations: &mut Violations, field: &str, segment: &str) {
-    let well_formed = !segment.is_empty()
-        && segment.len() <= 40
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !well_formed {
-        violations.add(field, "must be 1 to 40 of a-z, 0-9, '_'");
-    }
-}
+pub(crate) use crm_domain::validation::check_segment;
 
 /// More than any bank's list-based management uses; a bound on the request.
 const MAX_SEGMENTS: usize = 50;

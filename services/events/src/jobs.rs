@@ -76,7 +76,7 @@ pub const MATURITY_SWEEP: Job = Job {
     name: "maturity-sweep",
     about: "Ask for one follow-up per product maturing in the next CRM_MATURITY_SWEEP_DAYS \
             (due CRM_MATURITY_LEAD_DAYS before it; those in the week before a month-, \
-            quarter- or year-end flagged and urgent), as tasks of the quarter's maturity \
+            quarter- or year-end flagged and of HIGH priority), as tasks of the quarter's maturity \
             campaign. Safe to run twice or concurrently: each is made once",
     args: |command| {
         command.arg(

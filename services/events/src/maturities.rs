@@ -3,7 +3,7 @@
 //! product and maturity date in the next days, as tasks of the quarter's
 //! CAMPAIGN_KIND_MATURITY campaign (the campaigns service makes them, once per
 //! key, and counts them in progress and league tables). A maturity in the last
-//! week before a month-, quarter- or year-end is flagged and urgent: the money
+//! week before a month-, quarter- or year-end is flagged and of HIGH priority: the money
 //! must be kept before the period's balances are counted.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};

@@ -25,10 +25,10 @@ use crm_domain::routing::{Candidate, RoutingRequest, route};
 use crm_domain::{BranchId, ClientId, Role, StaffId};
 use crm_store::WriteBatch;
 use crm_store::db::is_unique_violation;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
-    QuerySelect,
+    QuerySelect, Set,
 };
 
 use crate::work_item_feed::announcement_row;
@@ -393,6 +393,15 @@ pub async fn withdraw_requested(
             withdrawn.source_keys.len()
         )));
     }
+    if let Some(bad) = withdrawn
+        .source_keys
+        .iter()
+        .find(|key| key.is_empty() || key.len() > 200 || key.chars().any(char::is_control))
+    {
+        return Err(HandlerError::Poison(format!(
+            "source key {bad:?} must be 1 to 200 printable characters"
+        )));
+    }
     let reason = withdrawn.reason.trim();
     let outcome = if reason.is_empty() {
         "withdrawn".to_owned()
@@ -404,6 +413,31 @@ pub async fn withdraw_requested(
     };
     let mut closed = 0;
     for keys in withdrawn.source_keys.chunks(ITEMS_PER_WRITE) {
+        // A key not asked for yet (its request is still on its way, or being
+        // retried) is taken now with no item, so a request arriving later makes
+        // nothing. Taken first: a request being made meanwhile commits before
+        // this statement returns, and its item is found and closed below.
+        let never_made = keys.iter().map(|key| work_request::ActiveModel {
+            requested_by: Set(withdrawn.requested_by.clone()),
+            source_key: Set(key.clone()),
+            work_item_id: Set(String::new()),
+            created_at: Set(now),
+        });
+        work_request::Entity::insert_many(never_made)
+            .on_conflict(
+                OnConflict::columns([
+                    work_request::Column::RequestedBy,
+                    work_request::Column::SourceKey,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(transaction)
+            .await
+            .or_else(|error| match error {
+                sea_orm::DbErr::RecordNotInserted => Ok(0),
+                error => Err(error),
+            })?;
         let source_ids: Vec<String> = keys
             .iter()
             .map(|key| source_id(&withdrawn.requested_by, key))
