@@ -21,10 +21,6 @@ use crm_domain::messages::{RequestedWorkItem, WorkItemsRequested};
 use crm_domain::referral::{Priority, WorkItemKind};
 use crm_proto::v1 as pb;
 use crm_proto::v1::referral_service_client::ReferralServiceClient;
-use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
 use sea_orm::ConnectionTrait;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -278,7 +274,13 @@ impl CampaignsBench {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let publish_secs = publish_and_consume(&self.servers.amqp_url, prefix, &payloads).await?;
+        let publish_secs = crate::events::publish_and_consume(
+            &self.servers.amqp_url,
+            &format!("{prefix}raw.campaign"),
+            &payloads,
+            32,
+        )
+        .await?;
         Ok((insert_secs, publish_secs))
     }
 
@@ -327,65 +329,4 @@ impl CampaignsBench {
         );
         Ok(())
     }
-}
-
-/// Publishes `payloads` to a fresh quorum queue with confirms and consumes them
-/// with acks: seconds from the first publish to the last ack.
-async fn publish_and_consume(
-    amqp_url: &str,
-    prefix: &str,
-    payloads: &[Vec<u8>],
-) -> anyhow::Result<f64> {
-    let queue = format!("{prefix}raw.campaign");
-    let connection =
-        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
-    let setup = connection.create_channel().await?;
-    let mut arguments = lapin::types::FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
-    setup
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            arguments,
-        )
-        .await?;
-    let consuming = connection.create_channel().await?;
-    consuming
-        .basic_qos(32, BasicQosOptions { global: false })
-        .await?;
-    let mut consumer = consuming
-        .basic_consume(
-            queue.as_str().into(),
-            "raw".into(),
-            BasicConsumeOptions::default(),
-            lapin::types::FieldTable::default(),
-        )
-        .await?;
-    let messages = payloads.len();
-    let started = Instant::now();
-    let consumed = tokio::spawn(async move {
-        let mut taken = 0;
-        while taken < messages {
-            let Some(delivery) = consumer.next().await else {
-                anyhow::bail!("the consumer stopped after {taken}");
-            };
-            delivery?.acker.ack(BasicAckOptions::default()).await?;
-            taken += 1;
-        }
-        anyhow::Ok(())
-    });
-    crate::events::publish_all(amqp_url, "", &queue, payloads).await?;
-    consumed.await??;
-    let secs = started.elapsed().as_secs_f64();
-    let _ = setup
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
-    let _ = connection.close(200, "raw campaign measured".into()).await;
-    Ok(secs)
 }

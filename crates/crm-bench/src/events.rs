@@ -603,7 +603,25 @@ async fn raw_publish_consume_rate(
     prefix: &str,
     messages: usize,
 ) -> anyhow::Result<f64> {
-    let queue = format!("{prefix}raw.feed");
+    let payloads: Vec<Vec<u8>> = (0..messages)
+        .map(|n| bank_event("rawfeed", n).encode_to_vec())
+        .collect();
+    let prefetch = crm_events::feed::BATCH * crm_events::feed::PARALLEL_BATCHES;
+    let secs =
+        publish_and_consume(amqp_url, &format!("{prefix}raw.feed"), &payloads, prefetch).await?;
+    Ok(messages as f64 / secs)
+}
+
+/// Publishes `payloads` to a fresh durable quorum queue `queue`, persistent with
+/// confirms, while a consumer with `prefetch` takes and acks them: the broker
+/// alone doing what the suite's relay and consumer do. Seconds from the first
+/// publish to the last ack.
+pub(crate) async fn publish_and_consume(
+    amqp_url: &str,
+    queue: &str,
+    payloads: &[Vec<u8>],
+    prefetch: u16,
+) -> anyhow::Result<f64> {
     let connection =
         lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
     let setup = connection.create_channel().await?;
@@ -614,7 +632,7 @@ async fn raw_publish_consume_rate(
     );
     setup
         .queue_declare(
-            queue.as_str().into(),
+            queue.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -624,22 +642,17 @@ async fn raw_publish_consume_rate(
         .await?;
     let consuming = connection.create_channel().await?;
     consuming
-        .basic_qos(
-            crm_events::feed::BATCH * crm_events::feed::PARALLEL_BATCHES,
-            BasicQosOptions { global: false },
-        )
+        .basic_qos(prefetch, BasicQosOptions { global: false })
         .await?;
     let mut consumer = consuming
         .basic_consume(
-            queue.as_str().into(),
+            queue.into(),
             "raw".into(),
             BasicConsumeOptions::default(),
             lapin::types::FieldTable::default(),
         )
         .await?;
-    let payloads: Vec<Vec<u8>> = (0..messages)
-        .map(|n| bank_event("rawfeed", n).encode_to_vec())
-        .collect();
+    let messages = payloads.len();
     let started = Instant::now();
     let consumed = tokio::spawn(async move {
         let mut taken = 0;
@@ -654,12 +667,14 @@ async fn raw_publish_consume_rate(
     });
     // The default exchange routes by queue name: the same broker work as a topic
     // exchange with one binding.
-    publish_all(amqp_url, "", &queue, &payloads).await?;
+    publish_all(amqp_url, "", queue, payloads).await?;
     consumed.await??;
-    let rate = messages as f64 / started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     let _ = setup
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await;
-    let _ = connection.close(200, "raw feed measured".into()).await;
-    Ok(rate)
+    let _ = connection
+        .close(200, "raw publish and consume measured".into())
+        .await;
+    Ok(secs)
 }
