@@ -118,8 +118,18 @@ fn admin(app: &TestApp) -> String {
     app.token("CA-1", Role::CampaignAdmin, "HQ-001")
 }
 
+/// The bank's quarter now (the league table's period of this run's figures).
+fn this_quarter() -> pb::LeaguePeriod {
+    let quarter = crm_domain::campaign::Quarter::at(chrono::Utc::now(), chrono_tz::Asia::Shanghai);
+    pb::LeaguePeriod {
+        year: quarter.year,
+        quarter: i32::try_from(quarter.quarter).unwrap(),
+    }
+}
+
 fn hnw_campaign(name: &str) -> pb::CreateCampaignRequest {
     let now = chrono::Utc::now();
+    let quarter = this_quarter();
     pb::CreateCampaignRequest {
         name: name.into(),
         kind: pb::CampaignKind::QuarterlyHnw as i32,
@@ -128,8 +138,8 @@ fn hnw_campaign(name: &str) -> pb::CreateCampaignRequest {
             ..Default::default()
         }),
         period: Some(pb::CampaignPeriod {
-            year: 2026,
-            quarter: 4,
+            year: quarter.year,
+            quarter: quarter.quarter,
         }),
         contact_window: Some(pb::ContactWindow {
             start: Some(crm_grpc::wire::timestamp(now)),
@@ -494,16 +504,87 @@ async fn progress_cancel_and_league_follow_the_rms(backend: Backend) {
         .unwrap_err();
     assert_eq!(teller.code(), tonic::Code::PermissionDenied);
 
-    // The league table counts the branch's campaign work and referrals.
+    // A teller's referral, accepted and converted by the RM.
+    let teller = app.token("B-001-T-1", Role::Teller, BRANCH);
+    let referral = app
+        .referrals()
+        .create_referral(with_token(
+            &teller,
+            pb::CreateReferralRequest {
+                idempotency_key: "league-1".into(),
+                client_id: "C-H1".into(),
+                need: pb::Need::WealthManagement as i32,
+                priority: pb::Priority::High as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(referral.assigned_rm_id, "B-001-RM-1");
+    let rm1 = app.token("B-001-RM-1", Role::Rm, BRANCH);
+    app.accept(&rm1, &referral.referral_id).await.unwrap();
+    app.referrals()
+        .record_referral_outcome(with_token(
+            &rm1,
+            pb::RecordReferralOutcomeRequest {
+                referral_id: referral.referral_id.clone(),
+                outcome: pb::ReferralOutcome::Converted as i32,
+                note: "opened a wealth account".into(),
+                product: "wealth management".into(),
+                amount: Some(pb::Money {
+                    minor_units: 100_000_000,
+                    currency: "CNY".into(),
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    app.wait_for_count(
+        "SELECT COUNT(*) FROM league_referrals WHERE converted_at IS NOT NULL AND accepted_at IS NOT NULL",
+        1,
+        WAIT,
+    )
+    .await;
+
+    // Targets: set by a campaign admin only, checked field by field.
+    let target = |branch: &str, percent: i32| pb::SetBranchTargetRequest {
+        target: Some(pb::BranchTarget {
+            branch_id: branch.into(),
+            period: Some(this_quarter()),
+            new_hnw_clients: 10,
+            campaign_completion_percent: percent,
+            ..Default::default()
+        }),
+    };
+    let manager = app.token("B-001-M", Role::BranchManager, BRANCH);
+    let denied = app
+        .reports()
+        .set_branch_target(with_token(&manager, target(BRANCH, 100)))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let bad = app
+        .reports()
+        .set_branch_target(with_token(&admin(&app), target("no branch", 101)))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    app.reports()
+        .set_branch_target(with_token(&admin(&app), target(BRANCH, 100)))
+        .await
+        .unwrap();
+
+    // The league table counts the branch's referrals, campaign work, new HNW
+    // clients, and measures them against the targets.
     let league = app
         .reports()
         .get_league_table(with_token(
-            &app.token("B-001-M", Role::BranchManager, BRANCH),
+            &manager,
             pb::GetLeagueTableRequest {
-                period: Some(pb::LeaguePeriod {
-                    year: 2026,
-                    quarter: 4,
-                }),
+                period: Some(this_quarter()),
                 branch_id: String::new(),
             },
         ))
@@ -516,16 +597,68 @@ async fn progress_cancel_and_league_follow_the_rms(backend: Backend) {
         .find(|row| row.key == BRANCH)
         .unwrap();
     assert_eq!(
-        (branch.rank, branch.campaign_tasks_done),
-        (1, 2),
+        (
+            branch.rank,
+            branch.referrals_made,
+            branch.referrals_accepted,
+            branch.referrals_converted,
+            branch.campaign_tasks_done,
+            branch.new_hnw_clients,
+            branch.new_wealth_clients,
+        ),
+        (1, 1, 1, 1, 2, 5, 6),
+        "{branch:?}"
+    );
+    assert!((branch.conversion_rate - 1.0).abs() < 1e-9);
+    assert!(
+        (branch.hnw_clients_attainment - 0.5).abs() < 1e-9,
+        "{branch:?}"
+    );
+    let completion = 2.0 / 3.0;
+    assert!(
+        (branch.campaign_completion_attainment - completion).abs() < 1e-9,
         "{branch:?}"
     );
     assert!(
-        league
-            .rms
-            .iter()
-            .any(|row| row.key == "B-001-RM-1" && row.campaign_tasks_done == 1)
+        (branch.attainment - (0.5 + completion) / 2.0).abs() < 1e-9,
+        "{branch:?}"
     );
+    let rm_row = league
+        .rms
+        .iter()
+        .find(|row| row.key == "B-001-RM-1")
+        .unwrap();
+    assert_eq!(
+        (rm_row.referrals_converted, rm_row.campaign_tasks_done),
+        (1, 1)
+    );
+    // An RM sees the branch ranking and only their own row; a teller nothing.
+    let own = app
+        .reports()
+        .get_league_table(with_token(
+            &rm1,
+            pb::GetLeagueTableRequest {
+                period: Some(this_quarter()),
+                branch_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.rms.len(), 1);
+    assert_eq!(own.rms[0].key, "B-001-RM-1");
+    let teller_league = app
+        .reports()
+        .get_league_table(with_token(
+            &teller,
+            pb::GetLeagueTableRequest {
+                period: Some(this_quarter()),
+                branch_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(teller_league.code(), tonic::Code::PermissionDenied);
 
     // Cancel: the one open task leaves the pool RM's phone with the reason.
     let cancelled = app

@@ -101,19 +101,21 @@ impl CampaignsBench {
             per_branch * BRANCHES
         ))
         .await?;
-        // Client g: branch g % 100, primary RM (g / 100) % per_branch of it; every
-        // twentieth HNW (every fortieth private).
+        // Client g: branch g % 100, primary RM (g / 100) % per_branch of it; one
+        // in twenty HNW or above (one in forty private), scattered by a
+        // multiplicative hash over every branch and RM.
         let client = "'C' || lpad(g::text, 9, '0')";
         let branch = format!("'B-' || lpad((g % {BRANCHES})::text, 3, '0')");
         let rm = format!("{branch} || '-RM-' || ((g / {BRANCHES}) % {per_branch})");
+        let hash = "(g::bigint * 2654435761 % 1000003)";
         db.execute_unprepared(&format!(
             "INSERT INTO campaign_clients (client_id, home_branch_id, tier, tier_rank, aum_minor, \
              currency, segments, primary_rm_id, do_not_contact, marketing_consent, last_contact_at, \
              next_tier_at_minor, source_updated_at) \
              SELECT {client}, {branch}, \
-                    CASE WHEN g % 40 = 0 THEN 'private' WHEN g % 20 = 0 THEN 'hnw' ELSE 'mass' END, \
-                    CASE WHEN g % 40 = 0 THEN 3 WHEN g % 20 = 0 THEN 2 ELSE 0 END, \
-                    CASE WHEN g % 40 = 0 THEN 1200000000 WHEN g % 20 = 0 THEN 600000000 ELSE 5000000 END, \
+                    CASE WHEN {hash} % 40 = 0 THEN 'private' WHEN {hash} % 20 = 0 THEN 'hnw' ELSE 'mass' END, \
+                    CASE WHEN {hash} % 40 = 0 THEN 3 WHEN {hash} % 20 = 0 THEN 2 ELSE 0 END, \
+                    CASE WHEN {hash} % 40 = 0 THEN 1200000000 WHEN {hash} % 20 = 0 THEN 600000000 ELSE 5000000 END, \
                     'CNY', ',', {rm}, false, true, NULL, NULL, now() \
              FROM generate_series(0, {} - 1) AS g",
             self.clients
@@ -123,7 +125,7 @@ impl CampaignsBench {
             "INSERT INTO routing_clients (client_id, home_branch_id, primary_rm_id, wealth_manager_id, \
              private_banker_id, do_not_contact, source_updated_at) \
              SELECT {client}, {branch}, {rm}, NULL, NULL, false, now() \
-             FROM generate_series(0, {} - 1) AS g WHERE g % 20 = 0",
+             FROM generate_series(0, {} - 1) AS g WHERE {hash} % 20 = 0",
             self.clients
         ))
         .await?;
@@ -132,9 +134,8 @@ impl CampaignsBench {
         )
         .await?;
         println!(
-            "seeded {} clients ({} HNW or above) and {} RMs in {:.1} s",
+            "seeded {} clients (about one in twenty HNW or above) and {} RMs in {:.1} s",
             self.clients,
-            self.clients.div_ceil(20),
             per_branch * BRANCHES,
             started.elapsed().as_secs_f64()
         );
@@ -179,11 +180,24 @@ impl CampaignsBench {
         let job_secs = started.elapsed().as_secs_f64();
         let items = "SELECT COUNT(*) FROM work_items WHERE kind = 'campaign_task'";
         let deadline = Instant::now() + Duration::from_secs(600);
-        while count(db, items).await? < audience {
+        let mut next_report = Instant::now();
+        loop {
+            let made = count(db, items).await?;
+            if made >= audience {
+                break;
+            }
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "tasks still missing after 10 minutes"
             );
+            if Instant::now() >= next_report {
+                let unsent = count(db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await?;
+                println!(
+                    "   {:>5.1} s: {made} tasks on RM queues, {unsent} outbox rows unsent",
+                    started.elapsed().as_secs_f64()
+                );
+                next_report += Duration::from_secs(2);
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let all_secs = started.elapsed().as_secs_f64();
