@@ -55,7 +55,7 @@ pub const LAYOUT: [(&str, &str); 5] = [
 pub const SCHEMAS: [&str; 4] = ["clients", "referrals", "events", "campaigns"];
 
 /// Services with a queue of their own (those that consume another's events).
-const CONSUMING: [&str; 3] = ["clients", "referrals", "events"];
+const CONSUMING: [&str; 4] = ["clients", "referrals", "events", "campaigns"];
 
 fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -329,16 +329,22 @@ impl Cluster {
 
     /// Messages waiting in the service queues (not yet consumed) now.
     pub async fn undelivered_messages(&self) -> anyhow::Result<u32> {
+        Ok(self.queue_depths().await?.iter().map(|(_, n)| n).sum())
+    }
+
+    /// Messages waiting in each service's queue now.
+    pub async fn queue_depths(&self) -> anyhow::Result<Vec<(String, u32)>> {
         let connection =
             lapin::Connection::connect(&self.amqp_url, lapin::ConnectionProperties::default())
                 .await?;
         let channel = connection.create_channel().await?;
-        let mut waiting = 0;
+        let mut depths = Vec::new();
         for queue in self.service_queues() {
-            waiting += Self::depth(&channel, &queue).await?;
+            let depth = Self::depth(&channel, &queue).await?;
+            depths.push((queue, depth));
         }
         connection.close(200, "counted".into()).await?;
-        Ok(waiting)
+        Ok(depths)
     }
 
     /// Messages in the dead-letter queue now.

@@ -327,9 +327,16 @@ async fn run(args: &Args, shared: &Arc<Mutex<Cluster>>) -> anyhow::Result<bool> 
         let queued = cluster.undelivered_messages().await?;
         let versions = checks::work_item_versions(&referrals).await?;
         let undelivered = checks::undelivered(&versions, &*deliveries.lock().await);
-        if (unsent == 0 && queued == 0 && undelivered == 0)
-            || settle_started.elapsed() > SETTLE_AT_MOST
-        {
+        if unsent == 0 && queued == 0 && undelivered == 0 {
+            break;
+        }
+        if settle_started.elapsed() > SETTLE_AT_MOST {
+            // Say what did not settle, for whoever reads the report.
+            let depths = cluster.queue_depths().await?;
+            println!(
+                "chaos: not settled after {} s: {unsent} outbox rows unsent, {undelivered} item versions not on a stream, queues {depths:?}",
+                SETTLE_AT_MOST.as_secs()
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
