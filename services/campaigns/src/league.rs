@@ -6,7 +6,7 @@
 //! counted by the database from this service's own tables, which the other
 //! services' messages keep (projection.rs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use crm_auth::Principal;
@@ -71,11 +71,7 @@ impl Period {
             year: self.year,
             quarter: u32::try_from(self.quarter).ok()?,
         };
-        let next = Quarter {
-            year: self.year + i32::from(quarter.quarter == 4),
-            quarter: quarter.quarter % 4 + 1,
-        };
-        Some((quarter.starts_at(zone)?, next.starts_at(zone)?))
+        Some((quarter.starts_at(zone)?, quarter.ends_at(zone)?))
     }
 }
 
@@ -162,14 +158,17 @@ impl Figures {
     }
 }
 
-/// A referral's branch, RM, acceptance, minutes to accept and conversion.
-type ReferralFigures = (
-    String,
-    String,
-    Option<DateTime<Utc>>,
-    Option<i64>,
-    Option<DateTime<Utc>>,
-);
+/// `select` limited to one branch's rows when only its RMs are wanted.
+fn in_branch<E: EntityTrait>(
+    select: sea_orm::Select<E>,
+    branch: impl ColumnTrait,
+    grouping: &Grouping,
+) -> sea_orm::Select<E> {
+    match grouping {
+        Grouping::Branches => select,
+        Grouping::RmsOf(only) => select.filter(branch.eq(only.as_str())),
+    }
+}
 
 /// How rows are grouped: by branch, or by RM within one branch.
 #[derive(Debug, Clone)]
@@ -193,26 +192,36 @@ async fn figures(
         }
         Grouping::RmsOf(_) => None,
     };
-    let branch_filter = |branch: &str| match grouping {
-        Grouping::Branches => true,
-        Grouping::RmsOf(only) => only == branch,
-    };
-    // Referrals made in the period, as made and as they went on.
-    let referrals: Vec<ReferralFigures> = league_referral::Entity::find()
-        .select_only()
-        .columns([
-            league_referral::Column::BranchId,
-            league_referral::Column::RmId,
-            league_referral::Column::AcceptedAt,
-            league_referral::Column::MinutesToAccept,
-            league_referral::Column::ConvertedAt,
-        ])
-        .filter(league_referral::Column::MadeAt.gte(start))
-        .filter(league_referral::Column::MadeAt.lt(end))
-        .into_tuple()
-        .all(connection)
-        .await?;
-    for (branch_id, rm_id, accepted_at, minutes, converted_at) in referrals {
+    // Referrals made in the period, as made and as they went on: counted by the
+    // database; only the accepted ones' minutes come back, for the medians.
+    let referrals: Vec<(String, String, i64, i64, i64)> = in_branch(
+        league_referral::Entity::find(),
+        league_referral::Column::BranchId,
+        grouping,
+    )
+    .select_only()
+    .column(league_referral::Column::BranchId)
+    .column(league_referral::Column::RmId)
+    .column_as(
+        Expr::col(league_referral::Column::ReferralId).count(),
+        "made",
+    )
+    .column_as(
+        Expr::col(league_referral::Column::AcceptedAt).count(),
+        "accepted",
+    )
+    .column_as(
+        Expr::col(league_referral::Column::ConvertedAt).count(),
+        "converted",
+    )
+    .filter(league_referral::Column::MadeAt.gte(start))
+    .filter(league_referral::Column::MadeAt.lt(end))
+    .group_by(league_referral::Column::BranchId)
+    .group_by(league_referral::Column::RmId)
+    .into_tuple()
+    .all(connection)
+    .await?;
+    for (branch_id, rm_id, made, accepted, converted) in referrals {
         let Some(key) = key_of(&branch_id, &rm_id) else {
             continue;
         };
@@ -220,15 +229,34 @@ async fn figures(
             branch_id: branch_id.clone(),
             ..Figures::default()
         });
-        row.made += 1;
-        if accepted_at.is_some() {
-            row.accepted += 1;
-        }
-        if let Some(minutes) = minutes {
-            row.minutes_to_accept.push(minutes);
-        }
-        if converted_at.is_some() {
-            row.converted += 1;
+        row.made += made;
+        row.accepted += accepted;
+        row.converted += converted;
+    }
+    let minutes: Vec<(String, String, i64)> = in_branch(
+        league_referral::Entity::find(),
+        league_referral::Column::BranchId,
+        grouping,
+    )
+    .select_only()
+    .column(league_referral::Column::BranchId)
+    .column(league_referral::Column::RmId)
+    .column(league_referral::Column::MinutesToAccept)
+    .filter(league_referral::Column::MadeAt.gte(start))
+    .filter(league_referral::Column::MadeAt.lt(end))
+    .filter(league_referral::Column::MinutesToAccept.is_not_null())
+    .into_tuple()
+    .all(connection)
+    .await?;
+    for (branch_id, rm_id, minutes) in minutes {
+        if let Some(key) = key_of(&branch_id, &rm_id) {
+            rows.entry(key)
+                .or_insert_with(|| Figures {
+                    branch_id: branch_id.clone(),
+                    ..Figures::default()
+                })
+                .minutes_to_accept
+                .push(minutes);
         }
     }
     // Campaign tasks of the period's campaigns, counted by the database.
@@ -240,23 +268,24 @@ async fn figures(
     if period.quarter != 0 {
         period_campaigns.and_where(Expr::col(campaign::Column::PeriodQuarter).eq(period.quarter));
     }
-    let tasks: Vec<(String, Option<String>, TaskState, i64)> = campaign_task::Entity::find()
-        .select_only()
-        .column(campaign_task::Column::BranchId)
-        .column(campaign_task::Column::RmId)
-        .column(campaign_task::Column::State)
-        .column_as(Expr::col(campaign_task::Column::ClientId).count(), "tasks")
-        .filter(campaign_task::Column::CampaignId.in_subquery(period_campaigns.clone()))
-        .group_by(campaign_task::Column::BranchId)
-        .group_by(campaign_task::Column::RmId)
-        .group_by(campaign_task::Column::State)
-        .into_tuple()
-        .all(connection)
-        .await?;
+    let tasks: Vec<(String, Option<String>, TaskState, i64)> = in_branch(
+        campaign_task::Entity::find(),
+        campaign_task::Column::BranchId,
+        grouping,
+    )
+    .select_only()
+    .column(campaign_task::Column::BranchId)
+    .column(campaign_task::Column::RmId)
+    .column(campaign_task::Column::State)
+    .column_as(Expr::col(campaign_task::Column::ClientId).count(), "tasks")
+    .filter(campaign_task::Column::CampaignId.in_subquery(period_campaigns.clone()))
+    .group_by(campaign_task::Column::BranchId)
+    .group_by(campaign_task::Column::RmId)
+    .group_by(campaign_task::Column::State)
+    .into_tuple()
+    .all(connection)
+    .await?;
     for (branch_id, rm_id, state, count) in tasks {
-        if !branch_filter(&branch_id) {
-            continue;
-        }
         let Some(key) = key_of(&branch_id, rm_id.as_deref().unwrap_or_default()) else {
             continue;
         };
@@ -271,22 +300,26 @@ async fn figures(
             row.tasks_done += count;
         }
     }
-    let overdue: Vec<(String, Option<String>, i64)> = campaign_task::Entity::find()
-        .select_only()
-        .column(campaign_task::Column::BranchId)
-        .column(campaign_task::Column::RmId)
-        .column_as(
-            Expr::col(campaign_task::Column::ClientId).count(),
-            "overdue",
-        )
-        .filter(campaign_task::Column::CampaignId.in_subquery(period_campaigns))
-        .filter(campaign_task::Column::State.eq(TaskState::Open))
-        .filter(campaign_task::Column::DueAt.lt(now))
-        .group_by(campaign_task::Column::BranchId)
-        .group_by(campaign_task::Column::RmId)
-        .into_tuple()
-        .all(connection)
-        .await?;
+    let overdue: Vec<(String, Option<String>, i64)> = in_branch(
+        campaign_task::Entity::find(),
+        campaign_task::Column::BranchId,
+        grouping,
+    )
+    .select_only()
+    .column(campaign_task::Column::BranchId)
+    .column(campaign_task::Column::RmId)
+    .column_as(
+        Expr::col(campaign_task::Column::ClientId).count(),
+        "overdue",
+    )
+    .filter(campaign_task::Column::CampaignId.in_subquery(period_campaigns))
+    .filter(campaign_task::Column::State.eq(TaskState::Open))
+    .filter(campaign_task::Column::DueAt.lt(now))
+    .group_by(campaign_task::Column::BranchId)
+    .group_by(campaign_task::Column::RmId)
+    .into_tuple()
+    .all(connection)
+    .await?;
     for (branch_id, rm_id, count) in overdue {
         if let Some(key) = key_of(&branch_id, rm_id.as_deref().unwrap_or_default()) {
             rows.entry(key)
@@ -298,53 +331,59 @@ async fn figures(
         }
     }
     // New wealth and HNW clients: each client once per crossing in the period.
-    let crossings: Vec<(String, Option<String>, String, String)> =
-        league_tier_crossing::Entity::find()
-            .select_only()
-            .columns([
-                league_tier_crossing::Column::BranchId,
-                league_tier_crossing::Column::RmId,
-                league_tier_crossing::Column::Crossed,
-                league_tier_crossing::Column::ClientId,
-            ])
-            .filter(league_tier_crossing::Column::ChangedAt.gte(start))
-            .filter(league_tier_crossing::Column::ChangedAt.lt(end))
-            .distinct()
-            .into_tuple()
-            .all(connection)
-            .await?;
-    let mut counted: BTreeSet<(String, String, String)> = BTreeSet::new();
-    for (branch_id, rm_id, crossed, client_id) in crossings {
+    let crossings: Vec<(String, Option<String>, String, i64)> = in_branch(
+        league_tier_crossing::Entity::find(),
+        league_tier_crossing::Column::BranchId,
+        grouping,
+    )
+    .select_only()
+    .column(league_tier_crossing::Column::BranchId)
+    .column(league_tier_crossing::Column::RmId)
+    .column(league_tier_crossing::Column::Crossed)
+    .column_as(
+        Expr::col(league_tier_crossing::Column::ClientId).count_distinct(),
+        "clients",
+    )
+    .filter(league_tier_crossing::Column::ChangedAt.gte(start))
+    .filter(league_tier_crossing::Column::ChangedAt.lt(end))
+    .group_by(league_tier_crossing::Column::BranchId)
+    .group_by(league_tier_crossing::Column::RmId)
+    .group_by(league_tier_crossing::Column::Crossed)
+    .into_tuple()
+    .all(connection)
+    .await?;
+    for (branch_id, rm_id, crossed, clients) in crossings {
         let Some(key) = key_of(&branch_id, rm_id.as_deref().unwrap_or_default()) else {
             continue;
         };
-        if !counted.insert((key.clone(), crossed.clone(), client_id)) {
-            continue;
-        }
         let row = rows.entry(key).or_insert_with(|| Figures {
             branch_id: branch_id.clone(),
             ..Figures::default()
         });
         match crossed.as_str() {
-            "wealth" => row.new_wealth += 1,
-            _ => row.new_hnw += 1,
+            "wealth" => row.new_wealth += clients,
+            _ => row.new_hnw += clients,
         }
     }
-    let kept: Vec<(String, String, i64)> = league_funds_kept::Entity::find()
-        .select_only()
-        .column(league_funds_kept::Column::BranchId)
-        .column(league_funds_kept::Column::RmId)
-        .column_as(
-            Expr::col(league_funds_kept::Column::WorkItemId).count(),
-            "kept",
-        )
-        .filter(league_funds_kept::Column::CompletedAt.gte(start))
-        .filter(league_funds_kept::Column::CompletedAt.lt(end))
-        .group_by(league_funds_kept::Column::BranchId)
-        .group_by(league_funds_kept::Column::RmId)
-        .into_tuple()
-        .all(connection)
-        .await?;
+    let kept: Vec<(String, String, i64)> = in_branch(
+        league_funds_kept::Entity::find(),
+        league_funds_kept::Column::BranchId,
+        grouping,
+    )
+    .select_only()
+    .column(league_funds_kept::Column::BranchId)
+    .column(league_funds_kept::Column::RmId)
+    .column_as(
+        Expr::col(league_funds_kept::Column::WorkItemId).count(),
+        "kept",
+    )
+    .filter(league_funds_kept::Column::CompletedAt.gte(start))
+    .filter(league_funds_kept::Column::CompletedAt.lt(end))
+    .group_by(league_funds_kept::Column::BranchId)
+    .group_by(league_funds_kept::Column::RmId)
+    .into_tuple()
+    .all(connection)
+    .await?;
     for (branch_id, rm_id, count) in kept {
         if let Some(key) = key_of(&branch_id, &rm_id) {
             rows.entry(key)
