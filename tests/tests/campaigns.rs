@@ -387,6 +387,20 @@ async fn progress(
         .into_inner()
 }
 
+/// This quarter's league table as `token`'s holder sees it.
+async fn league(app: &TestApp, token: &str) -> Result<pb::GetLeagueTableResponse, tonic::Status> {
+    app.reports()
+        .get_league_table(with_token(
+            token,
+            pb::GetLeagueTableRequest {
+                period: Some(this_quarter()),
+                branch_id: String::new(),
+            },
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 async fn progress_cancel_and_league_follow_the_rms(backend: Backend) {
     let app = spawn_app(backend).await;
     seed(&app, &the_bank()).await;
@@ -579,23 +593,8 @@ async fn progress_cancel_and_league_follow_the_rms(backend: Backend) {
 
     // The league table counts the branch's referrals, campaign work, new HNW
     // clients, and measures them against the targets.
-    let league = app
-        .reports()
-        .get_league_table(with_token(
-            &manager,
-            pb::GetLeagueTableRequest {
-                period: Some(this_quarter()),
-                branch_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let branch = league
-        .branches
-        .iter()
-        .find(|row| row.key == BRANCH)
-        .unwrap();
+    let table = league(&app, &manager).await.unwrap();
+    let branch = table.branches.iter().find(|row| row.key == BRANCH).unwrap();
     assert_eq!(
         (
             branch.rank,
@@ -623,7 +622,7 @@ async fn progress_cancel_and_league_follow_the_rms(backend: Backend) {
         (branch.attainment - (0.5 + completion) / 2.0).abs() < 1e-9,
         "{branch:?}"
     );
-    let rm_row = league
+    let rm_row = table
         .rms
         .iter()
         .find(|row| row.key == "B-001-RM-1")
@@ -633,31 +632,10 @@ async fn progress_cancel_and_league_follow_the_rms(backend: Backend) {
         (1, 1)
     );
     // An RM sees the branch ranking and only their own row; a teller nothing.
-    let own = app
-        .reports()
-        .get_league_table(with_token(
-            &rm1,
-            pb::GetLeagueTableRequest {
-                period: Some(this_quarter()),
-                branch_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let own = league(&app, &rm1).await.unwrap();
     assert_eq!(own.rms.len(), 1);
     assert_eq!(own.rms[0].key, "B-001-RM-1");
-    let teller_league = app
-        .reports()
-        .get_league_table(with_token(
-            &teller,
-            pb::GetLeagueTableRequest {
-                period: Some(this_quarter()),
-                branch_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let teller_league = league(&app, &teller).await.unwrap_err();
     assert_eq!(teller_league.code(), tonic::Code::PermissionDenied);
 
     // Cancel: the one open task leaves the pool RM's phone with the reason.

@@ -162,19 +162,13 @@ impl CampaignsBench {
         );
         let (insert_secs, publish_secs) = self.raw_launch(db, prefix, audience).await?;
         let raw = insert_secs + publish_secs;
-        let job = crm::jobs()
-            .into_iter()
-            .find(|job| job.name == "quarterly-hnw")
-            .context("no quarterly-hnw job")?;
         let started = Instant::now();
-        let said = crm_runtime::job_runs::run_recorded(
-            &job,
-            crm_runtime::JobContext {
-                db: db.clone(),
-                settings: sections.clone(),
-                args: job.command().try_get_matches_from([job.name])?,
-                calendar: crm_domain::sla::BusinessCalendar::default(),
-            },
+        let said = crm::run_job(
+            db.clone(),
+            "quarterly-hnw",
+            &[],
+            sections.clone(),
+            crm_domain::sla::BusinessCalendar::default(),
         )
         .await?;
         let job_secs = started.elapsed().as_secs_f64();

@@ -63,6 +63,15 @@ impl Quarter {
         NaiveDate::from_ymd_opt(self.year, self.quarter * 3 - 2, 1)
     }
 
+    /// Midnight starting the quarter after it, in `time_zone`: its end.
+    pub fn ends_at(self, time_zone: Tz) -> Option<DateTime<Utc>> {
+        let next = Quarter {
+            year: self.year + i32::from(self.quarter == 4),
+            quarter: self.quarter % 4 + 1,
+        };
+        next.starts_at(time_zone)
+    }
+
     /// Midnight of its first day in `time_zone`, as an instant.
     pub fn starts_at(self, time_zone: Tz) -> Option<DateTime<Utc>> {
         let midnight = self.first_day()?.and_hms_opt(0, 0, 0)?;
@@ -142,6 +151,16 @@ mod tests {
         assert_eq!(
             q2.starts_at(shanghai).unwrap().to_rfc3339(),
             "2026-03-31T16:00:00+00:00"
+        );
+        assert_eq!(
+            Quarter {
+                year: 2026,
+                quarter: 4
+            }
+            .ends_at(shanghai)
+            .unwrap()
+            .to_rfc3339(),
+            "2026-12-31T16:00:00+00:00"
         );
         assert_eq!(
             year_starts_at(2027, shanghai).unwrap().to_rfc3339(),

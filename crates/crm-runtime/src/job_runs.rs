@@ -126,6 +126,27 @@ async fn record_end(
     Ok(())
 }
 
+/// A failed run's error with its causes, as the history keeps it: "database
+/// error: relation … does not exist" tells an operator what "database error"
+/// alone does not. A cause whose words the text already holds is not repeated.
+fn with_causes(error: &ModuleError) -> String {
+    let mut said = error.to_string();
+    let mut cause = match error {
+        // Its text is the boxed error's own: go on from that error's causes.
+        ModuleError::Failed(inner) => inner.source(),
+        other => std::error::Error::source(other),
+    };
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !said.contains(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    said
+}
+
 /// Runs `job` under its lease and records the run; answers the job's own line,
 /// or says it was skipped because another run holds the job.
 pub async fn run_recorded(job: &Job, context: JobContext) -> Result<String, ModuleError> {
@@ -177,7 +198,7 @@ pub async fn run_recorded(job: &Job, context: JobContext) -> Result<String, Modu
         Ok(summary) => record_end(&db, &run_id, outcome::SUCCEEDED, summary, "").await?,
         Err(error) => {
             tracing::error!(job = job.name, %error, "job failed");
-            record_end(&db, &run_id, outcome::FAILED, "", &error.to_string()).await?
+            record_end(&db, &run_id, outcome::FAILED, "", &with_causes(error)).await?
         }
     }
     job_lease::Entity::delete_many()

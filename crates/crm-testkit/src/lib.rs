@@ -278,22 +278,12 @@ impl TestApp {
         name: &str,
         args: &[&str],
     ) -> Result<String, crm_runtime::ModuleError> {
-        let job = crm::jobs()
-            .into_iter()
-            .find(|job| job.name == name)
-            .unwrap_or_else(|| panic!("no job named {name}"));
-        let args = job
-            .command()
-            .try_get_matches_from(std::iter::once(name).chain(args.iter().copied()))
-            .unwrap();
-        crm_runtime::job_runs::run_recorded(
-            &job,
-            crm_runtime::JobContext {
-                db: self.db.clone(),
-                settings: crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap(),
-                args,
-                calendar: crm_domain::sla::BusinessCalendar::default(),
-            },
+        crm::run_job(
+            self.db.clone(),
+            name,
+            args,
+            crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap(),
+            crm_domain::sla::BusinessCalendar::default(),
         )
         .await
     }

@@ -40,20 +40,6 @@ fn now_of(context: &JobContext) -> DateTime<Utc> {
         .trunc_subsecs(6)
 }
 
-/// A job's error with its causes, as the run history keeps it: "database
-/// error: relation … does not exist" tells an operator what "database error"
-/// does not.
-fn failed(error: impl std::error::Error) -> ModuleError {
-    let mut said = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        said.push_str(": ");
-        said.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    ModuleError::Failed(said.into())
-}
-
 fn no_start(quarter: Quarter) -> ModuleError {
     ModuleError::Failed(format!("no start for {quarter:?}").into())
 }
@@ -159,7 +145,7 @@ async fn launch_scheduled(
     let created_by = format!("job:{}", new.kind);
     let campaign = campaigns::create(&context.db, new, &created_by, now)
         .await
-        .map_err(failed)?;
+        .map_err(ModuleError::failed)?;
     if campaign.status == CampaignStatus::Cancelled {
         return Ok(format!(
             "{name} ({}) was cancelled: nothing launched",
@@ -174,7 +160,7 @@ async fn launch_scheduled(
         now,
     )
     .await
-    .map_err(failed)?;
+    .map_err(ModuleError::failed)?;
     Ok(format!(
         "{name} ({}): {} tasks created, {} already there, for {} RMs or branch pools",
         campaign.campaign_id,
@@ -208,11 +194,7 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
     let zone = context.calendar.time_zone;
     let quarter = Quarter::at(now, zone);
     let start = quarter.starts_at(zone).ok_or_else(|| no_start(quarter))?;
-    let next = Quarter {
-        year: quarter.year + i32::from(quarter.quarter == 4),
-        quarter: quarter.quarter % 4 + 1,
-    };
-    let end = next.starts_at(zone).ok_or_else(|| no_start(next))?;
+    let end = quarter.ends_at(zone).ok_or_else(|| no_start(quarter))?;
     let campaign = campaigns::create(
         &context.db,
         NewCampaign {
@@ -232,7 +214,7 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
         now,
     )
     .await
-    .map_err(failed)?;
+    .map_err(ModuleError::failed)?;
     let cutoff = |days: i64| now - chrono::Duration::days(days);
     let overdue = |rank: i32, days: i64| {
         Condition::all()
@@ -243,12 +225,12 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
                     .add(campaign_client::Column::LastContactAt.lt(cutoff(days))),
             )
     };
-    let transaction = context.db.begin().await.map_err(failed)?;
+    let transaction = context.db.begin().await.map_err(ModuleError::failed)?;
     // Locked for the run: a cancel waits for it (and withdraws what it made), or
     // goes first and is seen here.
     let campaign = launch::locked_campaign(&transaction, &campaign.campaign_id)
         .await
-        .map_err(failed)?;
+        .map_err(ModuleError::failed)?;
     if campaign.status == CampaignStatus::Cancelled {
         return Ok(format!("{} was cancelled: no follow-ups", campaign.name));
     }
@@ -273,7 +255,7 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
         .into_tuple()
         .all(&transaction)
         .await
-        .map_err(failed)?;
+        .map_err(ModuleError::failed)?;
     let mut created = 0;
     for chunk in candidates.chunks(1_000) {
         let ids: Vec<String> = chunk.iter().map(|candidate| candidate.0.clone()).collect();
@@ -298,7 +280,7 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
             .into_tuple()
             .all(&transaction)
             .await
-            .map_err(failed)?
+            .map_err(ModuleError::failed)?
             .into_iter()
             .collect();
         // The latest task an RM completed as a contact counts as one.
@@ -316,7 +298,7 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
                 .into_tuple::<(String, Option<DateTime<Utc>>)>()
                 .all(&transaction)
                 .await
-                .map_err(failed)?
+                .map_err(ModuleError::failed)?
                 .into_iter()
                 .collect();
         let rows: Vec<campaign_task::ActiveModel> = chunk
@@ -384,12 +366,12 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
         created += match inserted {
             Ok(rows) => rows,
             Err(sea_orm::DbErr::RecordNotInserted) => 0,
-            Err(error) => return Err(failed(error)),
+            Err(error) => return Err(error.into()),
         };
     }
     let asked = launch::request_tasks(&transaction, &campaign, launch::Asked::MadeAt(now))
         .await
-        .map_err(failed)?;
+        .map_err(ModuleError::failed)?;
     if campaign.status == CampaignStatus::Draft {
         campaign::Entity::update_many()
             .col_expr(
@@ -401,9 +383,9 @@ async fn contact_cadence(context: JobContext) -> Result<String, ModuleError> {
             .filter(campaign::Column::Status.eq(CampaignStatus::Draft))
             .exec(&transaction)
             .await
-            .map_err(failed)?;
+            .map_err(ModuleError::failed)?;
     }
-    transaction.commit().await.map_err(failed)?;
+    transaction.commit().await.map_err(ModuleError::failed)?;
     Ok(format!(
         "{} ({}): {} clients past their cadence, {created} follow-ups created ({asked} asked of the queue)",
         campaign.name,

@@ -73,11 +73,8 @@ pub async fn apply(
         year: message.year,
         quarter: message.quarter,
     };
-    let next = Quarter {
-        year: quarter.year + i32::from(quarter.quarter == 4),
-        quarter: quarter.quarter % 4 + 1,
-    };
-    let (Some(start), Some(end)) = (quarter.starts_at(time_zone), next.starts_at(time_zone)) else {
+    let (Some(start), Some(end)) = (quarter.starts_at(time_zone), quarter.ends_at(time_zone))
+    else {
         return Err(poison(format!(
             "no quarter {}-Q{}",
             message.year, message.quarter

@@ -364,27 +364,16 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
     }
 
     println!("\n== 10. The campaign scheduler: `crm jobs quarterly-hnw`");
-    let run_quarterly = || {
-        let job = crm::jobs()
-            .into_iter()
-            .find(|job| job.name == "quarterly-hnw")
-            .ok_or_else(|| anyhow::anyhow!("no quarterly-hnw job"));
-        let db = db.clone();
-        async move {
-            let job = job?;
-            let args = job.command().try_get_matches_from([job.name])?;
-            let said = crm_runtime::job_runs::run_recorded(
-                &job,
-                crm_runtime::JobContext {
-                    db,
-                    settings: crm_runtime::ModuleSettings::defaults(crm::MODULES)?,
-                    args,
-                    calendar: crm_domain::sla::BusinessCalendar::default(),
-                },
-            )
-            .await?;
-            anyhow::Ok(said)
-        }
+    let run_quarterly = || async {
+        crm::run_job(
+            db.clone(),
+            "quarterly-hnw",
+            &[],
+            crm_runtime::ModuleSettings::defaults(crm::MODULES)?,
+            crm_domain::sla::BusinessCalendar::default(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
     };
     println!("   {}", run_quarterly().await?);
     let mut tasks = Vec::new();

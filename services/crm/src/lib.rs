@@ -44,6 +44,35 @@ pub fn jobs() -> Vec<Job> {
     MODULES.iter().flat_map(|module| module.jobs()).collect()
 }
 
+/// Runs `crm jobs <name> <args…>` on `db`, under the job's lease and recorded:
+/// what the command, the demo, the test kit and the benchmarks all call.
+pub async fn run_job(
+    db: crm_store::Db,
+    name: &str,
+    args: &[&str],
+    settings: ModuleSettings,
+    calendar: crm_domain::sla::BusinessCalendar,
+) -> Result<String, crm_runtime::ModuleError> {
+    let job = jobs()
+        .into_iter()
+        .find(|job| job.name == name)
+        .ok_or_else(|| crm_runtime::ModuleError::Failed(format!("no job named {name}").into()))?;
+    let args = job
+        .command()
+        .try_get_matches_from(std::iter::once(name).chain(args.iter().copied()))
+        .map_err(crm_runtime::ModuleError::failed)?;
+    crm_runtime::job_runs::run_recorded(
+        &job,
+        crm_runtime::JobContext {
+            db,
+            settings,
+            args,
+            calendar,
+        },
+    )
+    .await
+}
+
 /// `crm jobs history`: the latest runs of every job, or of one.
 pub const HISTORY: &str = "history";
 /// `crm jobs schedule`: each scheduled job's next run times.
