@@ -158,6 +158,18 @@ impl Figures {
     }
 }
 
+/// The figures of `key` (a branch, or an RM of `branch_id`), started empty.
+fn figures_of<'a>(
+    rows: &'a mut BTreeMap<String, Figures>,
+    key: String,
+    branch_id: &str,
+) -> &'a mut Figures {
+    rows.entry(key).or_insert_with(|| Figures {
+        branch_id: branch_id.to_owned(),
+        ..Figures::default()
+    })
+}
+
 /// `select` limited to one branch's rows when only its RMs are wanted.
 fn in_branch<E: EntityTrait>(
     select: sea_orm::Select<E>,
@@ -225,10 +237,7 @@ async fn figures(
         let Some(key) = key_of(&branch_id, &rm_id) else {
             continue;
         };
-        let row = rows.entry(key).or_insert_with(|| Figures {
-            branch_id: branch_id.clone(),
-            ..Figures::default()
-        });
+        let row = figures_of(&mut rows, key, &branch_id);
         row.made += made;
         row.accepted += accepted;
         row.converted += converted;
@@ -250,11 +259,7 @@ async fn figures(
     .await?;
     for (branch_id, rm_id, minutes) in minutes {
         if let Some(key) = key_of(&branch_id, &rm_id) {
-            rows.entry(key)
-                .or_insert_with(|| Figures {
-                    branch_id: branch_id.clone(),
-                    ..Figures::default()
-                })
+            figures_of(&mut rows, key, &branch_id)
                 .minutes_to_accept
                 .push(minutes);
         }
@@ -289,10 +294,7 @@ async fn figures(
         let Some(key) = key_of(&branch_id, rm_id.as_deref().unwrap_or_default()) else {
             continue;
         };
-        let row = rows.entry(key).or_insert_with(|| Figures {
-            branch_id: branch_id.clone(),
-            ..Figures::default()
-        });
+        let row = figures_of(&mut rows, key, &branch_id);
         if state != TaskState::Withdrawn {
             row.tasks += count;
         }
@@ -322,12 +324,7 @@ async fn figures(
     .await?;
     for (branch_id, rm_id, count) in overdue {
         if let Some(key) = key_of(&branch_id, rm_id.as_deref().unwrap_or_default()) {
-            rows.entry(key)
-                .or_insert_with(|| Figures {
-                    branch_id: branch_id.clone(),
-                    ..Figures::default()
-                })
-                .tasks_overdue += count;
+            figures_of(&mut rows, key, &branch_id).tasks_overdue += count;
         }
     }
     // New wealth and HNW clients: each client once per crossing in the period.
@@ -356,10 +353,7 @@ async fn figures(
         let Some(key) = key_of(&branch_id, rm_id.as_deref().unwrap_or_default()) else {
             continue;
         };
-        let row = rows.entry(key).or_insert_with(|| Figures {
-            branch_id: branch_id.clone(),
-            ..Figures::default()
-        });
+        let row = figures_of(&mut rows, key, &branch_id);
         match crossed.as_str() {
             "wealth" => row.new_wealth += clients,
             _ => row.new_hnw += clients,
@@ -386,12 +380,7 @@ async fn figures(
     .await?;
     for (branch_id, rm_id, count) in kept {
         if let Some(key) = key_of(&branch_id, &rm_id) {
-            rows.entry(key)
-                .or_insert_with(|| Figures {
-                    branch_id: branch_id.clone(),
-                    ..Figures::default()
-                })
-                .funds_kept += count;
+            figures_of(&mut rows, key, &branch_id).funds_kept += count;
         }
     }
     Ok(rows)
@@ -463,12 +452,7 @@ pub async fn league_table(
         .collect();
     let mut branch_figures = figures(db, period, range, &Grouping::Branches, now).await?;
     for branch in targets.keys() {
-        branch_figures
-            .entry(branch.clone())
-            .or_insert_with(|| Figures {
-                branch_id: branch.clone(),
-                ..Figures::default()
-            });
+        figures_of(&mut branch_figures, branch.clone(), branch);
     }
     let branches = ranked(
         branch_figures
