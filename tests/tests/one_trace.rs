@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crm_domain::Role;
 use crm_proto::v1 as pb;
-use crm_testkit::{Backend, spawn_app, with_token};
+use crm_testkit::{Backend, spawn_app, with_token, with_trace};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt;
@@ -28,16 +28,6 @@ fn install_span_recorder() -> InMemorySpanExporter {
         .with(tracing_subscriber::filter::LevelFilter::INFO)
         .init();
     exporter
-}
-
-/// A request that arrives as part of the caller's trace `trace_id`.
-fn traced<T>(token: &str, trace_id: &str, message: T) -> tonic::Request<T> {
-    let mut request = with_token(token, message);
-    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    request
-        .metadata_mut()
-        .insert("traceparent", traceparent.parse().unwrap());
-    request
 }
 
 async fn spans_named(exporter: &InMemorySpanExporter, name: &str, trace_id: &str) -> Vec<SpanData> {
@@ -71,7 +61,7 @@ async fn a_referral_is_one_trace_from_the_tellers_rpc_to_the_rms_stream() {
     let coverage_trace = "0af7651916cd43dd8448eb211c80319c";
     let system = app.token("SYS-TEST", Role::System, "B-001");
     app.clients()
-        .assign_coverage(traced(
+        .assign_coverage(with_trace(
             &system,
             coverage_trace,
             pb::AssignCoverageRequest {
@@ -83,7 +73,7 @@ async fn a_referral_is_one_trace_from_the_tellers_rpc_to_the_rms_stream() {
         ))
         .await
         .unwrap();
-    let consumed = spans_named(&exporter, "message", coverage_trace).await;
+    let consumed = spans_named(&exporter, "process client.coverage_changed", coverage_trace).await;
     assert!(
         !consumed.is_empty(),
         "the consumer's span continues the AssignCoverage trace"
@@ -100,7 +90,7 @@ async fn a_referral_is_one_trace_from_the_tellers_rpc_to_the_rms_stream() {
     let referral_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let teller = app.token("B-001-T-1", Role::Teller, "B-001");
     app.referrals()
-        .create_referral(traced(
+        .create_referral(with_trace(
             &teller,
             referral_trace,
             pb::CreateReferralRequest {
@@ -120,9 +110,13 @@ async fn a_referral_is_one_trace_from_the_tellers_rpc_to_the_rms_stream() {
         .unwrap();
 
     assert!(
-        !spans_named(&exporter, "grpc", referral_trace)
-            .await
-            .is_empty(),
+        !spans_named(
+            &exporter,
+            "crm.v1.ReferralService/CreateReferral",
+            referral_trace
+        )
+        .await
+        .is_empty(),
         "the server's RPC span continues the teller's trace"
     );
     let outbox_traces = app
@@ -135,7 +129,7 @@ async fn a_referral_is_one_trace_from_the_tellers_rpc_to_the_rms_stream() {
         "referral.assigned and work_item.changed carry the trace"
     );
     assert!(
-        !spans_named(&exporter, "deliver_work_item", referral_trace)
+        !spans_named(&exporter, "deliver work_item.changed", referral_trace)
             .await
             .is_empty(),
         "the delivery to the RM's stream is part of the teller's trace"

@@ -144,6 +144,17 @@ async fn process(
     }
 }
 
+/// The `crm.message.outcome` label of a handled delivery.
+fn outcome_label(result: &Result<Outcome, HandlerError>) -> &'static str {
+    match result {
+        Ok(Outcome::Processed) => "processed",
+        Ok(Outcome::Duplicate) => "duplicate",
+        Err(HandlerError::Poison(_)) => "dead_lettered",
+        Err(HandlerError::Transient(_)) => "requeued",
+        Err(HandlerError::Failed(_)) => "failed",
+    }
+}
+
 async fn settle(delivery: Delivery, result: Result<Outcome, HandlerError>) {
     let settled = match result {
         Ok(Outcome::Processed) => delivery.ack().await,
@@ -276,6 +287,7 @@ pub async fn run_consumer_with(
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let consumer_name = format!("{service}-consumer");
+    let queue = bus.topology().service_queue(service);
     let mut subscription = bus.consume(service, prefetch).await?;
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -297,13 +309,20 @@ pub async fn run_consumer_with(
             Some(SubscriptionEvent::Reconnected) => continue,
             None => break,
         };
+        // OpenTelemetry's messaging conventions: "process <what>", consumer kind.
         let span = tracing::info_span!(
             "message",
-            consumer = %consumer_name,
-            message_type = %delivery.envelope.message_type,
-            message_id = %delivery.envelope.message_id,
-            redelivered = delivery.redelivered,
+            otel.name = %format_args!("process {}", delivery.envelope.message_type),
             otel.kind = "consumer",
+            messaging.system = bus.system(),
+            messaging.operation.name = "process",
+            messaging.operation.type = "process",
+            messaging.destination.name = %queue,
+            messaging.consumer.group.name = %consumer_name,
+            messaging.message.id = %delivery.envelope.message_id,
+            messaging.rabbitmq.destination.routing_key = %delivery.envelope.routing_key,
+            crm.message.type = %delivery.envelope.message_type,
+            crm.message.redelivered = delivery.redelivered,
         );
         if let Some(traceparent) = &delivery.envelope.traceparent {
             crm_telemetry::set_parent_from_traceparent(&span, traceparent);
@@ -311,6 +330,8 @@ pub async fn run_consumer_with(
         // Finish the message in hand even when shutdown arrives meanwhile: drained,
         // not dropped.
         async {
+            let started = std::time::Instant::now();
+            let redelivered = delivery.redelivered;
             let result = process_retrying(
                 &db,
                 &consumer_name,
@@ -320,6 +341,13 @@ pub async fn run_consumer_with(
                 &shutdown,
             )
             .await;
+            crate::metrics::record_consumed(
+                bus.system(),
+                &consumer_name,
+                redelivered,
+                outcome_label(&result),
+                started.elapsed(),
+            );
             settle(delivery, result).await;
         }
         .instrument(span)

@@ -18,6 +18,22 @@ pub enum BusError {
     Db(#[from] sea_orm::DbErr),
 }
 
+impl BusError {
+    /// A low-cardinality name of the failure, for metrics' `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BusError::Connect(_) => "connect",
+            BusError::Broker(_) => "broker",
+            BusError::Nacked => "nacked",
+            BusError::Unroutable(_) => "unroutable",
+            BusError::Timeout => "timeout",
+            BusError::Payload(_) => "payload",
+            BusError::Closed => "closed",
+            BusError::Db(_) => "database",
+        }
+    }
+}
+
 impl From<lapin::Error> for BusError {
     fn from(error: lapin::Error) -> Self {
         BusError::Broker(error.to_string())

@@ -14,6 +14,7 @@ mod dead_letters;
 mod envelope;
 mod error;
 pub mod memory;
+mod metrics;
 pub mod outbox;
 pub mod rabbit;
 mod topic;

@@ -232,7 +232,7 @@ impl Relay {
             }
             return Ok(0);
         }
-        let envelopes: Vec<Envelope> = rows
+        let mut envelopes: Vec<Envelope> = rows
             .iter()
             .map(|row| Envelope {
                 message_id: row.message_id.clone(),
@@ -245,6 +245,9 @@ impl Relay {
             })
             .collect();
         let ids: Vec<String> = rows.iter().map(|row| row.message_id.clone()).collect();
+        // Ended (dropped) once the broker confirmed, or refused, the batch.
+        let _publish_spans = publish_spans(&self.bus, &mut envelopes);
+        let started = std::time::Instant::now();
         let mut published = self.bus.publish_and_await_consumers(&envelopes).await;
         if let Err(BusError::Unroutable(routing_key)) = &published {
             // A queue deleted under a live connection (by hand, or lost with a
@@ -256,6 +259,13 @@ impl Relay {
             }
             published = self.bus.publish_and_await_consumers(&envelopes).await;
         }
+        crate::metrics::record_published(
+            self.bus.system(),
+            &self.source,
+            envelopes.len(),
+            published.as_ref().err().map(BusError::kind),
+            started.elapsed(),
+        );
         if let Err(error) = published {
             let stuck = rows.len() > 1
                 && rows
@@ -502,4 +512,95 @@ pub async fn retry_parked(
             update.filter(outbox::Column::MessageId.is_in(message_ids.iter().map(String::as_str)));
     }
     Ok(update.exec(db).await?.rows_affected)
+}
+
+/// A producer span per message that continues a trace (its row carries the
+/// writer's `traceparent`), named as OpenTelemetry's messaging conventions say
+/// ("publish <what>"); the message then carries the publish span's context, so
+/// its consumers' spans are the publish's children.
+fn publish_spans(bus: &Bus, envelopes: &mut [Envelope]) -> Vec<tracing::Span> {
+    let exchange = bus.topology().exchange();
+    envelopes
+        .iter_mut()
+        .filter_map(|envelope| {
+            let writer = envelope.traceparent.as_deref()?;
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = %format_args!("publish {}", envelope.message_type),
+                otel.kind = "producer",
+                messaging.system = bus.system(),
+                messaging.operation.name = "publish",
+                messaging.operation.type = "send",
+                messaging.destination.name = %exchange,
+                messaging.message.id = %envelope.message_id,
+                messaging.rabbitmq.destination.routing_key = %envelope.routing_key,
+                crm.message.type = %envelope.message_type,
+            );
+            crm_telemetry::set_parent_from_traceparent(&span, writer);
+            if let Some(publishing) = crm_telemetry::traceparent_of(&span) {
+                envelope.traceparent = Some(publishing);
+            }
+            Some(span)
+        })
+        .collect()
+}
+
+/// One service's unsent outbox rows: what the relay still has to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backlog {
+    pub source: String,
+    /// Waiting for the relay (not set aside).
+    pub pending: i64,
+    /// Set aside, waiting for `crm outbox retry`.
+    pub parked: i64,
+    /// When the oldest pending row was written.
+    pub oldest_pending_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// The unsent rows per source (the metric `crm_outbox_pending_messages` and
+/// friends). Sent rows don't count, so this reads only the relay's few.
+pub async fn backlog(db: &impl ConnectionTrait) -> Result<Vec<Backlog>, sea_orm::DbErr> {
+    use sea_orm::sea_query::{Expr, Func};
+    let pending = Expr::case(outbox::Column::ParkedAt.is_null(), 1).finally(0);
+    let parked = Expr::case(outbox::Column::ParkedAt.is_not_null(), 1).finally(0);
+    let oldest_pending = Expr::case(
+        outbox::Column::ParkedAt.is_null(),
+        Expr::col(outbox::Column::OccurredAt),
+    );
+    /// source, pending, parked, oldest pending.
+    type Row = (
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<chrono::DateTime<Utc>>,
+    );
+    let rows: Vec<Row> = outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::Source)
+        .column_as(
+            sea_orm::sea_query::SimpleExpr::from(Func::sum(pending)),
+            "pending",
+        )
+        .column_as(
+            sea_orm::sea_query::SimpleExpr::from(Func::sum(parked)),
+            "parked",
+        )
+        .column_as(
+            sea_orm::sea_query::SimpleExpr::from(Func::min(oldest_pending)),
+            "oldest_pending_at",
+        )
+        .filter(outbox::Column::SentAt.is_null())
+        .group_by(outbox::Column::Source)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(source, pending, parked, oldest_pending_at)| Backlog {
+            source,
+            pending: pending.unwrap_or(0),
+            parked: parked.unwrap_or(0),
+            oldest_pending_at,
+        })
+        .collect())
 }

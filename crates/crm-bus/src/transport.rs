@@ -64,6 +64,14 @@ impl Bus {
         }
     }
 
+    /// `messaging.system` of OpenTelemetry's conventions.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Bus::Rabbit(_) => "rabbitmq",
+            Bus::InProcess(_) => "in_process",
+        }
+    }
+
     /// True while the transport can carry messages (RabbitMQ: a connection is up;
     /// in process: always).
     pub fn is_healthy(&self) -> bool {

@@ -4,14 +4,10 @@
 //! the JSON against this crate's own descriptors, so the mapping is the standard
 //! one, not a hand-kept mirror of the messages.
 
-use std::sync::LazyLock;
-
 use prost::Message;
-use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage};
+use prost_reflect::{DeserializeOptions, DynamicMessage};
 
-static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
-    DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET).map_err(|error| error.to_string())
-});
+use crate::POOL;
 
 /// Decodes `json` as the message `full_name` (`crm.v1.BankEvent`). Unknown fields
 /// are refused: a misspelt field would otherwise vanish without a word.

@@ -29,6 +29,8 @@ pub struct Infra {
     pub calendar: BusinessCalendar,
     /// Every module's settings section; each module reads its own.
     pub settings: ModuleSettings,
+    /// Where `/metrics` is served, when `CRM_METRICS_ADDR` asked for it.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub enum AppError {
 pub struct App {
     server: Server,
     infra: Infra,
+    /// The services mounted: their outbox backlogs are reported, 0 included.
+    services: Vec<&'static str>,
 }
 
 impl App {
@@ -88,6 +92,12 @@ impl App {
         let keys = settings.jwt_keys()?;
         let vault = settings.vault()?;
         let database_url = settings.database_url()?;
+        let mut server = Server::bind(settings.listen_addr).await?;
+        let metrics_addr = match settings.metrics_addr {
+            Some(addr) => Some(crate::metrics_endpoint::serve(addr, shutdown.clone()).await?),
+            None => None,
+        };
+        let starting = server.serve_health_while_starting();
         let db = crm_store::connect(&database_url, settings.database_schema.as_deref()).await?;
         module::migrate(&db, &mounted).await?;
         let bus = Bus::start(&settings.bus_config(suite), shutdown.clone()).await?;
@@ -100,8 +110,8 @@ impl App {
             vault,
             calendar: settings.business_calendar(),
             settings: sections.clone(),
+            metrics_addr,
         };
-        let mut server = Server::bind(settings.listen_addr).await?;
         for module in &mounted {
             module
                 .mount(&infra, &mut server)
@@ -122,7 +132,13 @@ impl App {
             }
             .spawn(&infra.tasks, infra.shutdown.clone());
         }
-        Ok(App { server, infra })
+        starting.finish().await;
+        let services = mounted.iter().map(|module| module.name()).collect();
+        Ok(App {
+            server,
+            infra,
+            services,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -136,16 +152,23 @@ impl App {
     /// Serves until the shutdown token fires, then waits for relays and consumers
     /// to drain.
     pub async fn run(self) -> Result<(), AppError> {
-        let App { server, infra } = self;
-        let (db, bus) = (infra.db.clone(), infra.bus.clone());
+        let App {
+            server,
+            infra,
+            services,
+        } = self;
+        // Ready follows the database alone: without the broker the outbox still
+        // takes every write, so a replica stays in rotation, degraded (a gauge
+        // and a log line say so).
+        let vitals = Arc::new(crate::vitals::Vitals::new(
+            infra.db.clone(),
+            infra.bus.clone(),
+            &services,
+        ));
         let ready = move || {
-            let (db, bus) = (db.clone(), bus.clone());
-            let check: futures::future::BoxFuture<'static, bool> = Box::pin(async move {
-                bus.is_healthy()
-                    && tokio::time::timeout(std::time::Duration::from_secs(2), db.ping())
-                        .await
-                        .is_ok_and(|pinged| pinged.is_ok())
-            });
+            let vitals = vitals.clone();
+            let check: futures::future::BoxFuture<'static, bool> =
+                Box::pin(async move { vitals.check().await });
             check
         };
         let served = server.serve(infra.shutdown.clone(), ready).await;
@@ -166,7 +189,14 @@ pub async fn run_process(
     sections: &ModuleSettings,
     suite: &[&dyn ServiceModule],
 ) -> Result<(), ProcessError> {
-    let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env(process_name))?;
+    // `service.name` says which services the process holds: `crm-referrals`, or
+    // `crm` for the whole suite in one process.
+    let service_name = if settings.services.is_empty() {
+        process_name.to_owned()
+    } else {
+        format!("{process_name}-{}", settings.services.join("-"))
+    };
+    let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env(&service_name))?;
     let shutdown = CancellationToken::new();
     crate::shutdown_on_signals(shutdown.clone());
     let result = async {

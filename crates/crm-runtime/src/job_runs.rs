@@ -192,8 +192,10 @@ pub async fn run_recorded(job: &Job, context: JobContext) -> Result<String, Modu
             }
         })
     });
+    let started = std::time::Instant::now();
     let result = tracing::Instrument::instrument((job.run)(context), span).await;
     drop(renewal);
+    record_run_metric(job.name, &result, started.elapsed());
     match &result {
         Ok(summary) => record_end(&db, &run_id, outcome::SUCCEEDED, summary, "").await?,
         Err(error) => {
@@ -207,6 +209,37 @@ pub async fn run_recorded(job: &Job, context: JobContext) -> Result<String, Modu
         .exec(&db)
         .await?;
     result
+}
+
+/// `crm.job.run.duration` by job and outcome: its count is the runs, so a failed
+/// run shows as a series that moved (pushed over OTLP by a CronJob's process as
+/// it exits; scraped from `crm serve` where it schedules the jobs itself).
+fn record_run_metric(
+    job: &'static str,
+    result: &Result<String, ModuleError>,
+    took: std::time::Duration,
+) {
+    static RUN_DURATION: std::sync::LazyLock<opentelemetry::metrics::Histogram<f64>> =
+        std::sync::LazyLock::new(|| {
+            crm_telemetry::meter()
+                .f64_histogram("crm.job.run.duration")
+                .with_unit("s")
+                .with_description("Scheduled job runs, by job and outcome")
+                .with_boundaries(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0])
+                .build()
+        });
+    let outcome = if result.is_ok() {
+        outcome::SUCCEEDED
+    } else {
+        outcome::FAILED
+    };
+    RUN_DURATION.record(
+        took.as_secs_f64(),
+        &[
+            opentelemetry::KeyValue::new("crm.job.name", job),
+            opentelemetry::KeyValue::new("crm.job.outcome", outcome),
+        ],
+    );
 }
 
 /// One run as `crm jobs history` shows it.

@@ -5,14 +5,17 @@
 
 mod app;
 pub mod job_runs;
+mod metrics_endpoint;
 mod module;
+mod rpc_metrics;
 mod server;
 mod settings;
+mod vitals;
 
 pub use app::{App, AppError, Infra, ProcessError, run_process};
 pub use module::{
-    Job, JobContext, JobFuture, ModuleError, ModuleSettings, ServiceModule, SettingsSection,
-    migrate, select, suite_queues,
+    Job, JobContext, JobFuture, MIGRATION_LOCK_SQL, ModuleError, ModuleSettings, ServiceModule,
+    SettingsSection, migrate, select, suite_queues,
 };
 pub use server::{Server, ServerError, shutdown_on_signals};
 pub use settings::{Settings, SettingsError};

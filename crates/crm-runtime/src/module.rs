@@ -239,8 +239,25 @@ impl MigratorTraitSelf for ProcessMigrator<'_> {
     }
 }
 
+/// The advisory lock replicas (and the release's migration Job) take in turn
+/// before migrating a schema: the key is the schema's, so services on their own
+/// schemas don't wait for each other.
+pub const MIGRATION_LOCK_SQL: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('crm-migrations:' || current_schema(), 0))";
+
 /// Brings the tables of `modules` up to date; safe on every start and from many
-/// replicas at once on PostgreSQL (migrations run in a transaction).
+/// replicas at once: on PostgreSQL they take turns under an advisory lock, and
+/// the second finds nothing left to do. Meanwhile health says NOT_SERVING.
 pub async fn migrate(db: &Db, modules: &[&dyn ServiceModule]) -> Result<(), sea_orm::DbErr> {
-    ProcessMigrator { modules }.up(db, None).await
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    if crm_store::Dialect::of(db) != crm_store::Dialect::Postgres {
+        return ProcessMigrator { modules }.up(db, None).await;
+    }
+    // Held by this transaction's connection until it ends; the migrations run on
+    // others of the pool.
+    let turn = db.begin().await?;
+    turn.execute_unprepared(MIGRATION_LOCK_SQL).await?;
+    let migrated = ProcessMigrator { modules }.up(db, None).await;
+    turn.commit().await?;
+    migrated
 }

@@ -1,11 +1,13 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::Stream;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
+
+use crate::rpc_metrics::RpcMetricsLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -26,24 +28,70 @@ pub enum ServerError {
 /// stopped reading never ends by itself); well inside Kubernetes' default 30 s.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How often health asks whether the database and the broker are there.
+/// How often health asks whether the database is there (and the gauges read).
 const READINESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A gRPC server bound to its port (0 picks a free one: tests read it back).
 pub struct Server {
-    listener: TcpListener,
+    /// Shared: health answers on it while the process starts, then everything.
+    listener: Arc<TcpListener>,
     routes: RoutesBuilder,
+    /// Health and reflection alone, for while the process starts.
+    startup_routes: RoutesBuilder,
     health: tonic_health::server::HealthReporter,
     service_names: Vec<&'static str>,
 }
 
+/// Health answering NOT_SERVING while the process starts (migrations, the
+/// broker's topology, the modules): a probe gets an answer, not a refused
+/// connection, and no call reaches a service before its tables exist. Ended by
+/// [`StartingUp::finish`], or when dropped (a start that failed).
+pub struct StartingUp {
+    stop: Option<DropGuard>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl StartingUp {
+    /// Stops the startup server; connections arriving meanwhile wait in the
+    /// listen queue for the full server.
+    pub async fn finish(mut self) {
+        drop(self.stop.take());
+        // A probe that holds its connection open can't hold the start up.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.served)
+            .await
+            .is_err()
+        {
+            self.served.abort();
+        }
+    }
+}
+
+/// Accepted connections of a shared listener, with TCP_NODELAY: without it a
+/// response spanning several segments waits for the peer's delayed ACK (a page of
+/// 50 clients took 40 ms longer than its work).
+fn incoming(listener: Arc<TcpListener>) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        if let Ok(stream) = &accepted
+            && let Err(error) = stream.set_nodelay(true)
+        {
+            tracing::warn!(%error, "could not set TCP_NODELAY");
+        }
+        Some((accepted, listener))
+    })
+}
+
 impl Server {
-    /// Binds now, with health and reflection (v1 and v1alpha) already mounted.
+    /// Binds now, with health and reflection (v1 and v1alpha) already mounted;
+    /// health says NOT_SERVING until [`Server::serve`].
     pub async fn bind(addr: SocketAddr) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crm_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -56,12 +104,18 @@ impl Server {
             .map_err(|e| ServerError::Reflection(e.to_string()))?;
         let mut routes = RoutesBuilder::default();
         routes
+            .add_service(health_service.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone());
+        let mut startup_routes = RoutesBuilder::default();
+        startup_routes
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         Ok(Server {
-            listener,
+            listener: Arc::new(listener),
             routes,
+            startup_routes,
             health,
             service_names: Vec::new(),
         })
@@ -69,6 +123,27 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Serves health (NOT_SERVING) and reflection on the port until the returned
+    /// handle is finished or dropped.
+    pub fn serve_health_while_starting(&self) -> StartingUp {
+        let stop = CancellationToken::new();
+        let serving = tonic::transport::Server::builder()
+            .add_routes(self.startup_routes.clone().routes())
+            .serve_with_incoming_shutdown(
+                incoming(self.listener.clone()),
+                stop.clone().cancelled_owned(),
+            );
+        let served = tokio::spawn(async move {
+            if let Err(error) = serving.await {
+                tracing::warn!(%error, "startup health server failed");
+            }
+        });
+        StartingUp {
+            stop: Some(stop.drop_guard()),
+            served,
+        }
     }
 
     /// Mounts a service; `name` is its full gRPC name, reported by health.
@@ -92,8 +167,8 @@ impl Server {
 
     /// Serves until `shutdown`, then stops accepting and lets calls in flight finish.
     /// Health follows `ready`, asked every few seconds: a load balancer stops
-    /// sending calls while the database or the broker is away, and sends them
-    /// again once they are back.
+    /// sending calls while it says no (the database is away), and sends them again
+    /// once it says yes.
     pub async fn serve(
         self,
         shutdown: CancellationToken,
@@ -149,21 +224,17 @@ impl Server {
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
         });
-        // Without TCP_NODELAY a response spanning several segments waits for the
-        // peer's delayed ACK: a page of 50 clients took 40 ms longer than its work.
-        let connections = TcpListenerStream::new(self.listener).map(|connection| {
-            if let Ok(stream) = &connection
-                && let Err(error) = stream.set_nodelay(true)
-            {
-                tracing::warn!(%error, "could not set TCP_NODELAY");
-            }
-            connection
-        });
+        let connections = incoming(self.listener.clone());
         let serving = tonic::transport::Server::builder()
+            // Outermost, so it sees the status the client will.
+            .layer(RpcMetricsLayer)
             .layer(tower::util::MapResponseLayer::new(
                 too_large_is_resource_exhausted::<tonic::body::Body>,
             ))
-            .trace_fn(crm_telemetry::grpc_request_span)
+            .trace_fn(|request| {
+                let (service, method) = crate::rpc_metrics::rpc_labels(request.uri().path());
+                crm_telemetry::rpc_server_span(&service, &method, request.headers())
+            })
             // A phone that vanished (tunnel, flight mode) leaves no FIN: pings find
             // the dead connection and end its stream, freeing its place.
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

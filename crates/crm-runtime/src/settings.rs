@@ -24,6 +24,10 @@ pub struct Settings {
     /// Address the gRPC server listens on.
     #[arg(long, env = "CRM_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
     pub listen_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics` (e.g. `0.0.0.0:9464`); unset: no
+    /// endpoint (OTLP still exports when `OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    #[arg(long, env = "CRM_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// `postgres://…` or `sqlite://…`; default: a SQLite file under ./data/.
     #[arg(long, env = "CRM_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -95,6 +99,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("services", &self.services)
             .field("listen_addr", &self.listen_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field(
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),
@@ -242,6 +247,7 @@ impl Settings {
         Ok(Settings {
             services: Vec::new(),
             listen_addr: ([127, 0, 0, 1], 0).into(),
+            metrics_addr: None,
             database_url: Some(database_url),
             database_schema,
             amqp_url,

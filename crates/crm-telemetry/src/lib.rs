@@ -5,6 +5,7 @@
 //! propagates even when nothing is exported; OTLP export is added only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
+mod metrics;
 mod propagation;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -16,8 +17,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+pub use metrics::{LATENCY_BOUNDARIES_SECONDS, meter, render_prometheus};
 pub use propagation::{
-    current_traceparent, grpc_request_span, inject_traceparent, set_parent_from_traceparent,
+    current_traceparent, inject_traceparent, record_rpc_status, rpc_server_span,
+    set_parent_from_traceparent, traceparent_of,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +44,13 @@ pub struct TelemetryConfig {
 }
 
 impl TelemetryConfig {
+    /// `OTEL_SERVICE_NAME`, when set, names the service instead of `service_name`.
     pub fn from_env(service_name: &str) -> Self {
         Self {
-            service_name: service_name.to_owned(),
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| service_name.to_owned()),
             json: std::env::var("CRM_LOG_JSON").is_ok_and(|v| v == "1" || v == "true"),
             default_filter: "info".to_owned(),
             otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -56,6 +63,7 @@ impl TelemetryConfig {
 /// Keep it for the life of the process; dropping it flushes pending spans.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl TelemetryGuard {
@@ -63,6 +71,11 @@ impl TelemetryGuard {
         // Nothing to do about an exporter that can't flush at exit but say so.
         if let Err(error) = self.provider.shutdown() {
             eprintln!("telemetry shutdown: {error}");
+        }
+        if let Some(meters) = self.meters
+            && let Err(error) = meters.shutdown()
+        {
+            eprintln!("metrics shutdown: {error}");
         }
     }
 }
@@ -76,10 +89,10 @@ fn env_filter(default_filter: &str) -> EnvFilter {
     ))
 }
 
-fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
-    let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .build();
+fn tracer_provider(
+    config: &TelemetryConfig,
+    resource: Resource,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &config.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
@@ -96,7 +109,9 @@ fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Teleme
 /// Installs the global subscriber and propagator. Call once, early in `main`.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = tracer_provider(config)?;
+    let resource = metrics::resource(&config.service_name);
+    let provider = tracer_provider(config, resource.clone())?;
+    let meters = metrics::install_meter_provider(resource, config.otlp_endpoint.as_deref())?;
     let tracer = provider.tracer("crm");
     opentelemetry::global::set_tracer_provider(provider.clone());
     // The log filter applies to the log output only: spans must exist for the
@@ -118,13 +133,17 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         registry.with(logs).try_init()
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
 }
 
 /// For tests: the same layers into a writer of the caller's choice, installed if no
 /// subscriber is yet (tests share a process, so a second call is a no-op).
 pub fn init_for_tests() {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Metrics are recorded as in production, so a test can scrape them.
+    if let Err(error) = metrics::install_meter_provider(metrics::resource("crm-test"), None) {
+        eprintln!("metrics for tests: {error}");
+    }
     let provider = SdkTracerProvider::builder().build();
     let tracer = provider.tracer("crm-test");
     // The global handle keeps the provider alive for the life of the test process.

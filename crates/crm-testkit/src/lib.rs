@@ -51,6 +51,8 @@ pub struct TestApp {
     pub channel: Channel,
     pub db: Db,
     pub queue_prefix: String,
+    /// Where `/metrics` answers, when the settings asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     keys: JwtKeys,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), crm_runtime::AppError>>,
@@ -67,6 +69,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// [`spawn_app`] with some services' settings given as flags
 /// (`["--campaign-approval-threshold", "3"]`); the rest at their defaults.
 pub async fn spawn_app_with_sections(backend: Backend, section_args: &[&str]) -> TestApp {
+    spawn_app_with_settings(backend, section_args, |_| {}).await
+}
+
+/// [`spawn_app_with_sections`] with the process settings changed by `tweak`
+/// (a metrics address, a database URL through a [`CutProxy`]…).
+pub async fn spawn_app_with_settings(
+    backend: Backend,
+    section_args: &[&str],
+    tweak: impl FnOnce(&mut crm_runtime::Settings),
+) -> TestApp {
     crm_telemetry::init_for_tests();
     let (database_url, schema, sqlite_folder, amqp) = match backend {
         Backend::Distributed => (
@@ -91,6 +103,8 @@ pub async fn spawn_app_with_sections(backend: Backend, section_args: &[&str]) ->
         TEST_JWT_SECRET.to_owned(),
     )
     .unwrap();
+    let mut settings = settings;
+    tweak(&mut settings);
     let sections = crm_runtime::ModuleSettings::parse_from(crm::MODULES, section_args).unwrap();
     let mut app = spawn_process_with_sections(backend, settings, sections).await;
     app.schema = schema;
@@ -119,6 +133,7 @@ async fn spawn_process_with_sections(
         .expect("the app starts (are PostgreSQL and RabbitMQ running? `make services`)");
     let addr = app.local_addr().unwrap();
     let db = app.infra().db.clone();
+    let metrics_addr = app.infra().metrics_addr;
     let server = tokio::spawn(app.run());
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -131,6 +146,7 @@ async fn spawn_process_with_sections(
         channel,
         db,
         queue_prefix,
+        metrics_addr,
         keys: JwtKeys::hs256(&secrecy::SecretString::from(TEST_JWT_SECRET)).unwrap(),
         shutdown,
         server,
@@ -458,7 +474,7 @@ impl TestApp {
     }
 
     /// UpsertBranch, as the system; an empty time zone is the bank's default.
-    async fn upsert_branch(&self, branch: &str, time_zone: &str) {
+    pub async fn upsert_branch(&self, branch: &str, time_zone: &str) {
         let system = self.token("SYS-TEST", Role::System, "HQ-001");
         self.directory()
             .upsert_branch(with_token(
@@ -478,6 +494,32 @@ impl TestApp {
 
     /// Sets up `branch` (if new) with one active person of `role` in it, and
     /// returns at once: routing's copy hears of them when the news arrives.
+    /// The app's Prometheus figures now (the settings must have set
+    /// `metrics_addr`).
+    pub async fn metrics(&self) -> Metrics {
+        let addr = self.metrics_addr.expect("the app serves metrics");
+        scrape(&format!("http://{addr}/metrics")).await
+    }
+
+    /// Waits until `read` of a fresh scrape satisfies `done` (gauges are read
+    /// every 2 s, consumers work a moment after the call).
+    pub async fn wait_for_metric(
+        &self,
+        what: &str,
+        read: impl Fn(&Metrics) -> f64,
+        done: impl Fn(f64) -> bool,
+    ) {
+        let mut last = f64::NAN;
+        for _ in 0..100 {
+            last = read(&self.metrics().await);
+            if done(last) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} stayed at {last}:\n{}", self.metrics().await.0);
+    }
+
     pub async fn add_staff(&self, staff_id: &str, role: pb::StaffRole, branch: &str) {
         self.upsert_branch(branch, "").await;
         let system = self.token("SYS-TEST", Role::System, branch);
@@ -571,6 +613,19 @@ impl TestApp {
         }
         stopped
     }
+}
+
+/// A request carrying `Bearer <token>`, sent as part of the caller's trace
+/// `trace_id` (a `traceparent` as an upstream service would send it).
+pub fn with_trace<T>(token: &str, trace_id: &str, message: T) -> tonic::Request<T> {
+    let mut request = with_token(token, message);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    request
 }
 
 /// A request carrying `Bearer <token>`.
@@ -687,4 +742,126 @@ pub fn drain_queue(bus: &crm_bus::Bus, db: &Db, service: &'static str) -> Cancel
         stop.clone(),
     ));
     stop
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that a test can cut: every
+/// connection through it is closed and new ones are refused until restored. It
+/// cuts only the connections of the test that owns it, unlike stopping the
+/// database or the broker for everyone.
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::Mutex<CancellationToken>>,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl CutProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> CutProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let refusing = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let (cut_for_task, refusing_for_task, stop_for_task) =
+            (cut.clone(), refusing.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stop_for_task.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
+                if refusing_for_task.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let severed = cut_for_task.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = severed.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        CutProxy {
+            addr,
+            cut,
+            refusing,
+            stop,
+        }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut cut = self.cut.lock().unwrap();
+        cut.cancel();
+        *cut = CancellationToken::new();
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The current Prometheus figures of `url` (`http://127.0.0.1:port/metrics`).
+pub async fn scrape(url: &str) -> Metrics {
+    let response = reqwest::get(url).await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    Metrics(response.text().await.unwrap())
+}
+
+/// Prometheus text exposition, read back by a test.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The sum of the samples of `name` whose labels include every `labels` pair.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, label_text) = match series.split_once('{') {
+                    Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                if metric != name {
+                    return None;
+                }
+                let matches = labels
+                    .iter()
+                    .all(|(key, want)| label_text.contains(&format!("{key}=\"{want}\"")));
+                matches.then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .sum()
+    }
+
+    /// Whether any sample of `name` is there.
+    pub fn has(&self, name: &str) -> bool {
+        self.0
+            .lines()
+            .any(|line| line.starts_with(name) && !line.starts_with('#'))
+    }
 }

@@ -21,19 +21,30 @@ pub async fn run(
     let job = choice
         .job()
         .ok_or_else(|| anyhow::anyhow!("no job named {}", choice.name))?;
-    let db = open_database(settings).await?;
-    let report = job_runs::run_recorded(
-        &job,
-        JobContext {
-            db,
-            settings: sections.0,
-            args: choice.args,
-            calendar: settings.business_calendar(),
-        },
-    )
-    .await?;
-    println!("{report}");
-    Ok(())
+    // A CronJob's process: its logs, its trace, and its run's metric pushed over
+    // OTLP before it exits (nothing would scrape it).
+    let telemetry = crm_telemetry::init(&crm_telemetry::TelemetryConfig::from_env(&format!(
+        "crm-job-{}",
+        job.name
+    )))?;
+    let ran = async {
+        let db = open_database(settings).await?;
+        let report = job_runs::run_recorded(
+            &job,
+            JobContext {
+                db,
+                settings: sections.0,
+                args: choice.args,
+                calendar: settings.business_calendar(),
+            },
+        )
+        .await?;
+        println!("{report}");
+        anyhow::Ok(())
+    }
+    .await;
+    telemetry.shutdown();
+    ran
 }
 
 async fn history(choice: &JobChoice, settings: &Settings) -> anyhow::Result<()> {

@@ -81,6 +81,7 @@ fn record_copy_lag(copy: &'static str, source_updated_at: DateTime<Utc>) {
         .f64_histogram("crm.referrals.routing_copy.lag")
         .with_unit("s")
         .with_description("From a directory or coverage change to routing's copy of it")
+        .with_boundaries(crm_telemetry::LATENCY_BOUNDARIES_SECONDS.to_vec())
         .build()
         .record(seconds, &[KeyValue::new("copy", copy)]);
 }

@@ -220,7 +220,7 @@ pub async fn unrouted_branches(
 }
 
 /// Sets the gauge operations alert on: branches with referrals waiting past the
-/// alert time. (Exported once the process has a meter provider: issue 13's metrics.)
+/// alert time.
 pub fn record_unrouted_branches(count: usize) {
     let gauge = opentelemetry::global::meter("crm.referrals")
         .u64_gauge("crm.referrals.unrouted_branches")

@@ -65,6 +65,7 @@ impl StreamLimits {
             )));
         }
         *mine += 1;
+        OPEN_STREAMS.add(1, &[]);
         Ok(StreamPermit {
             limits: self.clone(),
             staff_id: staff_id.to_string(),
@@ -78,8 +79,20 @@ pub struct StreamPermit {
     staff_id: String,
 }
 
+/// `crm.work_items.watch.streams`: RMs' phones holding a live WatchWorkItems
+/// stream on this process (the limit is `total`; near it, add replicas).
+static OPEN_STREAMS: std::sync::LazyLock<opentelemetry::metrics::UpDownCounter<i64>> =
+    std::sync::LazyLock::new(|| {
+        crm_telemetry::meter()
+            .i64_up_down_counter("crm.work_items.watch.streams")
+            .with_unit("{stream}")
+            .with_description("Open WatchWorkItems streams")
+            .build()
+    });
+
 impl Drop for StreamPermit {
     fn drop(&mut self) {
+        OPEN_STREAMS.add(-1, &[]);
         let mut open = self
             .limits
             .open
@@ -215,6 +228,7 @@ pub async fn watch(
         .subscribe_live(&rm_routing_key(rm_id.as_str()))
         .await?;
     let (sender, receiver) = mpsc::channel(256);
+    let bus_system = state.bus.system();
     let span = tracing::info_span!("watch_work_items", rm_id = %rm_id);
     // Ends a send the client does not take: at shutdown or the token's expiry.
     let stop = state.shutdown.child_token();
@@ -278,9 +292,14 @@ pub async fn watch(
                                 // made it.
                                 let span = tracing::info_span!(
                                     "deliver_work_item",
-                                    work_item_id = %item.work_item_id,
-                                    version = item.version,
+                                    otel.name = "deliver work_item.changed",
                                     otel.kind = "consumer",
+                                    messaging.system = bus_system,
+                                    messaging.operation.name = "deliver",
+                                    messaging.operation.type = "process",
+                                    messaging.destination.name = "WatchWorkItems",
+                                    crm.work_item.id = %item.work_item_id,
+                                    crm.work_item.version = item.version,
                                 );
                                 if let Some(traceparent) = &delivery_traceparent {
                                     crm_telemetry::set_parent_from_traceparent(&span, traceparent);

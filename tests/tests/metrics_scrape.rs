@@ -1,0 +1,154 @@
+//! What a platform team scrapes: the Prometheus figures move when a referral goes
+//! through, by method and status code, relay and consumer, open streams, the pool,
+//! the outbox backlog; and no client, staff or referral id labels any of them.
+//!
+//! The meter provider is process-wide, so this test has a binary of its own and
+//! reads figures as differences, before and after.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::time::Duration;
+
+use crm_domain::Role;
+use crm_proto::v1 as pb;
+use crm_testkit::{Backend, Metrics, spawn_app_with_settings, with_token};
+
+const METRICS_ON_ANY_PORT: &str = "127.0.0.1:0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_after_a_referral_shows_the_figures_moved() {
+    let app = spawn_app_with_settings(Backend::Distributed, &[], |settings| {
+        settings.metrics_addr = Some(METRICS_ON_ANY_PORT.parse().unwrap());
+    })
+    .await;
+    app.seed_branch("B-001", 2).await;
+    app.seed_client("C-000001", "B-001", Some("B-001-RM-1"))
+        .await;
+    let created_ok = |m: &Metrics| {
+        m.sum(
+            "rpc_server_call_duration_seconds_count",
+            &[
+                ("rpc_service", "crm.v1.ReferralService"),
+                ("rpc_method", "CreateReferral"),
+                ("rpc_grpc_status_code", "0"),
+            ],
+        )
+    };
+    let refused = |m: &Metrics| {
+        m.sum(
+            "rpc_server_call_duration_seconds_count",
+            &[
+                ("rpc_method", "CreateReferral"),
+                ("rpc_grpc_status_code", "16"),
+            ],
+        )
+    };
+    let published = |m: &Metrics| {
+        m.sum(
+            "messaging_client_sent_messages_total",
+            &[
+                ("crm_outbox_source", "referrals"),
+                ("messaging_system", "rabbitmq"),
+            ],
+        )
+    };
+    let consumed = |m: &Metrics| {
+        m.sum(
+            "messaging_client_consumed_messages_total",
+            &[("crm_message_outcome", "processed")],
+        )
+    };
+    let streams = |m: &Metrics| m.sum("crm_work_items_watch_streams", &[]);
+    let before = app.metrics().await;
+
+    let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
+    let mut stream = app
+        .referrals()
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let teller = app.token("B-001-T-1", Role::Teller, "B-001");
+    app.referrals()
+        .create_referral(with_token(
+            &teller,
+            pb::CreateReferralRequest {
+                idempotency_key: "metrics-1".into(),
+                client_id: "C-000001".into(),
+                need: pb::Need::WealthManagement as i32,
+                priority: pb::Priority::High as i32,
+                note: "asked about deposits".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // A call without a token: UNAUTHENTICATED (16), counted under its code.
+    let unauthenticated = app
+        .referrals()
+        .create_referral(pb::CreateReferralRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the work item reaches the RM")
+        .unwrap()
+        .unwrap();
+
+    let after = app.metrics().await;
+    assert_eq!(created_ok(&after) - created_ok(&before), 1.0, "{}", after.0);
+    assert_eq!(refused(&after) - refused(&before), 1.0);
+    assert!(
+        after.sum(
+            "rpc_server_call_duration_seconds_bucket",
+            &[("rpc_method", "CreateReferral"), ("le", "+Inf")]
+        ) >= 2.0,
+        "latency is a histogram with buckets"
+    );
+    assert!(
+        published(&after) > published(&before),
+        "the relay published"
+    );
+    // The other services take the referral's news a moment later.
+    let consumed_before = consumed(&before);
+    app.wait_for_metric("messages processed", consumed, |now| now > consumed_before)
+        .await;
+    assert!(
+        app.metrics()
+            .await
+            .has("messaging_process_duration_seconds_bucket"),
+        "handler latency"
+    );
+    assert_eq!(streams(&after) - streams(&before), 1.0, "one open stream");
+    // Figures no caller's id ever labels.
+    for id in ["C-000001", "B-001-RM-1", "metrics-1"] {
+        assert!(!after.0.contains(id), "{id} is in the metrics");
+    }
+
+    // Gauges refreshed by the health loop: the pool, the database, the broker,
+    // and the referrals outbox backlog (drained, so 0).
+    app.wait_for_metric(
+        "the outbox backlog gauge",
+        |m| {
+            if m.has("crm_outbox_pending") {
+                m.sum("crm_outbox_pending", &[("crm_outbox_source", "referrals")])
+            } else {
+                -1.0
+            }
+        },
+        |pending| pending == 0.0,
+    )
+    .await;
+    let gauges = app.metrics().await;
+    assert_eq!(gauges.sum("crm_database_up", &[]), 1.0);
+    assert_eq!(gauges.sum("crm_broker_up", &[]), 1.0);
+    assert!(gauges.has("db_client_connection_max"));
+    assert!(gauges.sum("db_client_connection_count", &[]) >= 1.0);
+    assert!(gauges.has("crm_outbox_oldest_pending_age_seconds"));
+
+    drop(stream);
+    app.wait_for_metric("open streams", streams, |open| open == streams(&before))
+        .await;
+    app.stop().await;
+}
