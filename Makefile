@@ -4,10 +4,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+BUF_VERSION ?= 1.75.0
 export CRM_TEST_DATABASE_URL ?= $(PG_URL)
 export CRM_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 
-.PHONY: run serve test test-fast services lint bench chaos up build
+.PHONY: run serve test test-fast services lint api-baseline bench chaos up build
 
 ## run: the demo on the embedded default (SQLite + in-process transport). The first
 ## build takes minutes on a fresh machine, so it shows its progress; the demo after
@@ -71,7 +72,14 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@command -v cargo-machete >/dev/null || $(CARGO) install --locked cargo-machete@0.9.2
 	cargo machete
-	cd proto && npx --yes @bufbuild/buf@1.75.0 lint
+	cd proto && npx --yes @bufbuild/buf@$(BUF_VERSION) lint
+	cd proto && npx --yes @bufbuild/buf@$(BUF_VERSION) breaking --against api-baseline.binpb
+
+## api-baseline: the API image `make lint` holds every change to (buf breaking). Run it
+## only in a commit that says it breaks compatibility on purpose: the teller app, the
+## RM mobile backend and the scheduler jobs are built against the baseline.
+api-baseline:
+	cd proto && npx --yes @bufbuild/buf@$(BUF_VERSION) build -o api-baseline.binpb
 
 ## up: the distributed mode in containers (needs a container engine)
 up:

@@ -401,6 +401,18 @@ async fn spans_follow_the_conventions_across_processes() {
         create.attribute("rpc.grpc.status_code").as_deref(),
         Some("0")
     );
+    // Its statements, as database client spans (the SQL with placeholders only).
+    let statement = receiver
+        .wait_for("a database span", referral_trace, |span| {
+            span.service_name == "crm-referrals" && span.attribute("db.system").is_some()
+        })
+        .await;
+    assert_eq!(statement.kind, SpanKind::Client as i32);
+    assert_eq!(
+        statement.attribute("db.system").as_deref(),
+        Some("postgresql")
+    );
+    assert!(statement.attribute("db.operation").is_some());
     receiver
         .wait_for("a publish from referrals", referral_trace, |span| {
             span.name.starts_with("publish referral.") && span.service_name == "crm-referrals"
@@ -413,12 +425,17 @@ async fn spans_follow_the_conventions_across_processes() {
             |span| span.name.starts_with("process referral.") && span.service_name == book_name,
         )
         .await;
-    // No span is named by an id.
+    // No span is named by an id, and no statement carries a client's data.
     for span in receiver.0.lock().unwrap().iter() {
         assert!(
             !span.name.contains("C-000001") && !span.name.contains("B-001"),
             "{}",
             span.name
+        );
+        let statement = span.attribute("db.statement").unwrap_or_default();
+        assert!(
+            !statement.contains("13812345678") && !statement.contains("Client C-000001"),
+            "{statement}"
         );
     }
 

@@ -1,6 +1,13 @@
 //! The messages services send each other over the bus: their type names (also the
-//! routing keys) and payloads. A payload change that breaks readers bumps the
-//! envelope's schema version.
+//! routing keys) and payloads.
+//!
+//! Compatibility, so replicas of two releases can run side by side in a rolling
+//! upgrade: a payload only gains fields, each new one `#[serde(default)]` (a new
+//! reader takes the old writer's message) and readers ignore fields they don't
+//! know (an old reader takes the new writer's). `tests/message-baseline/v1.json`
+//! holds every type as the previous release wrote it, and a test decodes them with
+//! today's types. A change readers can't take is a new message type, published
+//! beside the old one until every reader has moved.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -54,6 +61,34 @@ pub const CAMPAIGN_TASKS_REQUESTED: &str = "campaign_tasks.requested";
 /// A line of the audit trail written by a service other than the client book,
 /// on its way to the trail (crm-audit).
 pub const AUDIT_RECORDED: &str = "audit.recorded";
+
+/// Every message type of the suite (the compatibility test holds each to its
+/// baseline).
+pub const ALL_MESSAGE_TYPES: &[&str] = &[
+    STAFF_CHANGED,
+    PAIR_CHANGED,
+    BRANCH_CHANGED,
+    COVERAGE_CHANGED,
+    TIER_CHANGED,
+    INTERACTION_LOGGED,
+    REFERRAL_ASSIGNED,
+    REFERRAL_ACCEPTED,
+    REFERRAL_OUTCOME_RECORDED,
+    REFERRAL_REASSIGNED,
+    REFERRAL_ESCALATED,
+    REFERRAL_EXPIRED,
+    REFERRAL_LINKED,
+    WORK_ITEM_CHANGED,
+    BALANCE_AVERAGE_CHANGED,
+    PAYROLL_DETECTED,
+    WORK_ITEMS_REQUESTED,
+    WORK_ITEM_COMPLETED,
+    WORK_ITEMS_ASSIGNED,
+    WORK_ITEMS_WITHDRAWN,
+    CLIENT_PROFILES_CHANGED,
+    CAMPAIGN_TASKS_REQUESTED,
+    AUDIT_RECORDED,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaffChanged {
