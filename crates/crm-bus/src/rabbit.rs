@@ -7,7 +7,7 @@
 //! consumers re-subscribe; the broker redelivers what was not acked.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -38,7 +38,12 @@ const QUEUE_HEADER: &str = "x-crm-death-queue";
 const FEED_EXCHANGE_HEADER: &str = "x-crm-feed-exchange";
 
 pub struct RabbitBus {
-    url: String,
+    /// One broker, or the nodes of one cluster.
+    urls: Vec<String>,
+    /// The node to try first: the last that answered.
+    preferred_url: AtomicUsize,
+    /// A CA of the bank's own for `amqps://` (PEM); none: the system's roots.
+    ca_pem: Option<String>,
     topology: Topology,
     shutdown: CancellationToken,
     /// The relay's and the consumers' connection.
@@ -134,9 +139,17 @@ fn envelope_of(delivery: &lapin::message::Delivery) -> Envelope {
 }
 
 impl RabbitBus {
-    pub fn new(url: &str, topology: Topology, shutdown: CancellationToken) -> Self {
+    /// `urls`: one address, or several comma-separated (a cluster's nodes).
+    pub fn new(urls: &str, topology: Topology, shutdown: CancellationToken) -> Self {
         Self {
-            url: url.to_owned(),
+            urls: urls
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            preferred_url: AtomicUsize::new(0),
+            ca_pem: None,
             topology,
             shutdown,
             connection: Mutex::new(None),
@@ -146,8 +159,57 @@ impl RabbitBus {
         }
     }
 
+    /// Trusts `ca_pem` (a PEM CA) for `amqps://` connections.
+    #[must_use]
+    pub fn with_ca(mut self, ca_pem: Option<String>) -> Self {
+        self.ca_pem = ca_pem;
+        self
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// A connection to the first node that answers, starting with the one that
+    /// answered last: a node stopped, or lost with its machine, costs one refused
+    /// (or timed-out) attempt, then the next node of the cluster takes over.
+    async fn connect_any(&self) -> Result<Connection, BusError> {
+        let count = self.urls.len().max(1);
+        let first = self.preferred_url.load(Ordering::Relaxed);
+        let mut last_error = BusError::Connect("no broker address (CRM_AMQP_URL)".to_owned());
+        for offset in 0..count {
+            let index = (first + offset) % count;
+            let Some(url) = self.urls.get(index) else {
+                break;
+            };
+            let runtime =
+                lapin::runtime::default_runtime().map_err(|e| BusError::Connect(e.to_string()))?;
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: self.ca_pem.clone(),
+            };
+            let attempt = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                Connection::connect_with_config(url, ConnectionProperties::default(), tls, runtime),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(connection)) => {
+                    if index != first {
+                        tracing::warn!(
+                            node = index + 1,
+                            of = count,
+                            "the broker node in use is gone; connected to another"
+                        );
+                    }
+                    self.preferred_url.store(index, Ordering::Relaxed);
+                    return Ok(connection);
+                }
+                Ok(Err(error)) => last_error = BusError::Connect(error.to_string()),
+                Err(_) => last_error = BusError::Timeout,
+            }
+        }
+        Err(last_error)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -178,14 +240,7 @@ impl RabbitBus {
             self.connected.store(false, Ordering::Relaxed);
         }
         *current = None;
-        let connection = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect(&self.url, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| BusError::Timeout)?
-        .map_err(|e| BusError::Connect(e.to_string()))?;
-        let connection = Arc::new(connection);
+        let connection = Arc::new(self.connect_any().await?);
         let channel = connection.create_channel().await?;
         self.declare_on(&channel).await?;
         let _ = channel.close(200, "topology declared".into()).await;

@@ -16,9 +16,14 @@ const IN_PROCESS_SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from
 
 #[derive(Debug, Clone)]
 pub struct BusConfig {
-    /// `amqp://…`; unset selects the in-process transport.
-    /// Its password never prints: `Debug` shows `[REDACTED]`.
+    /// `amqp://…` or `amqps://…`, or several comma-separated (the nodes of one
+    /// cluster: a connection goes to the next when one is gone); unset selects
+    /// the in-process transport. Its password never prints: `Debug` shows
+    /// `[REDACTED]`.
     pub amqp_url: Option<SecretString>,
+    /// The CA (PEM) that signed the brokers' certificates, for `amqps://` to a
+    /// broker with the bank's own certificate; unset: the system's roots.
+    pub amqp_ca_pem: Option<String>,
     /// Prefixed to every exchange and queue name (tests use one per test).
     pub prefix: String,
     pub ephemeral: bool,
@@ -40,7 +45,9 @@ impl Bus {
     pub async fn start(config: &BusConfig, shutdown: CancellationToken) -> Result<Bus, BusError> {
         let topology = Topology::new(&config.prefix, config.ephemeral, config.queues.clone());
         let bus = match config.amqp_url.as_ref().map(ExposeSecret::expose_secret) {
-            Some(url) => Bus::Rabbit(Arc::new(RabbitBus::new(url, topology, shutdown))),
+            Some(urls) => Bus::Rabbit(Arc::new(
+                RabbitBus::new(urls, topology, shutdown).with_ca(config.amqp_ca_pem.clone()),
+            )),
             None => Bus::InProcess(Arc::new(InProcessBus::new(topology, shutdown))),
         };
         bus.declare_topology().await?;

@@ -31,6 +31,9 @@ pub struct Infra {
     pub settings: ModuleSettings,
     /// Where `/metrics` is served, when `CRM_METRICS_ADDR` asked for it.
     pub metrics_addr: Option<SocketAddr>,
+    /// How a service calls another over gRPC: TLS (mutual when the servers ask
+    /// for client certificates) when this process serves TLS.
+    pub grpc_client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,15 +95,15 @@ impl App {
         let keys = settings.jwt_keys()?;
         let vault = settings.vault()?;
         let database_url = settings.database_url()?;
-        let mut server = Server::bind(settings.listen_addr).await?;
+        let mut server = Server::bind(settings.listen_addr, settings.server_tls()?).await?;
         let metrics_addr = match settings.metrics_addr {
             Some(addr) => Some(crate::metrics_endpoint::serve(addr, shutdown.clone()).await?),
             None => None,
         };
-        let starting = server.serve_health_while_starting();
+        let starting = server.serve_health_while_starting()?;
         let db = crm_store::connect(&database_url, settings.database_schema.as_deref()).await?;
         module::migrate(&db, &mounted).await?;
-        let bus = Bus::start(&settings.bus_config(suite), shutdown.clone()).await?;
+        let bus = Bus::start(&settings.bus_config(suite)?, shutdown.clone()).await?;
         let infra = Infra {
             db,
             bus,
@@ -111,6 +114,7 @@ impl App {
             calendar: settings.business_calendar(),
             settings: sections.clone(),
             metrics_addr,
+            grpc_client_tls: settings.client_tls()?,
         };
         for module in &mounted {
             module

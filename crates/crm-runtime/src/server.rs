@@ -40,6 +40,8 @@ pub struct Server {
     startup_routes: RoutesBuilder,
     health: tonic_health::server::HealthReporter,
     service_names: Vec<&'static str>,
+    /// TLS (mutual when it names client CAs) for both servers on the port.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Health answering NOT_SERVING while the process starts (migrations, the
@@ -83,8 +85,12 @@ fn incoming(listener: Arc<TcpListener>) -> impl Stream<Item = std::io::Result<Tc
 
 impl Server {
     /// Binds now, with health and reflection (v1 and v1alpha) already mounted;
-    /// health says NOT_SERVING until [`Server::serve`].
-    pub async fn bind(addr: SocketAddr) -> Result<Server, ServerError> {
+    /// health says NOT_SERVING until [`Server::serve`]. With `tls`, every
+    /// connection is TLS.
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -118,6 +124,7 @@ impl Server {
             startup_routes,
             health,
             service_names: Vec::new(),
+            tls,
         })
     }
 
@@ -127,9 +134,10 @@ impl Server {
 
     /// Serves health (NOT_SERVING) and reflection on the port until the returned
     /// handle is finished or dropped.
-    pub fn serve_health_while_starting(&self) -> StartingUp {
+    pub fn serve_health_while_starting(&self) -> Result<StartingUp, ServerError> {
         let stop = CancellationToken::new();
-        let serving = tonic::transport::Server::builder()
+        let serving = self
+            .builder()?
             .add_routes(self.startup_routes.clone().routes())
             .serve_with_incoming_shutdown(
                 incoming(self.listener.clone()),
@@ -140,10 +148,19 @@ impl Server {
                 tracing::warn!(%error, "startup health server failed");
             }
         });
-        StartingUp {
+        Ok(StartingUp {
             stop: Some(stop.drop_guard()),
             served,
-        }
+        })
+    }
+
+    /// A tonic server, over TLS when the process has a certificate.
+    fn builder(&self) -> Result<tonic::transport::Server, ServerError> {
+        let builder = tonic::transport::Server::builder();
+        Ok(match &self.tls {
+            Some(tls) => builder.tls_config(tls.clone())?,
+            None => builder,
+        })
     }
 
     /// Mounts a service; `name` is its full gRPC name, reported by health.
@@ -225,7 +242,8 @@ impl Server {
                 .await;
         });
         let connections = incoming(self.listener.clone());
-        let serving = tonic::transport::Server::builder()
+        let serving = self
+            .builder()?
             // Outermost, so it sees the status the client will.
             .layer(RpcMetricsLayer)
             .layer(tower::util::MapResponseLayer::new(

@@ -34,9 +34,31 @@ pub struct Settings {
     /// PostgreSQL schema for this process's tables (one per service in production).
     #[arg(long, env = "CRM_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
-    /// `amqp://…`; unset: the in-process transport.
+    /// `amqp://…` or `amqps://…`; several comma-separated for the nodes of one
+    /// RabbitMQ cluster (the next is used when one is gone); unset: the
+    /// in-process transport.
     #[arg(long, env = "CRM_AMQP_URL")]
     pub amqp_url: Option<String>,
+    /// The CA certificate (PEM file) that signed the brokers' certificates, for
+    /// `amqps://`; unset: the system's roots.
+    #[arg(long, env = "CRM_AMQP_CA_CERT")]
+    pub amqp_ca_cert: Option<PathBuf>,
+    /// This server's certificate chain (PEM file): gRPC over TLS. With
+    /// CRM_TLS_KEY.
+    #[arg(long, env = "CRM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// This server's private key (PEM file).
+    #[arg(long, env = "CRM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: callers must present a certificate signed by this CA (PEM).
+    /// The services' own calls to each other then present CRM_TLS_CERT.
+    #[arg(long, env = "CRM_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) the services' certificates chain to, trusted when one service
+    /// calls another over gRPC (events asks the client book); unset:
+    /// CRM_TLS_CLIENT_CA, else the system's roots.
+    #[arg(long, env = "CRM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Prefixed to every exchange and queue name.
     #[arg(long, env = "CRM_QUEUE_PREFIX", default_value = "")]
     pub queue_prefix: String,
@@ -106,6 +128,10 @@ impl std::fmt::Debug for Settings {
             )
             .field("database_schema", &self.database_schema)
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field("amqp_ca_cert", &self.amqp_ca_cert)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("tls_ca", &self.tls_ca)
             .field("queue_prefix", &self.queue_prefix)
             .field("jwt_secret", &self.jwt_secret)
             .field("jwt_public_key", &self.jwt_public_key)
@@ -119,13 +145,29 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// A PEM file's text, or which file could not be read.
+fn read_text(path: &std::path::Path) -> Result<String, SettingsError> {
+    std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// Reads a secret straight into a type that never prints it.
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value))
 }
 
-/// `scheme://user:password@host/…` → `scheme://user:***@host/…`.
-fn redact_url(url: &str) -> String {
+/// `scheme://user:password@host/…` → `scheme://user:***@host/…`, each of a
+/// comma-separated list (a cluster's nodes).
+fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
@@ -215,13 +257,54 @@ impl Settings {
 
     /// The bus of a process in `suite`: this process's transport and prefix, and
     /// every consuming service's queue.
-    pub fn bus_config(&self, suite: &[&dyn crate::ServiceModule]) -> crm_bus::BusConfig {
-        crm_bus::BusConfig {
+    pub fn bus_config(
+        &self,
+        suite: &[&dyn crate::ServiceModule],
+    ) -> Result<crm_bus::BusConfig, SettingsError> {
+        Ok(crm_bus::BusConfig {
             amqp_url: self.amqp_url.as_deref().map(SecretString::from),
+            amqp_ca_pem: self.amqp_ca_cert.as_deref().map(read_text).transpose()?,
             prefix: self.queue_prefix.clone(),
             ephemeral: self.ephemeral_queues,
             queues: crate::module::suite_queues(suite),
+        })
+    }
+
+    /// gRPC over TLS, when CRM_TLS_CERT and CRM_TLS_KEY are set; mutual when
+    /// CRM_TLS_CLIENT_CA is.
+    pub fn server_tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, SettingsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let identity = tonic::transport::Identity::from_pem(read_text(cert)?, read_text(key)?);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(client_ca) = &self.tls_client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read_text(
+                client_ca,
+            )?));
         }
+        Ok(Some(tls))
+    }
+
+    /// How this process calls another service of the suite over gRPC: TLS when
+    /// its own server is TLS, trusting CRM_TLS_CA (else CRM_TLS_CLIENT_CA, else
+    /// the system's roots), and presenting its certificate under mutual TLS.
+    pub fn client_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>, SettingsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        tls = match self.tls_ca.as_ref().or(self.tls_client_ca.as_ref()) {
+            Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read_text(ca)?)),
+            None => tls.with_native_roots(),
+        };
+        if self.tls_client_ca.is_some() {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read_text(cert)?,
+                read_text(key)?,
+            ));
+        }
+        Ok(Some(tls))
     }
 
     /// Business hours with the bank's holidays and make-up days; each branch
@@ -251,6 +334,11 @@ impl Settings {
             database_url: Some(database_url),
             database_schema,
             amqp_url,
+            amqp_ca_cert: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_ca: None,
             queue_prefix,
             ephemeral_queues: true,
             jwt_secret: Some(SecretString::from(jwt_secret)),
@@ -311,6 +399,10 @@ mod tests {
         assert_eq!(
             redact_url("postgres://127.0.0.1/crm"),
             "postgres://127.0.0.1/crm"
+        );
+        assert_eq!(
+            redact_url("amqp://u:secret1@node-1:5672,amqps://u:secret2@node-2:5671"),
+            "amqp://u:***@node-1:5672,amqps://u:***@node-2:5671"
         );
     }
 }

@@ -134,12 +134,20 @@ async fn spawn_process_with_sections(
     let addr = app.local_addr().unwrap();
     let db = app.infra().db.clone();
     let metrics_addr = app.infra().metrics_addr;
+    // The test calls as the services call each other: over TLS (with the
+    // process's own certificate under mutual TLS) when the server is TLS.
+    let client_tls = app.infra().grpc_client_tls.clone();
     let server = tokio::spawn(app.run());
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let scheme = if client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}")).unwrap();
+    if let Some(tls) = client_tls {
+        endpoint = endpoint.tls_config(tls).unwrap();
+    }
+    let channel = endpoint.connect().await.unwrap();
     TestApp {
         backend,
         addr,
@@ -274,6 +282,7 @@ impl TestApp {
     pub async fn operator_bus(&self) -> crm_bus::Bus {
         let config = crm_bus::BusConfig {
             amqp_url: (self.backend == Backend::Distributed).then(|| amqp_url().into()),
+            amqp_ca_pem: None,
             prefix: self.queue_prefix.clone(),
             ephemeral: true,
             queues: crm_runtime::suite_queues(crm::MODULES),
@@ -708,6 +717,7 @@ pub async fn bus(backend: Backend) -> crm_bus::Bus {
     install_for_tests();
     let config = crm_bus::BusConfig {
         amqp_url: (backend == Backend::Distributed).then(|| amqp_url().into()),
+        amqp_ca_pem: None,
         prefix: format!("{}.", unique_name("bus")),
         ephemeral: true,
         queues: crm_runtime::suite_queues(crm::MODULES),
@@ -863,5 +873,64 @@ impl Metrics {
         self.0
             .lines()
             .any(|line| line.starts_with(name) && !line.starts_with('#'))
+    }
+}
+
+/// A certificate authority a test makes, and the PEM files it issues, in a
+/// folder of the test's own (removed when dropped).
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub folder: std::path::PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "CRM test bank CA");
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let folder = std::env::temp_dir().join(unique_name("tls"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("ca.pem"), issuer.pem()).unwrap();
+        TestCa { issuer, folder }
+    }
+
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.folder.join("ca.pem")
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) signed by this CA:
+    /// the paths of its certificate and key files, `<file>.pem` and `<file>.key`.
+    pub fn issue(&self, file: &str, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, file);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_path, key_path) = (
+            self.folder.join(format!("{file}.pem")),
+            self.folder.join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_path, certificate.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.folder).ok();
     }
 }

@@ -10,7 +10,7 @@ pub async fn run(action: DeadLetterAction, settings: &crm_runtime::Settings) -> 
     }
     crm_runtime::install_crypto_provider();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let bus = crm_bus::Bus::start(&settings.bus_config(crm::MODULES), shutdown.clone()).await?;
+    let bus = crm_bus::Bus::start(&settings.bus_config(crm::MODULES)?, shutdown.clone()).await?;
     match action {
         DeadLetterAction::List { limit } => {
             let letters = bus.dead_letters(limit).await?;

@@ -31,11 +31,22 @@ pub struct ClientBook {
 
 impl ClientBook {
     /// The client book at `url` (`http://clients:50051`); connects on first use.
-    pub fn new(url: &str, keys: Arc<JwtKeys>) -> Result<ClientBook, String> {
-        let channel = Channel::from_shared(url.to_owned())
+    /// `tls`: how the process calls its peers (TLS, mutual when asked), when its
+    /// own server is TLS.
+    pub fn new(
+        url: &str,
+        keys: Arc<JwtKeys>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<ClientBook, String> {
+        let mut endpoint = Channel::from_shared(url.to_owned())
             .map_err(|error| format!("client book address {url:?}: {error}"))?
-            .connect_timeout(ASK_TIMEOUT)
-            .connect_lazy();
+            .connect_timeout(ASK_TIMEOUT);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|error| format!("client book TLS: {error}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(ClientBook { channel, keys })
     }
 

@@ -280,14 +280,21 @@ impl crm_runtime::ServiceModule for Module {
             client_book: client_book::ClientBook::new(
                 &match &settings.client_book_url {
                     Some(url) => url.clone(),
+                    // This process's own server, which holds the client book.
                     None => format!(
-                        "http://{}",
+                        "{}://{}",
+                        if infra.grpc_client_tls.is_some() {
+                            "https"
+                        } else {
+                            "http"
+                        },
                         server
                             .local_addr()
                             .map_err(crm_runtime::ModuleError::failed)?
                     ),
                 },
                 infra.auth.keys().clone(),
+                infra.grpc_client_tls.clone(),
             )
             .map_err(|error| crm_runtime::ModuleError::Failed(error.into()))?,
         };
