@@ -7,8 +7,9 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 BUF_VERSION ?= 1.75.0
 export CRM_TEST_DATABASE_URL ?= $(PG_URL)
 export CRM_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
+export CRM_KUBERNETES_VALIDATE ?= $(CURDIR)/target/tools/venv/bin/kubernetes-validate
 
-.PHONY: run serve test test-fast services lint api-baseline bench chaos up build
+.PHONY: run serve test test-fast services tools lint api-baseline bench chaos up build
 
 ## run: the demo on the embedded default (SQLite + in-process transport). The first
 ## build takes minutes on a fresh machine, so it shows its progress; the demo after
@@ -37,7 +38,7 @@ services:
 ## test: the whole suite against real PostgreSQL and RabbitMQ. Every test file is
 ## found by cargo, none is listed here. Tests that stop or cut the broker or the
 ## database are #[ignore]d and run after the others, alone, one at a time.
-test: services
+test: services tools
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --all-targets -- --ignored --test-threads=1
 
@@ -74,6 +75,15 @@ lint:
 	cargo machete
 	cd proto && npx --yes @bufbuild/buf@$(BUF_VERSION) lint
 	cd proto && npx --yes @bufbuild/buf@$(BUF_VERSION) breaking --against api-baseline.binpb
+
+## tools: what the tests use beyond Rust: kubernetes-validate (the Kubernetes
+## schemas, offline) in a virtualenv under target/tools.
+KUBERNETES_VALIDATE_VERSION ?= 1.37.0
+tools: target/tools/venv/bin/kubernetes-validate
+target/tools/venv/bin/kubernetes-validate:
+	python3 -m venv target/tools/venv
+	target/tools/venv/bin/pip install --quiet kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) \
+		|| { echo "could not install kubernetes-validate from PyPI (make tools)" >&2; exit 1; }
 
 ## api-baseline: the API image `make lint` holds every change to (buf breaking). Run it
 ## only in a commit that says it breaks compatibility on purpose: the teller app, the

@@ -147,6 +147,31 @@ async fn a_scrape_after_a_referral_shows_the_figures_moved() {
     assert!(gauges.sum("db_client_connection_count", &[]) >= 1.0);
     assert!(gauges.has("crm_outbox_oldest_pending_age_seconds"));
 
+    // A core-banking event taken from the feed moves the silent-feed figure.
+    let payroll = r#"{"eventId": "metrics-pay-1", "clientId": "C-000001",
+        "occurredAt": "2026-11-27T08:00:00Z",
+        "payrollCredit": {"employerId": "EMP-ACME",
+                          "amount": {"minorUnits": "2500000", "currency": "CNY"}}}"#;
+    app.publish_to_feed(
+        "corebank.events",
+        "application/json",
+        "metrics-m-1",
+        payroll.as_bytes(),
+    )
+    .await;
+    app.wait_for_metric(
+        "the feed's last event time",
+        |m| m.sum("crm_events_feed_last_event_timestamp_seconds", &[]),
+        |at| at > 1.7e9,
+    )
+    .await;
+    assert!(
+        app.metrics().await.sum(
+            "crm_events_feed_messages_total",
+            &[("crm_message_outcome", "processed")]
+        ) >= 1.0
+    );
+
     drop(stream);
     app.wait_for_metric("open streams", streams, |open| open == streams(&before))
         .await;

@@ -168,7 +168,10 @@ impl FeedConsumer {
             return;
         }
         match self.take_retrying(&events).await {
-            Ok(()) => self.ack_all(good).await,
+            Ok(()) => {
+                record_taken(good.len());
+                self.ack_all(good).await;
+            }
             // Shutting down mid-retry: returned to the queue for whoever is next.
             Err(HandlerError::Transient(reason)) => {
                 tracing::warn!(%reason, "feed batch returned to the queue at shutdown");
@@ -180,7 +183,10 @@ impl FeedConsumer {
                 tracing::warn!(%error, "feed batch failed; taking its messages one by one");
                 for (delivery, event) in good.into_iter().zip(events) {
                     match self.take_retrying(std::slice::from_ref(&event)).await {
-                        Ok(()) => self.ack_all(vec![delivery]).await,
+                        Ok(()) => {
+                            record_taken(1);
+                            self.ack_all(vec![delivery]).await;
+                        }
                         Err(HandlerError::Transient(_)) => {
                             let _ = delivery.nack(true).await;
                         }
@@ -236,6 +242,13 @@ impl FeedConsumer {
     }
 
     async fn dead_letter(&self, delivery: Delivery, reason: &str) {
+        FEED_METRICS.messages.add(
+            1,
+            &[opentelemetry::KeyValue::new(
+                "crm.message.outcome",
+                "dead_lettered",
+            )],
+        );
         let message_id = delivery.envelope.message_id.clone();
         tracing::error!(%message_id, %reason, "feed message dead-lettered");
         let exchange = self.bus.topology().feed_exchange(FEED);
@@ -248,4 +261,39 @@ impl FeedConsumer {
             tracing::warn!(%error, "could not dead-letter a feed message");
         }
     }
+}
+
+struct FeedMetrics {
+    messages: opentelemetry::metrics::Counter<u64>,
+    last_taken: opentelemetry::metrics::Gauge<f64>,
+}
+
+/// The feed as operations watch it: messages taken or dead-lettered, and when the
+/// last event was taken (the silent-feed alert reads how long ago that was).
+static FEED_METRICS: std::sync::LazyLock<FeedMetrics> = std::sync::LazyLock::new(|| {
+    let meter = crm_telemetry::meter();
+    FeedMetrics {
+        messages: meter
+            .u64_counter("crm.events.feed.messages")
+            .with_description("Core-banking feed messages, taken or dead-lettered")
+            .build(),
+        last_taken: meter
+            .f64_gauge("crm.events.feed.last_event_timestamp")
+            .with_unit("s")
+            .with_description("When the last core-banking event was taken (Unix time)")
+            .build(),
+    }
+});
+
+fn record_taken(messages: usize) {
+    FEED_METRICS.messages.add(
+        u64::try_from(messages).unwrap_or(u64::MAX),
+        &[opentelemetry::KeyValue::new(
+            "crm.message.outcome",
+            "processed",
+        )],
+    );
+    #[allow(clippy::cast_precision_loss)] // Unix milliseconds: exact in f64 for ages
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    FEED_METRICS.last_taken.record(now, &[]);
 }
