@@ -253,7 +253,7 @@ async fn the_hot_queries_use_their_indexes_on_a_young_table() {
 
     let retry_check = crm_referrals::create::earlier_request_query(
         Some(&crm_referrals::create::request_key("B-001-T-1", "key-1")),
-        "client:C-000001:loan",
+        &["client:C-000001:loan".to_owned()],
     );
     let plan = generic_plan(&app.db, build(&retry_check)).await;
     assert!(!plan.contains("Seq Scan"), "{plan}");

@@ -169,6 +169,7 @@ impl CampaignsBench {
             &[],
             sections.clone(),
             crm_domain::sla::BusinessCalendar::default(),
+            None,
         )
         .await?;
         let job_secs = started.elapsed().as_secs_f64();

@@ -133,6 +133,24 @@ pub struct CoverageChanged {
     /// referrals service link a walk-in's referral once they become a client.
     #[serde(default)]
     pub phone_hash: String,
+    /// The phone's hash under every key the client book holds (the current one
+    /// and those CRM_PII_KEY replaced): a walk-in recorded before a key rotation
+    /// is still linked.
+    #[serde(default)]
+    pub phone_hashes: Vec<String>,
+}
+
+impl CoverageChanged {
+    /// Every hash a walk-in's phone may have been recorded under.
+    pub fn every_phone_hash(&self) -> Vec<String> {
+        let mut hashes: Vec<String> = std::iter::once(&self.phone_hash)
+            .chain(&self.phone_hashes)
+            .filter(|hash| !hash.is_empty())
+            .cloned()
+            .collect();
+        hashes.dedup();
+        hashes
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -132,6 +132,7 @@ impl App {
                 db: infra.db.clone(),
                 settings: infra.settings.clone(),
                 calendar: infra.calendar.clone(),
+                vault: infra.vault.clone(),
                 jobs: mounted.iter().flat_map(|module| module.jobs()).collect(),
             }
             .spawn(&infra.tasks, infra.shutdown.clone());

@@ -307,6 +307,7 @@ pub struct Scheduler {
     pub db: Db,
     pub settings: crate::ModuleSettings,
     pub calendar: crm_domain::sla::BusinessCalendar,
+    pub vault: std::sync::Arc<crm_store::Vault>,
     pub jobs: Vec<Job>,
 }
 
@@ -326,6 +327,7 @@ impl Scheduler {
                 self.calendar.clone(),
                 shutdown.clone(),
             );
+            let vault = Some(self.vault.clone());
             tasks.spawn(async move {
                 let schedule = job.schedule.unwrap_or_default();
                 loop {
@@ -357,6 +359,7 @@ impl Scheduler {
                         settings: settings.clone(),
                         args,
                         calendar: calendar.clone(),
+                        vault: vault.clone(),
                     };
                     match run_recorded(&job, context).await {
                         Ok(summary) => tracing::info!(job = job.name, %summary, "scheduled job ran"),

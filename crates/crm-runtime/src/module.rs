@@ -138,6 +138,18 @@ pub struct JobContext {
     /// The job's own flags (see [`Job::args`]).
     pub args: ArgMatches,
     pub calendar: BusinessCalendar,
+    /// Personal data's keys, for the jobs that re-seal it; `None` where
+    /// CRM_PII_KEY is not set (the other jobs don't need it).
+    pub vault: Option<std::sync::Arc<crm_store::Vault>>,
+}
+
+impl JobContext {
+    /// The personal-data keys, for a job that needs them: CRM_PII_KEY must be set.
+    pub fn vault(&self) -> Result<std::sync::Arc<crm_store::Vault>, ModuleError> {
+        self.vault
+            .clone()
+            .ok_or(ModuleError::Settings(SettingsError::NoPiiKey))
+    }
 }
 
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<String, ModuleError>> + Send>>;

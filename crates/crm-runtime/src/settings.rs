@@ -91,6 +91,17 @@ pub struct Settings {
     /// phone numbers at rest and keys their lookup hashes and page tokens.
     #[arg(long, env = "CRM_PII_KEY", hide_env_values = true, value_parser = secret)]
     pub pii_key: Option<SecretString>,
+    /// The keys CRM_PII_KEY replaced (comma-separated, newest first): what they
+    /// sealed still opens and is still found, until `crm jobs reseal-client-pii`
+    /// and `reseal-referral-pii` have re-sealed it under the current key.
+    #[arg(
+        long,
+        env = "CRM_PII_PREVIOUS_KEYS",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_parser = secret
+    )]
+    pub pii_previous_keys: Vec<SecretString>,
     /// Weekdays the bank is closed (YYYY-MM-DD, local dates), e.g. the Spring
     /// Festival and National Day holidays: SLA clocks don't run on them.
     #[arg(long, env = "CRM_BANK_HOLIDAYS", value_delimiter = ',')]
@@ -139,6 +150,7 @@ impl std::fmt::Debug for Settings {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_max_lifetime_minutes", &self.jwt_max_lifetime_minutes)
             .field("pii_key", &self.pii_key)
+            .field("pii_previous_keys", &self.pii_previous_keys)
             .field("bank_holidays", &self.bank_holidays)
             .field("bank_workdays", &self.bank_workdays)
             .finish()
@@ -252,7 +264,10 @@ impl Settings {
 impl Settings {
     pub fn vault(&self) -> Result<Arc<Vault>, SettingsError> {
         let key = self.pii_key.as_ref().ok_or(SettingsError::NoPiiKey)?;
-        Ok(Arc::new(Vault::from_base64(key)?))
+        Ok(Arc::new(Vault::with_previous_keys(
+            key,
+            &self.pii_previous_keys,
+        )?))
     }
 
     /// The bus of a process in `suite`: this process's transport and prefix, and
@@ -347,6 +362,7 @@ impl Settings {
             jwt_audience: None,
             jwt_max_lifetime_minutes: 720,
             pii_key: Some(Vault::generate_key()?),
+            pii_previous_keys: Vec::new(),
             bank_holidays: Vec::new(),
             bank_workdays: Vec::new(),
             bank_time_zone: chrono_tz::Asia::Shanghai,

@@ -12,6 +12,7 @@ pub mod copies;
 pub mod db;
 pub mod jobs;
 pub mod migration_steps;
+pub mod pages;
 pub mod vault;
 pub mod write_batch;
 

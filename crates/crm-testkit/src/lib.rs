@@ -53,6 +53,8 @@ pub struct TestApp {
     pub queue_prefix: String,
     /// Where `/metrics` answers, when the settings asked for it.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The app's personal-data keys (the re-seal jobs take them).
+    pub vault: std::sync::Arc<crm_store::Vault>,
     keys: JwtKeys,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), crm_runtime::AppError>>,
@@ -134,6 +136,7 @@ async fn spawn_process_with_sections(
     let addr = app.local_addr().unwrap();
     let db = app.infra().db.clone();
     let metrics_addr = app.infra().metrics_addr;
+    let vault = app.infra().vault.clone();
     // The test calls as the services call each other: over TLS (with the
     // process's own certificate under mutual TLS) when the server is TLS.
     let client_tls = app.infra().grpc_client_tls.clone();
@@ -155,6 +158,7 @@ async fn spawn_process_with_sections(
         db,
         queue_prefix,
         metrics_addr,
+        vault,
         keys: JwtKeys::hs256(&secrecy::SecretString::from(TEST_JWT_SECRET)).unwrap(),
         shutdown,
         server,
@@ -309,6 +313,7 @@ impl TestApp {
             args,
             crm_runtime::ModuleSettings::defaults(crm::MODULES).unwrap(),
             crm_domain::sla::BusinessCalendar::default(),
+            Some(self.vault.clone()),
         )
         .await
     }

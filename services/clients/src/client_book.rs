@@ -44,8 +44,10 @@ async fn announce_coverage(
     transaction: &impl ConnectionTrait,
     model: &client::Model,
     reason: &str,
+    vault: &crm_store::Vault,
 ) -> Result<()> {
     let message = CoverageChanged {
+        phone_hashes: vault.lookup_hashes(&vault.open(&model.phone)?),
         client_id: model.client_id.clone(),
         home_branch_id: model.home_branch_id.clone(),
         primary_rm_id: model.primary_rm_id.clone(),
@@ -251,7 +253,13 @@ impl ClientBook {
             }
         };
         if routing_relevant {
-            announce_coverage(&transaction, &stored, "client record changed").await?;
+            announce_coverage(
+                &transaction,
+                &stored,
+                "client record changed",
+                &self.state.vault,
+            )
+            .await?;
         }
         tiering::announce_if_changed(&transaction, &stored, previous_tier).await?;
         client_profile::announce(&transaction, &stored, &self.state.tiers.thresholds).await?;
@@ -460,7 +468,7 @@ impl ClientBook {
         let entry =
             Entry::allowed(ASSIGN_COVERAGE, audit_writer::subject(&stored)).with_reason(reason);
         audit_writer::record(&transaction, &actor, [entry]).await?;
-        announce_coverage(&transaction, &stored, reason).await?;
+        announce_coverage(&transaction, &stored, reason, &self.state.vault).await?;
         client_profile::announce(&transaction, &stored, &self.state.tiers.thresholds).await?;
         transaction.commit().await?;
         self.state.outbox.wake();

@@ -19,6 +19,7 @@ mod directory_events;
 mod error;
 mod interactions;
 mod payroll_feed;
+mod reseal;
 mod search;
 mod settings;
 pub mod store;
@@ -192,6 +193,7 @@ impl crm_runtime::ServiceModule for Module {
         vec![
             directory_events::REPUBLISH_DIRECTORY_JOB,
             client_profile::REPUBLISH_CLIENTS_JOB,
+            reseal::RESEAL_CLIENT_PII_JOB,
         ]
     }
 }

@@ -114,7 +114,9 @@ impl Filters {
         }
     }
 
-    fn condition(&self, lookup_hash: impl Fn(&Pii) -> String) -> Condition {
+    /// `lookup_hashes`: a phone's hash under every key, so a client sealed before
+    /// a key rotation is still found.
+    fn condition(&self, lookup_hashes: impl Fn(&Pii) -> Vec<String>) -> Condition {
         let mut condition = Condition::all();
         if let Some(client_id) = &self.client_id {
             condition = condition.add(client::Column::ClientId.eq(client_id.as_str()));
@@ -132,7 +134,7 @@ impl Filters {
             );
         }
         if let Some(phone) = &self.phone {
-            condition = condition.add(client::Column::PhoneHash.eq(lookup_hash(phone)));
+            condition = condition.add(client::Column::PhoneHash.is_in(lookup_hashes(phone)));
         }
         if let Some(tier_min) = self.tier_min {
             let tiers: Vec<&str> = [Tier::Mass, Tier::Wealth, Tier::Hnw, Tier::Private]
@@ -257,7 +259,7 @@ impl ClientBook {
         // the merged, de-duplicated rows are the page. With an rm_id filter its
         // three posts drive and the scope rides along as one condition — which an
         // RM searching their own book doesn't need at all.
-        let filter = filters.condition(|phone| vault.lookup_hash(phone));
+        let filter = filters.condition(|phone| vault.lookup_hashes(phone));
         let scope = ClientScope::of(principal);
         let (arms, scope) = match &filters.rm_id {
             Some(rm_id) if principal.role == Role::Rm && rm_id == &principal.staff_id => {

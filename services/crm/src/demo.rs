@@ -371,6 +371,7 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
             &[],
             crm_runtime::ModuleSettings::defaults(crm::MODULES)?,
             crm_domain::sla::BusinessCalendar::default(),
+            None,
         )
         .await
         .map_err(anyhow::Error::from)

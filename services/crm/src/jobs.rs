@@ -36,6 +36,8 @@ pub async fn run(
                 settings: sections.0,
                 args: choice.args,
                 calendar: settings.business_calendar(),
+                // Only the re-seal jobs need it; the others run without CRM_PII_KEY.
+                vault: settings.vault().ok(),
             },
         )
         .await?;

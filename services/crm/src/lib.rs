@@ -52,6 +52,7 @@ pub async fn run_job(
     args: &[&str],
     settings: ModuleSettings,
     calendar: crm_domain::sla::BusinessCalendar,
+    vault: Option<std::sync::Arc<crm_store::Vault>>,
 ) -> Result<String, crm_runtime::ModuleError> {
     let job = jobs()
         .into_iter()
@@ -68,6 +69,7 @@ pub async fn run_job(
             settings,
             args,
             calendar,
+            vault,
         },
     )
     .await

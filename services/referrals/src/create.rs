@@ -132,14 +132,24 @@ pub enum Created {
 }
 
 /// `client:<id>:<need>` or `phone:<lookup hash>:<need>`: unique among open
-/// referrals (a partial unique index holds it under races).
-fn dedupe_key(subject: &Subject, need: Need, vault: &crm_store::Vault) -> String {
+/// referrals (a partial unique index holds it under races). The first is the key
+/// a new referral is stored under; a walk-in's others are its phone's hashes under
+/// the keys CRM_PII_KEY replaced, so an open referral recorded before a rotation
+/// is still found as the duplicate.
+fn dedupe_keys(subject: &Subject, need: Need, vault: &crm_store::Vault) -> Vec<String> {
     match subject {
-        Subject::Client(client_id) => format!("client:{client_id}:{}", need.as_str()),
-        Subject::Prospect { phone, .. } => {
-            format!("phone:{}:{}", vault.lookup_hash(phone), need.as_str())
-        }
+        Subject::Client(client_id) => vec![format!("client:{client_id}:{}", need.as_str())],
+        Subject::Prospect { phone, .. } => vault
+            .lookup_hashes(phone)
+            .into_iter()
+            .map(|hash| phone_dedupe_key(&hash, need.as_str()))
+            .collect(),
     }
+}
+
+/// A walk-in's dedupe key: their phone's lookup hash and the need.
+pub(crate) fn phone_dedupe_key(phone_hash: &str, need: &str) -> String {
+    format!("phone:{phone_hash}:{need}")
 }
 
 /// Names one create request: who asked, and their key.
@@ -153,10 +163,10 @@ pub fn request_key(referrer_id: &str, idempotency_key: &str) -> String {
 /// Two indexed lookups glued by UNION ALL rather than one OR: on a young table
 /// without statistics the planner answers the OR with a sequential scan, and keeps
 /// that cached plan while the table grows (tests/tests/outbox_and_plans.rs).
-pub fn earlier_request_query(own_key: Option<&str>, dedupe_key: &str) -> SelectStatement {
+pub fn earlier_request_query(own_key: Option<&str>, dedupe_keys: &[String]) -> SelectStatement {
     let open: Vec<&str> = ReferralStatus::OPEN.iter().map(|s| s.as_str()).collect();
     let open_duplicate = referral::Entity::find()
-        .filter(referral::Column::DedupeKey.eq(dedupe_key))
+        .filter(referral::Column::DedupeKey.is_in(dedupe_keys))
         .filter(referral::Column::Status.is_in(open))
         .into_query();
     match own_key {
@@ -176,10 +186,10 @@ async fn find_existing(
     db: &impl ConnectionTrait,
     referrer_id: &str,
     idempotency_key: Option<&str>,
-    dedupe_key: &str,
+    dedupe_keys: &[String],
 ) -> Result<Option<Created>> {
     let own_key = idempotency_key.map(|key| request_key(referrer_id, key));
-    let query = earlier_request_query(own_key.as_deref(), dedupe_key);
+    let query = earlier_request_query(own_key.as_deref(), dedupe_keys);
     let backend = db.get_database_backend();
     let rows = referral::Entity::find()
         .from_raw_sql(backend.build(&query))
@@ -206,9 +216,11 @@ pub async fn create_referral(
     let request = parse(input)?;
     let db = &state.db;
     let referrer_id = principal.staff_id.to_string();
-    let dedupe_key = dedupe_key(&request.subject, request.need, &state.vault);
+    let dedupe_keys = dedupe_keys(&request.subject, request.need, &state.vault);
+    // Stored under the current key's; found under any.
+    let dedupe_key = dedupe_keys.first().cloned().unwrap_or_default();
     let key = request.idempotency_key.as_deref();
-    if let Some(existing) = find_existing(db, &referrer_id, key, &dedupe_key).await? {
+    if let Some(existing) = find_existing(db, &referrer_id, key, &dedupe_keys).await? {
         return Ok(existing);
     }
 
@@ -302,7 +314,7 @@ pub async fn create_referral(
         // The same key raced in from a retry, or another teller's referral for
         // the same thing won the race: answer with the winner.
         if is_unique_violation(&error)
-            && let Some(existing) = find_existing(db, &referrer_id, key, &dedupe_key).await?
+            && let Some(existing) = find_existing(db, &referrer_id, key, &dedupe_keys).await?
         {
             return Ok(existing);
         }

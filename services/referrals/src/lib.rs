@@ -14,6 +14,7 @@ mod jobs;
 mod lifecycle;
 mod referral_changes;
 mod requested_work;
+mod reseal;
 
 mod projections;
 mod referral_reads;
@@ -134,7 +135,11 @@ impl crm_runtime::ServiceModule for Module {
     }
 
     fn jobs(&self) -> Vec<crm_runtime::Job> {
-        vec![jobs::REFERRAL_SLA, jobs::RECOUNT_REFERRAL_LOAD]
+        vec![
+            jobs::REFERRAL_SLA,
+            jobs::RECOUNT_REFERRAL_LOAD,
+            reseal::RESEAL_REFERRAL_PII_JOB,
+        ]
     }
 
     fn mount(

@@ -129,7 +129,7 @@ impl MessageHandler for Projections {
                 // included), then rows: the order CreateReferral takes them in.
                 waiting::lock_branches_of(
                     transaction,
-                    waiting::of_client_or_walk_in(&client_id, &message.phone_hash),
+                    waiting::of_client_or_walk_in(&client_id, &message.every_phone_hash()),
                 )
                 .await?;
                 link_walk_ins(transaction, &message).await?;
@@ -322,11 +322,12 @@ async fn link_walk_ins(
     transaction: &DatabaseTransaction,
     message: &CoverageChanged,
 ) -> Result<(), HandlerError> {
-    if message.phone_hash.is_empty() {
+    let phone_hashes = message.every_phone_hash();
+    if phone_hashes.is_empty() {
         return Ok(());
     }
     let walk_ins = referral::Entity::find()
-        .filter(referral::Column::ProspectPhoneHash.eq(message.phone_hash.as_str()))
+        .filter(referral::Column::ProspectPhoneHash.is_in(phone_hashes))
         .filter(referral::Column::ClientId.is_null())
         .all(transaction)
         .await?;

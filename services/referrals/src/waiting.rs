@@ -53,12 +53,13 @@ pub fn of_client(client_id: &str) -> Condition {
     Condition::all().add(referral::Column::ClientId.eq(client_id))
 }
 
-/// Waiting referrals about the client `client_id`, or made for a walk-in with the
-/// phone hash `phone_hash` (who may just have become that client).
-pub fn of_client_or_walk_in(client_id: &str, phone_hash: &str) -> Condition {
+/// Waiting referrals about the client `client_id`, or made for a walk-in whose
+/// phone hashes to one of `phone_hashes` (one per PII key: who may just have
+/// become that client).
+pub fn of_client_or_walk_in(client_id: &str, phone_hashes: &[String]) -> Condition {
     let mut which = Condition::any().add(referral::Column::ClientId.eq(client_id));
-    if !phone_hash.is_empty() {
-        which = which.add(referral::Column::ProspectPhoneHash.eq(phone_hash));
+    if !phone_hashes.is_empty() {
+        which = which.add(referral::Column::ProspectPhoneHash.is_in(phone_hashes));
     }
     which
 }
