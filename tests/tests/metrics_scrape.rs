@@ -145,6 +145,10 @@ async fn a_scrape_after_a_referral_shows_the_figures_moved() {
     assert_eq!(gauges.sum("crm_broker_up", &[]), 1.0);
     assert!(gauges.has("db_client_connection_max"));
     assert!(gauges.sum("db_client_connection_count", &[]) >= 1.0);
+    assert!(
+        gauges.sum("db_client_connection_wait_time_seconds_count", &[]) >= 1.0,
+        "the pool's wait is sampled"
+    );
     assert!(gauges.has("crm_outbox_oldest_pending_age_seconds"));
 
     // A core-banking event taken from the feed moves the silent-feed figure.

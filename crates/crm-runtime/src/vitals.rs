@@ -10,13 +10,14 @@ use std::time::Duration;
 use crm_bus::Bus;
 use crm_store::Db;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::Gauge;
+use opentelemetry::metrics::{Gauge, Histogram};
 
 struct Gauges {
     database_up: Gauge<u64>,
     broker_up: Gauge<u64>,
     connections: Gauge<u64>,
     connections_max: Gauge<u64>,
+    connection_wait: Histogram<f64>,
     outbox_pending: Gauge<u64>,
     outbox_parked: Gauge<u64>,
     outbox_oldest_age: Gauge<f64>,
@@ -43,6 +44,17 @@ static GAUGES: LazyLock<Gauges> = LazyLock::new(|| {
         connections_max: meter
             .u64_gauge("db.client.connection.max")
             .with_description("The pool's largest size; used at max means callers wait")
+            .build(),
+        // The pool does not count its waiters; a sampled wait is the figure that
+        // says they queue, and for how long.
+        connection_wait: meter
+            .f64_histogram("db.client.connection.wait_time")
+            .with_unit("s")
+            .with_description(
+                "How long the health check waited for a pool connection, sampled at every \
+                 check: what any call waits when the pool is short",
+            )
+            .with_boundaries(crm_telemetry::LATENCY_BOUNDARIES_SECONDS.to_vec())
             .build(),
         outbox_pending: meter
             .u64_gauge("crm.outbox.pending")
@@ -92,10 +104,11 @@ impl Vitals {
 
     /// Reads everything once; answers whether the process can serve calls.
     pub(crate) async fn check(&self) -> bool {
+        let gauges = &*GAUGES;
+        self.sample_connection_wait(gauges).await;
         let database_up = tokio::time::timeout(Duration::from_secs(2), self.db.ping())
             .await
             .is_ok_and(|pinged| pinged.is_ok());
-        let gauges = &*GAUGES;
         gauges.database_up.record(u64::from(database_up), &[]);
         self.broker(gauges);
         self.pool(gauges);
@@ -116,6 +129,32 @@ impl Vitals {
             );
         } else if up && !was_up {
             tracing::info!("broker back: the outbox drains");
+        }
+    }
+
+    /// Times taking a connection from the pool as any call would. Only a wait
+    /// that ended with a connection is a wait: a refusal is the database being
+    /// away, which `crm.database.up` says.
+    async fn sample_connection_wait(&self, gauges: &Gauges) {
+        let started = std::time::Instant::now();
+        let acquired = match crm_store::Dialect::of(&self.db) {
+            crm_store::Dialect::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                tokio::time::timeout(Duration::from_secs(2), pool.acquire())
+                    .await
+                    .is_ok_and(|acquired| acquired.is_ok())
+            }
+            crm_store::Dialect::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                tokio::time::timeout(Duration::from_secs(2), pool.acquire())
+                    .await
+                    .is_ok_and(|acquired| acquired.is_ok())
+            }
+        };
+        if acquired {
+            gauges
+                .connection_wait
+                .record(started.elapsed().as_secs_f64(), &[]);
         }
     }
 
