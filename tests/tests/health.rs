@@ -110,6 +110,18 @@ async fn health_is_not_serving_until_migrations_ran() {
         .try_get::<i64>("", "n")
         .unwrap();
     assert_eq!(tables, 0, "nothing migrated while the lock is held");
+    // A teller's call meanwhile: UNAVAILABLE, which the teller app retries, not
+    // UNIMPLEMENTED, which it takes as never going to work.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = pb::referral_service_client::ReferralServiceClient::new(channel)
+        .create_referral(pb::CreateReferralRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
 
     migrating.commit().await.unwrap();
     wait_for_health(port, ServingStatus::Serving, Duration::from_secs(30)).await;

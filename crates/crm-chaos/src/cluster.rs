@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
+use crm_telemetry::exposition::Exposition;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
@@ -25,6 +26,8 @@ pub const JWT_SECRET: &str = "crm-chaos-secret-0123456789abcdefgh";
 pub struct Process {
     pub services: &'static str,
     pub addr: SocketAddr,
+    /// Where it serves Prometheus metrics (CRM_METRICS_ADDR).
+    pub metrics_addr: SocketAddr,
     child: Option<Child>,
 }
 
@@ -96,6 +99,7 @@ impl Cluster {
                 Process {
                     services,
                     addr: free_port()?,
+                    metrics_addr: free_port()?,
                     child: None,
                 },
             );
@@ -154,6 +158,7 @@ impl Cluster {
             .arg("serve")
             .env("CRM_SERVICES", process.services)
             .env("CRM_LISTEN_ADDR", process.addr.to_string())
+            .env("CRM_METRICS_ADDR", process.metrics_addr.to_string())
             .env("CRM_DATABASE_URL", &self.database_url)
             .env("CRM_DATABASE_SCHEMA", process.services)
             .env("CRM_AMQP_URL", &self.amqp_url)
@@ -182,6 +187,35 @@ impl Cluster {
             child.wait().await?;
         }
         Ok(())
+    }
+
+    /// One scrape of every process's `/metrics`, each also kept as
+    /// `<process>.prom` beside its log; a process that does not answer is left out
+    /// and named.
+    pub async fn scrape_all(&self) -> (Vec<(&'static str, Exposition)>, Vec<String>) {
+        let http = reqwest::Client::new();
+        let (mut scrapes, mut missing) = (Vec::new(), Vec::new());
+        for (name, process) in &self.processes {
+            let url = format!("http://{}/metrics", process.metrics_addr);
+            let text = async {
+                http.get(&url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .text()
+                    .await
+            }
+            .await;
+            match text {
+                Ok(text) => {
+                    let _ = std::fs::write(self.log_dir.join(format!("{name}.prom")), &text);
+                    scrapes.push((*name, Exposition(text)));
+                }
+                Err(error) => missing.push(format!("{name}: {error}")),
+            }
+        }
+        (scrapes, missing)
     }
 
     pub fn addr(&self, name: &str) -> anyhow::Result<SocketAddr> {

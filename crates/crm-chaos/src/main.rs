@@ -348,6 +348,7 @@ async fn run(args: &Args, shared: &Arc<Mutex<Cluster>>) -> anyhow::Result<bool> 
 
     let deliveries = deliveries.lock().await;
     let checks = checks::run(&cluster, &calls, &deliveries, &coverage.covered).await?;
+    let (scrapes, unscraped) = cluster.scrape_all().await;
     let report = report::render(&report::Run {
         args_referrals: args.referrals,
         rate: args.rate,
@@ -358,6 +359,8 @@ async fn run(args: &Args, shared: &Arc<Mutex<Cluster>>) -> anyhow::Result<bool> 
         windows: &windows,
         coverage: &coverage,
         checks: &checks,
+        scrapes: &scrapes,
+        unscraped: &unscraped,
     });
     println!("{report}");
     std::fs::write(cluster.log_dir().join("report.md"), &report)?;

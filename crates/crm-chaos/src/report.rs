@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
+use crm_telemetry::exposition::Exposition;
+
 use crate::checks::Check;
 use crate::coverage::CoverageRun;
 use crate::faults::Window;
@@ -19,6 +21,9 @@ pub struct Run<'a> {
     pub windows: &'a [Window],
     pub coverage: &'a CoverageRun,
     pub checks: &'a [Check],
+    /// Each process's `/metrics` after the run, and those that did not answer.
+    pub scrapes: &'a [(&'static str, Exposition)],
+    pub unscraped: &'a [String],
 }
 
 /// What the calls that began in one period came to.
@@ -119,6 +124,7 @@ pub fn render(run: &Run<'_>) -> String {
         run.coverage.retried_attempts,
         run.coverage.errors.len()
     );
+    render_scrapes(&mut out, run);
     let _ = writeln!(out, "## Checks\n");
     for check in run.checks {
         let _ = writeln!(
@@ -130,4 +136,86 @@ pub fn render(run: &Run<'_>) -> String {
         );
     }
     out
+}
+
+/// `n` without a fraction when it has none (counters), else to two places.
+fn figure(n: f64) -> String {
+    // An empty sum is -0.0.
+    let n = n + 0.0;
+    if n.fract() == 0.0 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.2}")
+    }
+}
+
+/// "a 3, b 1" from sums by a label's value; "-" when there are none.
+fn breakdown(sums: &BTreeMap<String, f64>) -> String {
+    if sums.is_empty() {
+        return "-".to_owned();
+    }
+    sums.iter()
+        .map(|(value, n)| format!("{value} {}", figure(*n)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What each process's metrics said once the run settled: the figures a
+/// platform team's dashboard would have shown.
+fn render_scrapes(out: &mut String, run: &Run<'_>) {
+    let _ = writeln!(
+        out,
+        "## Metrics after the run\n\nEach process's `/metrics` (CRM_METRICS_ADDR), scraped once \
+         the run settled; also kept as `<process>.prom` here. Counters start over when a \
+         process starts again, so a process killed during the run counts from its restart.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| process | database up | broker up | RPCs by grpc status | outbox unsent | relay: messages sent (failed) | deliveries by outcome | redelivered | RM streams open |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for (name, metrics) in run.scrapes {
+        let consumed = "messaging_client_consumed_messages_total";
+        let sent = "messaging_client_sent_messages_total";
+        // A failed publish is counted with its `error_type`; a confirmed one without.
+        let published = metrics
+            .sum_by(sent, "error_type")
+            .get("")
+            .copied()
+            .unwrap_or(0.0);
+        let failed_sends = metrics.sum(sent, &[]) - published;
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+            figure(metrics.sum("crm_database_up", &[])),
+            figure(metrics.sum("crm_broker_up", &[])),
+            breakdown(&by_status_name(&metrics.sum_by(
+                "rpc_server_call_duration_seconds_count",
+                "rpc_grpc_status_code"
+            ))),
+            figure(metrics.sum("crm_outbox_pending", &[])),
+            figure(published),
+            figure(failed_sends),
+            breakdown(&metrics.sum_by(consumed, "crm_message_outcome")),
+            figure(metrics.sum(consumed, &[("crm_message_redelivered", "true")])),
+            figure(metrics.sum("crm_work_items_watch_streams", &[])),
+        );
+    }
+    for process in run.unscraped {
+        let _ = writeln!(out, "\nNot scraped: {process}");
+    }
+    let _ = writeln!(out);
+}
+
+/// Sums by gRPC status number, keyed by the status's name (`OK`, `UNAVAILABLE`).
+fn by_status_name(by_number: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    for (number, n) in by_number {
+        let name = match number.parse::<i32>() {
+            Ok(code) => format!("{:?}", tonic::Code::from_i32(code)),
+            Err(_) => number.clone(),
+        };
+        *by_name.entry(name).or_default() += n;
+    }
+    by_name
 }

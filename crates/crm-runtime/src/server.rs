@@ -133,12 +133,20 @@ impl Server {
     }
 
     /// Serves health (NOT_SERVING) and reflection on the port until the returned
-    /// handle is finished or dropped.
+    /// handle is finished or dropped; any other call is answered UNAVAILABLE, which
+    /// clients retry (UNIMPLEMENTED would tell a teller app the call can never
+    /// work).
     pub fn serve_health_while_starting(&self) -> Result<StartingUp, ServerError> {
         let stop = CancellationToken::new();
         let serving = self
             .builder()?
-            .add_routes(self.startup_routes.clone().routes())
+            .add_routes(tonic::service::Routes::from(
+                self.startup_routes
+                    .clone()
+                    .routes()
+                    .into_axum_router()
+                    .fallback(still_starting),
+            ))
             .serve_with_incoming_shutdown(
                 incoming(self.listener.clone()),
                 stop.clone().cancelled_owned(),
@@ -324,4 +332,10 @@ pub fn shutdown_on_signals(shutdown: CancellationToken) {
         }
         shutdown.cancel();
     });
+}
+
+/// The answer to a service's call while the process is still starting.
+async fn still_starting() -> http::Response<tonic::body::Body> {
+    tonic::Status::unavailable("starting: the database is being migrated; try again shortly")
+        .into_http()
 }

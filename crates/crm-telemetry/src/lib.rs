@@ -5,6 +5,7 @@
 //! propagates even when nothing is exported; OTLP export is added only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
+pub mod exposition;
 mod metrics;
 mod propagation;
 

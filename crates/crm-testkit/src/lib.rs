@@ -848,38 +848,7 @@ pub async fn scrape(url: &str) -> Metrics {
 }
 
 /// Prometheus text exposition, read back by a test.
-pub struct Metrics(pub String);
-
-impl Metrics {
-    /// The sum of the samples of `name` whose labels include every `labels` pair.
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let (metric, label_text) = match series.split_once('{') {
-                    Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
-                    None => (series, ""),
-                };
-                if metric != name {
-                    return None;
-                }
-                let matches = labels
-                    .iter()
-                    .all(|(key, want)| label_text.contains(&format!("{key}=\"{want}\"")));
-                matches.then(|| value.parse::<f64>().ok()).flatten()
-            })
-            .sum()
-    }
-
-    /// Whether any sample of `name` is there.
-    pub fn has(&self, name: &str) -> bool {
-        self.0
-            .lines()
-            .any(|line| line.starts_with(name) && !line.starts_with('#'))
-    }
-}
+pub use crm_telemetry::exposition::Exposition as Metrics;
 
 /// A certificate authority a test makes, and the PEM files it issues, in a
 /// folder of the test's own (removed when dropped).
