@@ -3,7 +3,8 @@
 //! the client book with events and campaigns, and referrals — as deployed: RPC
 //! spans named `crm.v1.<Service>/<Method>` with `rpc.*` attributes, publish and
 //! process spans with `messaging.*` attributes, each under its process's
-//! `service.name` and `service.instance.id`, all in the caller's trace.
+//! `service.name` and `service.instance.id`, all in the caller's trace. The same
+//! processes push their metrics to the receiver's MetricsService.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -14,6 +15,12 @@ use std::time::Duration;
 use crm_domain::Role;
 use crm_proto::v1 as pb;
 use crm_testkit::{TEST_JWT_SECRET, amqp_url, postgres_url, unique_name, with_token, with_trace};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -21,6 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::metric;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use secrecy::ExposeSecret;
 
@@ -52,7 +60,71 @@ impl Received {
 }
 
 #[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Received>>>);
+struct Receiver(Arc<Mutex<Vec<Received>>>, Arc<Mutex<Vec<ReceivedPoint>>>);
+
+/// One data point of a metric as received: its process, the metric's name, the
+/// point's attributes.
+#[derive(Clone, Debug)]
+struct ReceivedPoint {
+    service_name: String,
+    metric: String,
+    attributes: Vec<KeyValue>,
+}
+
+/// A resource's text attribute.
+fn resource_text(resource: &[KeyValue], key: &str) -> String {
+    resource
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|AnyValue { value }| match value {
+            Some(any_value::Value::StringValue(text)) => Some(text),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut received = self.1.lock().unwrap();
+        for resource_metrics in request.into_inner().resource_metrics {
+            let resource = resource_metrics.resource.unwrap_or_default().attributes;
+            let service_name = resource_text(&resource, "service.name");
+            for scope in resource_metrics.scope_metrics {
+                for metric in scope.metrics {
+                    let points: Vec<Vec<KeyValue>> = match metric.data {
+                        Some(metric::Data::Histogram(histogram)) => histogram
+                            .data_points
+                            .into_iter()
+                            .map(|point| point.attributes)
+                            .collect(),
+                        Some(metric::Data::Sum(sum)) => sum
+                            .data_points
+                            .into_iter()
+                            .map(|point| point.attributes)
+                            .collect(),
+                        Some(metric::Data::Gauge(gauge)) => gauge
+                            .data_points
+                            .into_iter()
+                            .map(|point| point.attributes)
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    received.extend(points.into_iter().map(|attributes| ReceivedPoint {
+                        service_name: service_name.clone(),
+                        metric: metric.name.clone(),
+                        attributes,
+                    }));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -63,18 +135,10 @@ impl TraceService for Receiver {
         let mut received = self.0.lock().unwrap();
         for resource_spans in request.into_inner().resource_spans {
             let resource = resource_spans.resource.unwrap_or_default().attributes;
-            let text = |key: &str| {
-                resource
-                    .iter()
-                    .find(|kv| kv.key == key)
-                    .and_then(|kv| kv.value.clone())
-                    .and_then(|AnyValue { value }| match value {
-                        Some(any_value::Value::StringValue(text)) => Some(text),
-                        _ => None,
-                    })
-                    .unwrap_or_default()
-            };
-            let (service_name, instance_id) = (text("service.name"), text("service.instance.id"));
+            let (service_name, instance_id) = (
+                resource_text(&resource, "service.name"),
+                resource_text(&resource, "service.instance.id"),
+            );
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
                     received.push(Received {
@@ -101,10 +165,10 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let receiver = Receiver::default();
-        let service = TraceServiceServer::new(receiver.clone());
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(TraceServiceServer::new(receiver.clone()))
+                .add_service(MetricsServiceServer::new(receiver.clone()))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         (receiver, addr)
@@ -138,6 +202,34 @@ impl Receiver {
             .map(|span| format!("{} ({})", span.name, span.service_name))
             .collect();
         panic!("no span {what} in trace {trace_id}; saw {seen:?}");
+    }
+
+    /// Waits for a data point of `metric` from `service_name` whose attributes
+    /// include `attribute`.
+    async fn wait_for_point(&self, service_name: &str, metric: &str, attribute: (&str, &str)) {
+        let (key, want) = attribute;
+        let matches = |point: &ReceivedPoint| {
+            point.service_name == service_name
+                && point.metric == metric
+                && point.attributes.iter().any(|kv| {
+                    kv.key == key
+                        && matches!(&kv.value, Some(AnyValue { value: Some(any_value::Value::StringValue(text)) }) if text == want)
+                })
+        };
+        for _ in 0..150 {
+            if self.1.lock().unwrap().iter().any(matches) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seen: std::collections::BTreeSet<String> = self
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|point| format!("{} ({})", point.metric, point.service_name))
+            .collect();
+        panic!("no {metric} point with {key}={want} from {service_name}; saw {seen:?}");
     }
 }
 
@@ -192,6 +284,7 @@ fn start(
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         // Export within a moment, not the default 5 s.
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
@@ -425,6 +518,30 @@ async fn spans_follow_the_conventions_across_processes() {
             |span| span.name.starts_with("process referral.") && span.service_name == book_name,
         )
         .await;
+    // The same figures as /metrics, pushed over OTLP under the OpenTelemetry
+    // names: the call, the relay's publishes, the other process's consumer.
+    receiver
+        .wait_for_point(
+            "crm-referrals",
+            "rpc.server.call.duration",
+            ("rpc.method", "CreateReferral"),
+        )
+        .await;
+    receiver
+        .wait_for_point(
+            "crm-referrals",
+            "messaging.client.sent.messages",
+            ("crm.outbox.source", "referrals"),
+        )
+        .await;
+    receiver
+        .wait_for_point(
+            book_name,
+            "messaging.client.consumed.messages",
+            ("crm.message.outcome", "processed"),
+        )
+        .await;
+
     // No span is named by an id, and no statement carries a client's data.
     for span in receiver.0.lock().unwrap().iter() {
         assert!(

@@ -66,11 +66,13 @@ pub(crate) fn install_meter_provider(
             .with_endpoint(endpoint.to_owned())
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        builder = builder.with_reader(
-            opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
-                .with_interval(std::time::Duration::from_secs(15))
-                .build(),
-        );
+        let mut reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter);
+        // Every 15 s, as often as Prometheus would scrape, unless the standard
+        // OTEL_METRIC_EXPORT_INTERVAL says otherwise (the reader reads it).
+        if std::env::var_os("OTEL_METRIC_EXPORT_INTERVAL").is_none() {
+            reader = reader.with_interval(std::time::Duration::from_secs(15));
+        }
+        builder = builder.with_reader(reader.build());
     }
     let provider = builder.build();
     if REGISTRY.set(registry).is_err() {
