@@ -224,6 +224,20 @@ pub fn route(request: &RoutingRequest<'_>) -> Result<RoutingDecision, NobodyToRo
     }
 }
 
+impl RoutingDecision {
+    /// Whether the chain named who gets it — the client's primary RM or the
+    /// teller's paired RM — rather than choosing in the branch pool by load. A
+    /// named choice does not depend on what else is routed in the branch at the
+    /// same moment, so it needs no branch-wide serialisation.
+    pub fn is_named(&self) -> bool {
+        self.candidates.iter().any(|candidate| {
+            candidate.taken
+                && (candidate.step == Step::PrimaryRm.as_str()
+                    || candidate.step == Step::PairedRm.as_str())
+        })
+    }
+}
+
 fn decision(
     candidates: Vec<ConsideredCandidate>,
     chosen: &Candidate,
@@ -306,6 +320,23 @@ mod tests {
         assert_eq!(decision.candidates.len(), 1);
         assert!(!decision.escalated);
         assert_eq!(decision.rule_version, RULE_VERSION);
+    }
+
+    #[test]
+    fn only_the_primary_and_paired_rm_are_named_choices() {
+        let named = |primary: Option<&Candidate>, paired: Option<&Candidate>| {
+            route_with(primary, paired, &[rm("RM-3", 0), manager()])
+                .map(|decision| decision.is_named())
+                .unwrap_or_else(|e| unreachable!("{e}"))
+        };
+        let busy = rm("RM-1", 10);
+        assert!(named(Some(&rm("RM-1", 0)), None), "primary RM");
+        assert!(named(Some(&busy), Some(&rm("RM-2", 0))), "paired RM");
+        assert!(!named(Some(&busy), None), "the pool");
+        assert!(!named(None, None), "the pool");
+        let escalated =
+            route_with(None, None, &[manager()]).unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(!escalated.is_named(), "the branch manager");
     }
 
     #[test]

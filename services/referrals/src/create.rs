@@ -7,7 +7,7 @@ use crm_auth::{Principal, principal_of};
 use crm_domain::messages::REFERRAL_ASSIGNED;
 use crm_domain::pii::Pii;
 use crm_domain::referral::{Need, Priority, ReferralStatus, WorkItemKind, WorkItemState};
-use crm_domain::routing::{RoutingDecision, RoutingRequest, route};
+use crm_domain::routing::{NobodyToRoute, RoutingDecision, RoutingRequest, route};
 use crm_domain::sla::{BusinessCalendar, acceptance_deadline};
 use crm_domain::validation::check_text;
 use crm_domain::{ClientId, Money, Role, Violations};
@@ -17,8 +17,8 @@ use crm_store::WriteBatch;
 use crm_store::db::is_unique_violation;
 use sea_orm::sea_query::{SelectStatement, UnionType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryTrait,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryTrait, TransactionTrait,
 };
 use tonic::{Request, Response};
 
@@ -240,29 +240,9 @@ pub async fn create_referral(
     let calendar = calendars::for_branch(db, principal.branch_id.as_str(), &state.calendar).await?;
     let paired_rm_id =
         routing_inputs::paired_rm_id(db, &principal.staff_id, calendar.time_zone).await?;
-    // Routing reads the branch's loads and writes the choice in one transaction,
-    // one referral of a branch at a time: a burst spreads over the pool instead of
-    // every concurrent call seeing the same least-loaded RM. Everything that does
-    // not need the lock is done before it, and what follows it is three round
-    // trips: the pool's loads, the writes as one batch, the commit.
     let transaction = db.begin().await?;
-    routing_inputs::lock_branch(&transaction, principal.branch_id.as_str()).await?;
-    let candidates = routing_inputs::load(
-        &transaction,
-        &principal.branch_id,
-        primary_rm_id.as_deref(),
-        paired_rm_id.as_deref(),
-    )
-    .await?;
     let now = Utc::now();
-    let routed = route(&RoutingRequest {
-        branch_id: &principal.branch_id,
-        teller_id: Some(&principal.staff_id),
-        primary_rm: candidates.primary_rm.as_ref(),
-        paired_rm: candidates.paired_rm.as_ref(),
-        branch_staff: &candidates.branch_staff,
-        now,
-    });
+    let routed = route_in(&transaction, principal, primary_rm_id, paired_rm_id, now).await?;
     // A valid referral is always taken: with nobody to give it to yet it waits,
     // unassigned, and is routed as soon as someone is there (waiting.rs).
     let (decision, assigned) = match routed {
@@ -337,6 +317,57 @@ pub async fn create_referral(
         "referral routed"
     );
     Ok(Created::New(stored))
+}
+
+/// Runs the routing chain inside `transaction`.
+///
+/// When the client's primary RM or the teller's paired RM can take it, the
+/// choice names them and depends on nothing else routed in the branch: it is
+/// made from those two rows alone, without the branch's lock. Otherwise the
+/// choice is among the branch pool by load, and is made one referral of a branch
+/// at a time: the branch's lock, then the pool's loads as they are now, so a
+/// burst spreads over the pool instead of every concurrent call seeing the same
+/// least-loaded RM. After the lock come only three round trips: the loads, the
+/// writes as one batch, the commit.
+async fn route_in(
+    transaction: &DatabaseTransaction,
+    principal: &Principal,
+    primary_rm_id: Option<String>,
+    paired_rm_id: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<std::result::Result<RoutingDecision, NobodyToRoute>> {
+    let request = |candidates: &routing_inputs::Candidates| {
+        route(&RoutingRequest {
+            branch_id: &principal.branch_id,
+            teller_id: Some(&principal.staff_id),
+            primary_rm: candidates.primary_rm.as_ref(),
+            paired_rm: candidates.paired_rm.as_ref(),
+            branch_staff: &candidates.branch_staff,
+            now,
+        })
+    };
+    if primary_rm_id.is_some() || paired_rm_id.is_some() {
+        let named = routing_inputs::load_named(
+            transaction,
+            primary_rm_id.as_deref(),
+            paired_rm_id.as_deref(),
+        )
+        .await?;
+        if let Ok(decision) = request(&named)
+            && decision.is_named()
+        {
+            return Ok(Ok(decision));
+        }
+    }
+    routing_inputs::lock_branch(transaction, principal.branch_id.as_str()).await?;
+    let candidates = routing_inputs::load(
+        transaction,
+        &principal.branch_id,
+        primary_rm_id.as_deref(),
+        paired_rm_id.as_deref(),
+    )
+    .await?;
+    Ok(request(&candidates))
 }
 
 /// The referral as routing decided it, ready to insert.

@@ -81,11 +81,7 @@ pub async fn load(
         .order_by_asc(routing_staff::Column::StaffId)
         .all(db)
         .await?;
-    let find_named = |id: Option<&str>| {
-        id.and_then(|id| rows.iter().find(|row| row.staff_id == id))
-            .map(candidate)
-            .transpose()
-    };
+    let find_named = |id: Option<&str>| find_named(&rows, id);
     let is_pool = |row: &&routing_staff::Model| {
         row.branch_id == branch_id.as_str()
             && (row.role == Role::Rm || row.role == Role::BranchManager)
@@ -98,6 +94,36 @@ pub async fn load(
             .filter(is_pool)
             .map(candidate)
             .collect::<Result<_>>()?,
+    })
+}
+
+/// The candidate of staff member `id` among `rows`, if there.
+fn find_named(rows: &[routing_staff::Model], id: Option<&str>) -> Result<Option<Candidate>> {
+    id.and_then(|id| rows.iter().find(|row| row.staff_id == id))
+        .map(candidate)
+        .transpose()
+}
+
+/// The named RMs alone (the client's primary RM, the teller's pair), without
+/// the branch pool: enough for a choice that names one of them.
+pub async fn load_named(
+    db: &impl ConnectionTrait,
+    primary_rm_id: Option<&str>,
+    paired_rm_id: Option<&str>,
+) -> Result<Candidates> {
+    let named: Vec<&str> = [primary_rm_id, paired_rm_id]
+        .into_iter()
+        .flatten()
+        .collect();
+    let rows = routing_staff::Entity::find()
+        .filter(routing_staff::Column::StaffId.is_in(named))
+        .all(db)
+        .await?;
+    let find_named = |id: Option<&str>| find_named(&rows, id);
+    Ok(Candidates {
+        primary_rm: find_named(primary_rm_id)?,
+        paired_rm: find_named(paired_rm_id)?,
+        branch_staff: Vec::new(),
     })
 }
 
