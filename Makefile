@@ -9,7 +9,7 @@ export CRM_TEST_DATABASE_URL ?= $(PG_URL)
 export CRM_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export CRM_KUBERNETES_VALIDATE ?= $(CURDIR)/target/tools/venv/bin/kubernetes-validate
 
-.PHONY: run serve test test-fast services tools lint api-baseline bench chaos up build
+.PHONY: run serve test test-fast services tools lint api-baseline bench bench-quick chaos up build
 
 ## run: the demo on the embedded default (SQLite + in-process transport). The first
 ## build takes minutes on a fresh machine, so it shows its progress; the demo after
@@ -52,11 +52,16 @@ chaos: services
 	$(CARGO) build -p crm -p crm-chaos
 	$(CARGO) run --quiet -p crm-chaos
 
-## bench: the benchmarks, release build, against the real PostgreSQL and RabbitMQ. The
+## bench: the benchmarks, release build, against the real PostgreSQL and RabbitMQ;
+## each scenario measures the raw infrastructure doing the same work first, in the
+## same run, and prints suite, baseline and ratio (JSON under bench/results/). The
 ## first run seeds 1,000,000 clients into schema bench_clients (a few minutes); later
-## runs reuse them. Then 500 referrals/s for 60 s with 50 RMs watching; then the
+## runs reuse them. Referrals: bare RPC, INSERT + SELECT, confirmed publish →
+## consume and a referral's durable work, then CreateReferral open-loop at 500/s
+## for 30 s over 20 branches with every RM watching, then 600, 750, 1,000 and 1,500/s
+## for 15 s each (stopping at the first not sustained); the
 ## events service: IngestEvents and the feed against raw INSERT and a bare consumer,
-## and hold-and-notify while referrals are created at 200/s; then campaigns: the
+## and hold-and-notify while referrals are created at 200/s; campaigns: the
 ## quarterly HNW job over 1,000,000 clients against the raw INSERT … SELECT and
 ## confirmed publish + consume, and the projection's backfill rate.
 bench: services
@@ -65,6 +70,12 @@ bench: services
 	$(CARGO) run --release -p crm-bench -- referrals
 	$(CARGO) run --release -p crm-bench -- events
 	$(CARGO) run --release -p crm-bench -- campaigns
+
+## bench-quick: the referral scenario alone, short (under 2 minutes after the
+## release build): baselines and the suite at 300/s for 10 s, then 600/s.
+bench-quick: services
+	$(CARGO) build --release -p crm-bench
+	$(CARGO) run --release -p crm-bench -- referrals --rate 300 --seconds 10 --warm-up-secs 2 --also-at 600 --step-seconds 10
 
 ## lint: formatting, clippy with warnings as errors, unused dependencies
 ## (cargo-machete, installed from crates.io where missing) and buf lint of the API

@@ -22,12 +22,11 @@ use crm_domain::referral::{Priority, WorkItemKind};
 use crm_proto::v1 as pb;
 use crm_proto::v1::referral_service_client::ReferralServiceClient;
 use sea_orm::ConnectionTrait;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::referrals::{Keys, Servers, authorized};
+use crate::app::BenchApp;
+use crate::referrals::{JWT_SECRET, Keys, Servers, authorized};
 
-const JWT_SECRET: &str = "bench-only-jwt-secret-0123456789";
 const BRANCHES: u64 = 100;
 /// Items per `work_items.requested` message, as the launch sends them.
 const ITEMS_PER_MESSAGE: u64 = 1_000;
@@ -60,27 +59,11 @@ async fn count(db: &crm_store::Db, sql: &str) -> anyhow::Result<i64> {
 
 impl CampaignsBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let schema = format!("bench_campaigns_{:x}", rand::random::<u64>());
-        let prefix = format!("{schema}.");
-        let settings = crm_runtime::Settings::for_local_app(
-            self.servers.database_url.clone(),
-            Some(schema.clone()),
-            Some(self.servers.amqp_url.clone()),
-            prefix.clone(),
-            JWT_SECRET.to_owned(),
-        )?;
-        let shutdown = CancellationToken::new();
-        let sections = crm_runtime::ModuleSettings::defaults(crm::MODULES)?;
-        let app = crm_runtime::App::build(&settings, &sections, crm::MODULES, shutdown.clone())
-            .await
-            .context("the app on PostgreSQL and RabbitMQ (are they running? `make services`)")?;
-        let addr = app.local_addr()?;
-        let db = app.infra().db.clone();
-        let server = tokio::spawn(app.run());
-        let result = self.measure(addr, &db, &sections, &prefix).await;
-        shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
-        crm_store::db::drop_schema(&self.servers.database_url, &schema).await?;
+        let app = BenchApp::start(&self.servers, "bench_campaigns", &[]).await?;
+        let result = self
+            .measure(app.addr, &app.db, &app.sections, &app.prefix)
+            .await;
+        app.stop().await?;
         result
     }
 

@@ -25,17 +25,16 @@ use crm_proto::v1::event_service_client::EventServiceClient;
 use crm_proto::v1::referral_service_client::ReferralServiceClient;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions,
 };
 use prost::Message;
 use sea_orm::{ConnectionTrait, Statement};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::referrals::{Keys, Servers, authorized, histogram, micros, ms, seed_bank};
+use crate::app::BenchApp;
+use crate::referrals::{JWT_SECRET, Keys, Servers, authorized, histogram, micros, ms, seed_bank};
 
-const JWT_SECRET: &str = "bench-only-jwt-secret-0123456789";
 /// Clients the events are spread over (all announced to the events service).
 const CLIENTS: usize = 10_000;
 const BATCH: usize = 1_000;
@@ -103,41 +102,17 @@ fn bank_event(run: &str, n: usize) -> pb::BankEvent {
 
 impl EventsBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let schema = format!("bench_events_{:x}", rand::random::<u64>());
-        let prefix = format!("{schema}.");
-        let settings = crm_runtime::Settings::for_local_app(
-            self.servers.database_url.clone(),
-            Some(schema.clone()),
-            Some(self.servers.amqp_url.clone()),
-            prefix.clone(),
-            JWT_SECRET.to_owned(),
-        )?;
-        let shutdown = CancellationToken::new();
-        let sections = crm_runtime::ModuleSettings::defaults(crm::MODULES)?;
-        let app = crm_runtime::App::build(&settings, &sections, crm::MODULES, shutdown.clone())
-            .await
-            .context("the app on PostgreSQL and RabbitMQ (are they running? `make services`)")?;
-        let addr = app.local_addr()?;
-        let db = app.infra().db.clone();
-        let server = tokio::spawn(app.run());
-        let result = self.measure(addr, &db, &prefix).await;
-        shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
-        crm_store::db::drop_schema(&self.servers.database_url, &schema).await?;
+        let app = BenchApp::start(&self.servers, "bench_events", &[]).await?;
+        let result = self.measure(&app).await;
+        app.stop().await?;
         result
     }
 
-    async fn measure(
-        &self,
-        addr: std::net::SocketAddr,
-        db: &crm_store::Db,
-        prefix: &str,
-    ) -> anyhow::Result<()> {
+    async fn measure(&self, app: &BenchApp) -> anyhow::Result<()> {
+        let (addr, db, prefix) = (app.addr, &app.db, app.prefix.as_str());
         let keys = Keys::hs256(JWT_SECRET)?;
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        seed_bank(&channel, &keys).await?;
+        let channel = app.channel().await?;
+        seed_bank(&channel, &keys, 5, 10).await?;
         announce_clients(db).await?;
 
         println!(
@@ -625,33 +600,8 @@ pub(crate) async fn publish_and_consume(
     let connection =
         lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
     let setup = connection.create_channel().await?;
-    let mut arguments = lapin::types::FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
-    setup
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            arguments,
-        )
-        .await?;
-    let consuming = connection.create_channel().await?;
-    consuming
-        .basic_qos(prefetch, BasicQosOptions { global: false })
-        .await?;
-    let mut consumer = consuming
-        .basic_consume(
-            queue.into(),
-            "raw".into(),
-            BasicConsumeOptions::default(),
-            lapin::types::FieldTable::default(),
-        )
-        .await?;
+    crate::raw::quorum_queue(&setup, queue).await?;
+    let (_consuming, mut consumer) = crate::raw::consumer_of(&connection, queue, prefetch).await?;
     let messages = payloads.len();
     let started = Instant::now();
     let consumed = tokio::spawn(async move {

@@ -2,11 +2,19 @@
 //! loopback against the real PostgreSQL, drives them over gRPC, and reports
 //! latencies with a baseline measured in the same run.
 
+/// The same allocator as the `crm` binary, so the services measured here run as
+/// they do deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod app;
 mod campaigns;
 mod clients;
 mod events;
 mod load;
+mod raw;
 mod referrals;
+mod results;
 
 use clap::{Parser, Subcommand};
 
