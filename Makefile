@@ -59,15 +59,17 @@ chaos: services
 ## runs reuse them. Referrals: bare RPC, INSERT + SELECT, confirmed publish →
 ## consume and a referral's durable work, then CreateReferral open-loop at 500/s
 ## for 30 s over 20 branches with every RM watching, then 600, 750, 1,000 and 1,500/s
-## for 15 s each (stopping at the first not sustained); the
+## for 15 s each (stopping at the first not sustained); the same in the distributed
+## mode (`crm serve` per service, referrals twice, the load in its own process); the
 ## events service: IngestEvents and the feed against raw INSERT and a bare consumer,
 ## and hold-and-notify while referrals are created at 200/s; campaigns: the
 ## quarterly HNW job over 1,000,000 clients against the raw INSERT … SELECT and
 ## confirmed publish + consume, and the projection's backfill rate.
 bench: services
-	$(CARGO) build --release -p crm-bench
+	$(CARGO) build --release -p crm-bench -p crm
 	$(CARGO) run --release -p crm-bench -- clients
 	$(CARGO) run --release -p crm-bench -- referrals
+	$(CARGO) run --release -p crm-bench -- referrals --distributed --also-at 600,750,1000
 	$(CARGO) run --release -p crm-bench -- events
 	$(CARGO) run --release -p crm-bench -- campaigns
 

@@ -156,6 +156,11 @@ pub struct ReferralsBench {
     also_at: Vec<u64>,
     #[arg(long, default_value_t = 15)]
     step_seconds: u64,
+    /// Run the services as deployed — a `crm serve` process per service,
+    /// referrals twice — instead of inside this process (which then is the load
+    /// generator and the phones alone).
+    #[arg(long)]
+    distributed: bool,
     #[arg(long, default_value_t = 20)]
     branches: usize,
     #[arg(long, default_value_t = 5)]
@@ -255,16 +260,100 @@ fn branch_id(b: usize) -> String {
     format!("B-{b:03}")
 }
 
+/// What a run sends to: the suite in this process, or the processes of the
+/// distributed mode.
+struct Target {
+    mode: &'static str,
+    /// The client book and the directory.
+    clients: Channel,
+    /// Each referrals replica; calls go round them as a load balancer's would.
+    referrals: Vec<Channel>,
+    /// Where phones connect, in turn.
+    phones: Vec<std::net::SocketAddr>,
+    /// The referrals service's schema: routing's copies, and room for the raw
+    /// tables of the baselines.
+    db: crm_store::Db,
+    prefix: String,
+    keys: Keys,
+    /// The processes whose resident memory is reported.
+    processes: Vec<(String, u32)>,
+}
+
 impl ReferralsBench {
     pub async fn run(self) -> anyhow::Result<()> {
+        if self.distributed {
+            return self.run_distributed().await;
+        }
         let app = BenchApp::start(
             &self.servers,
             "bench_referrals",
             &[crm_clients::SERVICE, crm_referrals::SERVICE],
         )
         .await?;
-        let result = self.measure(&app).await;
+        let channel = app.channel().await?;
+        let target = Target {
+            mode: "embedded: clients and referrals, the load and the phones in one process",
+            clients: channel.clone(),
+            referrals: vec![channel],
+            phones: vec![app.addr],
+            db: app.db.clone(),
+            prefix: app.prefix.clone(),
+            keys: Keys::hs256(JWT_SECRET)?,
+            processes: vec![("crm-bench (everything)".to_owned(), std::process::id())],
+        };
+        let result = self.measure(&target).await;
         app.stop().await?;
+        result
+    }
+
+    /// The distributed mode: `crm serve` per service (the `crm` binary beside
+    /// this one), each on its own schema of a fresh database, referrals twice.
+    async fn run_distributed(&self) -> anyhow::Result<()> {
+        let crm_binary = std::env::current_exe()?.with_file_name("crm");
+        anyhow::ensure!(
+            crm_binary.exists(),
+            "{} is missing: `cargo build --release -p crm` (make bench builds it)",
+            crm_binary.display()
+        );
+        let log_dir = std::env::current_exe()?
+            .parent()
+            .map(|dir| dir.join("bench-cluster"))
+            .ok_or_else(|| anyhow::anyhow!("no folder for the processes' logs"))?;
+        let mut cluster = crm_chaos::cluster::Cluster::create(
+            crm_binary,
+            log_dir,
+            &self.servers.database_url,
+            &self.servers.amqp_url,
+        )
+        .await?;
+        let result = async {
+            cluster.start_all().await?;
+            let target = Target {
+                mode: "distributed: crm serve per service (clients, referrals ×2, events, \
+                       campaigns); the load and the phones in this process",
+                clients: cluster.channel("clients")?,
+                referrals: vec![
+                    cluster.channel("referrals-a")?,
+                    cluster.channel("referrals-b")?,
+                ],
+                phones: vec![cluster.addr("referrals-a")?, cluster.addr("referrals-b")?],
+                db: cluster.schema("referrals").await?,
+                prefix: cluster.queue_prefix.clone(),
+                keys: Keys::hs256(crm_chaos::cluster::JWT_SECRET)?,
+                processes: cluster
+                    .pids()
+                    .into_iter()
+                    .map(|(name, pid)| (name.to_owned(), pid))
+                    .chain(std::iter::once((
+                        "crm-bench (load, phones)".to_owned(),
+                        std::process::id(),
+                    )))
+                    .collect(),
+            };
+            self.measure(&target).await
+        }
+        .await;
+        cluster.tear_down().await?;
         result
     }
 
@@ -274,7 +363,7 @@ impl ReferralsBench {
         main + self
             .also_at
             .iter()
-            .map(|rate| rate * self.seconds)
+            .map(|rate| rate * self.step_seconds)
             .sum::<u64>()
     }
 
@@ -366,23 +455,21 @@ impl ReferralsBench {
         })
     }
 
-    async fn measure(&self, app: &BenchApp) -> anyhow::Result<()> {
-        let (addr, db, prefix) = (app.addr, &app.db, app.prefix.as_str());
-        let keys = Keys::hs256(JWT_SECRET)?;
-        let channel = app.channel().await?;
+    async fn measure(&self, target: &Target) -> anyhow::Result<()> {
+        let (db, prefix, keys) = (&target.db, target.prefix.as_str(), &target.keys);
         println!(
             "bench: seeding {} branches of {} RMs and the clients of {} referrals",
             self.branches,
             self.rms_per_branch,
             self.total_referrals()
         );
-        let bank = Arc::new(self.seed(&channel, &keys, db).await?);
+        let bank = Arc::new(self.seed(&target.clients, keys, db).await?);
 
         // Every RM's phone, on connections of their own, noting when each item
         // first arrives.
         let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let watching = CancellationToken::new();
-        let watchers = watch_every_queue(addr, &keys, &bank, &arrivals, &watching).await?;
+        let watchers = watch_every_queue(&target.phones, keys, &bank, &arrivals, &watching).await?;
 
         // The raw infrastructure first, in this run.
         let baseline_for = Duration::from_secs(self.seconds.min(10));
@@ -413,7 +500,7 @@ impl ReferralsBench {
             self.rate, self.warm_up_secs
         );
         self.suite_at(
-            &channel,
+            &target.referrals,
             &bank,
             &arrivals,
             self.rate,
@@ -427,7 +514,7 @@ impl ReferralsBench {
         );
         let mut runs = vec![
             self.suite_at(
-                &channel,
+                &target.referrals,
                 &bank,
                 &arrivals,
                 self.rate,
@@ -448,7 +535,7 @@ impl ReferralsBench {
             );
             runs.push(
                 self.suite_at(
-                    &channel,
+                    &target.referrals,
                     &bank,
                     &arrivals,
                     *rate,
@@ -462,7 +549,11 @@ impl ReferralsBench {
         for watcher in watchers {
             let _ = watcher.await;
         }
-        let resident_mb = resident_memory_mb();
+        let memory: Vec<(String, f64)> = target
+            .processes
+            .iter()
+            .map(|(name, pid)| (name.clone(), resident_memory_mb(*pid)))
+            .collect();
 
         let main = &runs[0];
         println!(
@@ -572,12 +663,16 @@ impl ReferralsBench {
             println!("  [{}] {goal}", if *met { "x" } else { " " });
         }
         println!(
-            "resident memory of the process (clients + referrals + load + {} phones): {resident_mb:.0} MB",
+            "{}; {} phones. Resident memory after the runs:",
+            target.mode,
             bank.branches * bank.rms_per_branch
         );
+        for (name, mb) in &memory {
+            println!("  {name:<28} {mb:>6.0} MB");
+        }
 
         let figures = serde_json::json!({
-            "mode": "embedded: services, load and phones in one process",
+            "mode": target.mode,
             "branches": self.branches,
             "rms_watching": bank.branches * bank.rms_per_branch,
             "raw": {
@@ -590,11 +685,19 @@ impl ReferralsBench {
             "suite": runs.iter().map(SuiteRun::json).collect::<Vec<_>>(),
             "highest_sustained_per_s": best,
             "stream_p99_over_raw_broker_p99": stream_ratio,
-            "resident_memory_mb": resident_mb,
+            "resident_memory_mb": memory
+                .iter()
+                .map(|(name, mb)| (name.clone(), serde_json::json!(mb)))
+                .collect::<serde_json::Map<_, _>>(),
             "goals": goals.iter().map(|(goal, met)| serde_json::json!({"goal": goal, "met": met})).collect::<Vec<_>>(),
         });
         let machine = results::machine(db).await;
-        let path = results::write("referrals", machine, figures)?;
+        let scenario = if self.distributed {
+            "referrals-distributed"
+        } else {
+            "referrals"
+        };
+        let path = results::write(scenario, machine, figures)?;
         println!("results: {}", path.display());
         Ok(())
     }
@@ -603,7 +706,7 @@ impl ReferralsBench {
     /// answered referral's item looked for on its RM's stream.
     async fn suite_at(
         &self,
-        channel: &Channel,
+        replicas: &[Channel],
         bank: &Arc<Bank>,
         arrivals: &Arc<Mutex<HashMap<String, Instant>>>,
         rate: u64,
@@ -614,7 +717,8 @@ impl ReferralsBench {
         *next += rate * seconds;
         let answered: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
         let rpc = raw::open_loop(rate, Duration::from_secs(seconds), |n, due| {
-            let mut referrals = ReferralServiceClient::new(channel.clone());
+            let replica = &replicas[usize::try_from(n).unwrap_or(0) % replicas.len().max(1)];
+            let mut referrals = ReferralServiceClient::new(replica.clone());
             let (teller, request) = bank.referral(first + n);
             let answered = answered.clone();
             async move {
@@ -671,7 +775,7 @@ impl ReferralsBench {
 
 /// Every RM of the bank watching their queue, each on a connection of its own.
 async fn watch_every_queue(
-    addr: std::net::SocketAddr,
+    addrs: &[std::net::SocketAddr],
     keys: &Keys,
     bank: &Bank,
     arrivals: &Arc<Mutex<HashMap<String, Instant>>>,
@@ -682,6 +786,7 @@ async fn watch_every_queue(
         for n in 0..bank.rms_per_branch {
             let branch = branch_id(b);
             let token = keys.token(&format!("{branch}-RM-{n}"), Role::Rm, &branch)?;
+            let addr = addrs[(b * bank.rms_per_branch + n) % addrs.len().max(1)];
             let phone = Channel::from_shared(format!("http://{addr}"))?
                 .connect()
                 .await?;
@@ -712,9 +817,9 @@ async fn watch_every_queue(
     Ok(watchers)
 }
 
-/// This process's resident memory (VmRSS), in MB.
-pub(crate) fn resident_memory_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A process's resident memory (VmRSS), in MB.
+pub(crate) fn resident_memory_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status

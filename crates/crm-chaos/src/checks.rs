@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-use crate::cluster::{Cluster, SCHEMAS};
 use crate::coverage::Covered;
 use crate::load::Call;
 use crate::streams::Deliveries;
+use crm_chaos::cluster::{Cluster, SCHEMAS};
 
 pub struct Check {
     pub name: String,

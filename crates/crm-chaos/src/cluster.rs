@@ -218,6 +218,20 @@ impl Cluster {
         (scrapes, missing)
     }
 
+    /// Each running process's name and process id.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.processes
+            .iter()
+            .filter_map(|(name, process)| {
+                process
+                    .child
+                    .as_ref()
+                    .and_then(Child::id)
+                    .map(|pid| (*name, pid))
+            })
+            .collect()
+    }
+
     pub fn addr(&self, name: &str) -> anyhow::Result<SocketAddr> {
         self.processes
             .get(name)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::sync::Mutex;
 
-use crate::cluster::Cluster;
+use crm_chaos::cluster::Cluster;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

@@ -10,7 +10,7 @@
 //! chaos` runs after `make test` in CI), never beside other work on those servers.
 
 mod checks;
-mod cluster;
+
 mod coverage;
 mod faults;
 mod load;
@@ -29,8 +29,8 @@ use crm_proto::v1::directory_service_client::DirectoryServiceClient;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Cluster;
 use crate::load::{Generator, Teller};
+use crm_chaos::cluster::{self, Cluster};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -239,7 +239,7 @@ const SETTLE_AT_MOST: Duration = Duration::from_secs(300);
 async fn run(args: &Args, shared: &Arc<Mutex<Cluster>>) -> anyhow::Result<bool> {
     let mut cluster = shared.lock().await;
     cluster.start_all().await?;
-    let keys = crm_auth::JwtKeys::hs256(&secrecy::SecretString::from(crate::cluster::JWT_SECRET))?;
+    let keys = crm_auth::JwtKeys::hs256(&secrecy::SecretString::from(cluster::JWT_SECRET))?;
     let tokens = Tokens(keys);
     seed(&cluster, &tokens, args.branches).await?;
 
