@@ -152,7 +152,26 @@ impl EventsBench {
             "\n== 3. Hold-and-notify: {} calls, 10/s, while referrals are created at {}/s",
             self.holds, self.referral_rate
         );
-        self.hold_and_notify(addr, &channel, &keys).await
+        let hold = self.hold_and_notify(addr, &channel, &keys).await?;
+        let figures = serde_json::json!({
+            "ingest": {
+                "batch": BATCH,
+                "callers": self.callers,
+                "raw_multi_row_insert_rows_per_s": raw,
+                "ingest_events_per_s": ingest,
+                "ratio_to_raw": ingest / raw,
+            },
+            "feed": {
+                "messages": self.feed_messages,
+                "raw_publish_consume_per_s": raw_feed,
+                "feed_events_per_s": feed,
+                "ratio_to_raw": feed / raw_feed,
+            },
+            "hold_and_notify": hold,
+        });
+        let path = crate::results::write("events", crate::results::machine(db).await, figures)?;
+        println!("results: {}", path.display());
+        Ok(())
     }
 
     /// IngestEvents from `callers` closed loops for `seconds`: events taken per second.
@@ -236,7 +255,7 @@ impl EventsBench {
         addr: std::net::SocketAddr,
         channel: &Channel,
         keys: &Keys,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<serde_json::Value> {
         // Ten clients of B-000's RMs, in the book (and so in every service's copy).
         let system = keys.token("SYS-BENCH", Role::System, "HQ-001")?;
         let mut clients = ClientServiceClient::new(channel.clone());
@@ -422,7 +441,15 @@ impl EventsBench {
                 "MISSES"
             }
         );
-        Ok(())
+        Ok(serde_json::json!({
+            "calls": self.holds,
+            "referrals_per_s_meanwhile": self.referral_rate,
+            "alerts_never_on_a_phone": missing,
+            "baseline_get_branch_p50_ms": ms(&baseline, 0.5),
+            "baseline_get_branch_p99_ms": ms(&baseline, 0.99),
+            "to_phone_p50_ms": ms(&to_phone, 0.5),
+            "to_phone_p99_ms": ms(&to_phone, 0.99),
+        }))
     }
 }
 
