@@ -33,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::app::BenchApp;
-use crate::referrals::{JWT_SECRET, Keys, Servers, authorized, histogram, micros, ms, seed_bank};
+use crate::referrals::{
+    JWT_SECRET, Keys, Servers, authorized, histogram, micros, ms, seed_bank, watch_queue,
+};
 
 /// Clients the events are spread over (all announced to the events service).
 const CLIENTS: usize = 10_000;
@@ -296,32 +298,10 @@ impl EventsBench {
         let watching = CancellationToken::new();
         for n in 0..10 {
             let token = keys.token(&format!("B-000-RM-{n}"), Role::Rm, "B-000")?;
-            let phone = Channel::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await?;
-            let mut stream = ReferralServiceClient::new(phone)
-                .watch_work_items(authorized(&token, pb::WatchWorkItemsRequest {}))
-                .await?
-                .into_inner();
-            let (arrivals, watching) = (arrivals.clone(), watching.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = watching.cancelled() => return,
-                        message = stream.next() => match message {
-                            Some(Ok(message)) => {
-                                if let Some(item) = message.work_item
-                                    && item.kind == pb::WorkItemKind::Alert as i32
-                                    && let Ok(mut arrivals) = arrivals.lock()
-                                {
-                                    arrivals.entry(item.detail).or_insert_with(Instant::now);
-                                }
-                            }
-                            _ => return,
-                        },
-                    }
-                }
-            });
+            watch_queue(addr, &token, &arrivals, &watching, |item| {
+                (item.kind == pb::WorkItemKind::Alert as i32).then_some(item.detail)
+            })
+            .await?;
         }
 
         // Referrals at the set rate, in the background, for as long as we measure.

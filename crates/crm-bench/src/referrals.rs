@@ -787,34 +787,52 @@ async fn watch_every_queue(
             let branch = branch_id(b);
             let token = keys.token(&format!("{branch}-RM-{n}"), Role::Rm, &branch)?;
             let addr = addrs[(b * bank.rms_per_branch + n) % addrs.len().max(1)];
-            let phone = Channel::from_shared(format!("http://{addr}"))?
-                .connect()
-                .await?;
-            let mut stream = ReferralServiceClient::new(phone)
-                .watch_work_items(authorized(&token, pb::WatchWorkItemsRequest {}))
-                .await?
-                .into_inner();
-            let (arrivals, watching) = (arrivals.clone(), watching.clone());
-            watchers.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = watching.cancelled() => return,
-                        message = stream.next() => match message {
-                            Some(Ok(message)) => {
-                                if let Some(item) = message.work_item
-                                    && let Ok(mut arrivals) = arrivals.lock()
-                                {
-                                    arrivals.entry(item.source_id).or_insert_with(Instant::now);
-                                }
-                            }
-                            _ => return,
-                        },
-                    }
-                }
-            }));
+            watchers.push(
+                watch_queue(addr, &token, arrivals, watching, |item| {
+                    Some(item.source_id)
+                })
+                .await?,
+            );
         }
     }
     Ok(watchers)
+}
+
+/// One RM's phone: a connection of its own to `addr` and a WatchWorkItems
+/// stream, noting when each item first arrives, under the key `key_of` gives it
+/// (items it gives none are not noted), until `watching` is cancelled.
+pub(crate) async fn watch_queue(
+    addr: std::net::SocketAddr,
+    token: &str,
+    arrivals: &Arc<Mutex<HashMap<String, Instant>>>,
+    watching: &CancellationToken,
+    key_of: fn(pb::WorkItem) -> Option<String>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let phone = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut stream = ReferralServiceClient::new(phone)
+        .watch_work_items(authorized(token, pb::WatchWorkItemsRequest {}))
+        .await?
+        .into_inner();
+    let (arrivals, watching) = (arrivals.clone(), watching.clone());
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = watching.cancelled() => return,
+                message = stream.next() => match message {
+                    Some(Ok(message)) => {
+                        if let Some(key) = message.work_item.and_then(key_of)
+                            && let Ok(mut arrivals) = arrivals.lock()
+                        {
+                            arrivals.entry(key).or_insert_with(Instant::now);
+                        }
+                    }
+                    _ => return,
+                },
+            }
+        }
+    }))
 }
 
 /// A process's resident memory (VmRSS), in MB.
