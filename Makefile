@@ -37,8 +37,11 @@ services:
 
 ## test: the whole suite against real PostgreSQL and RabbitMQ. Every test file is
 ## found by cargo, none is listed here. Tests that stop or cut the broker or the
-## database are #[ignore]d and run after the others, alone, one at a time.
+## database are #[ignore]d and run after the others, alone, one at a time. The
+## `crm` binary is built first: tests that start it as separate processes need
+## target/debug/crm, which `cargo test` alone does not build.
 test: services tools
+	$(CARGO) build -p crm
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --all-targets -- --ignored --test-threads=1
 
