@@ -34,6 +34,30 @@ impl Measured {
     pub fn throughput(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// The figures as the JSON results hold them; with a baseline, the
+    /// latencies as multiples of its.
+    pub fn figures(&self, baseline: Option<&Measured>) -> serde_json::Value {
+        let ms = |q: f64| self.micros(q) as f64 / 1000.0;
+        let mut figures = serde_json::json!({
+            "calls": self.latencies.len(),
+            "errors": self.errors,
+            "calls_per_second": self.throughput(),
+            "p50_ms": ms(0.5),
+            "p90_ms": ms(0.9),
+            "p99_ms": ms(0.99),
+            "max_ms": self.latencies.max() as f64 / 1000.0,
+        });
+        if let Some(baseline) = baseline {
+            figures["p50_x_baseline"] =
+                (self.micros(0.5) as f64 / baseline.micros(0.5).max(1) as f64).into();
+            figures["p99_x_baseline"] =
+                (self.micros(0.99) as f64 / baseline.micros(0.99).max(1) as f64).into();
+            figures["calls_per_second_x_baseline"] =
+                (self.throughput() / baseline.throughput().max(f64::EPSILON)).into();
+        }
+        figures
+    }
 }
 
 /// Runs `call(caller, n)` in a closed loop from `shape.callers` tasks.
@@ -95,7 +119,7 @@ where
 
 /// The table `make bench` prints: each scenario, and its p50/p99 as a multiple
 /// of the baseline's.
-pub fn report(baseline: &Measured, scenarios: &[Measured]) -> String {
+pub fn report(baseline: &Measured, scenarios: &[&Measured]) -> String {
     let mut out = format!(
         "{:<34} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>9} {:>9}\n",
         "scenario",
@@ -109,7 +133,7 @@ pub fn report(baseline: &Measured, scenarios: &[Measured]) -> String {
         "p50 ×base",
         "p99 ×base"
     );
-    for measured in std::iter::once(baseline).chain(scenarios) {
+    for measured in std::iter::once(baseline).chain(scenarios.iter().copied()) {
         let ms = |q: f64| measured.micros(q) as f64 / 1000.0;
         let ratio = |q: f64| measured.micros(q) as f64 / baseline.micros(q).max(1) as f64;
         out.push_str(&format!(

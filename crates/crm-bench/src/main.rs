@@ -50,8 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Events(bench) => bench.run().await,
         Bench::Campaigns(bench) => bench.run().await,
         Bench::SeedClients(seed) => {
-            let db = clients::open(&seed).await?;
-            clients::seed(&db, &seed).await
+            clients::open_seeded(&seed).await.map(drop)
         }
     }
 }

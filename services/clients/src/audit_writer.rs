@@ -42,6 +42,15 @@ fn row_of(line: AuditLine) -> audit_event::ActiveModel {
     }
 }
 
+/// The row of a line this service writes for `actor`.
+pub(crate) fn row_for(
+    actor: &Actor,
+    entry: Entry,
+    client_ids: Vec<String>,
+) -> audit_event::ActiveModel {
+    row_of(AuditLine::new(SERVICE, actor, entry, client_ids))
+}
+
 /// Appends `entries` for `actor`, in one statement.
 pub(crate) async fn record(
     db: &impl ConnectionTrait,
@@ -50,29 +59,12 @@ pub(crate) async fn record(
 ) -> Result<(), sea_orm::DbErr> {
     let rows: Vec<audit_event::ActiveModel> = entries
         .into_iter()
-        .map(|entry| row_of(AuditLine::new(SERVICE, actor, entry, Vec::new())))
+        .map(|entry| row_for(actor, entry, Vec::new()))
         .collect();
     if rows.is_empty() {
         return Ok(());
     }
     audit_event::Entity::insert_many(rows)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
-}
-
-/// Appends one line for a read of many clients (a search page), naming every
-/// client it showed, so the trail of each of them includes it.
-pub(crate) async fn record_read_of_many(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    action: &'static str,
-    reason: &str,
-    client_ids: Vec<String>,
-) -> Result<(), sea_orm::DbErr> {
-    let entry = Entry::without_client(action, Decision::Allowed, reason);
-    let row = row_of(AuditLine::new(SERVICE, actor, entry, client_ids));
-    audit_event::Entity::insert(row)
         .exec_without_returning(db)
         .await?;
     Ok(())

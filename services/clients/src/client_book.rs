@@ -394,12 +394,13 @@ impl ClientBook {
         tracing::Span::current().record("client_id", client_id.as_str());
         let db = &self.state.db;
         let (stored, view) = find_in_scope(db, &actor, READ, &client_id, view_for).await?;
-        audit_writer::record(
-            db,
-            &actor,
-            [Entry::allowed(READ, audit_writer::subject(&stored))],
-        )
-        .await?;
+        self.state
+            .audit
+            .record(
+                &actor,
+                [Entry::allowed(READ, audit_writer::subject(&stored))],
+            )
+            .await?;
         Ok(Response::new(pb::GetClientResponse {
             client: Some(client_to_proto(stored, view, &self.state.vault)?),
         }))

@@ -8,6 +8,7 @@
 //! (`audit.recorded`).
 
 mod access;
+mod audit_batch;
 mod audit_trail;
 mod audit_writer;
 mod balance_feed;
@@ -51,15 +52,19 @@ pub struct ClientsState {
     pub outbox: OutboxWaker,
     pub vault: Arc<Vault>,
     pub tiers: TierPolicy,
+    /// Group commit for the lines of reads (GetClient, SearchClients).
+    pub(crate) audit: audit_batch::AuditBatcher,
 }
 
 impl ClientsState {
+    /// Starts the audit writer: call on the runtime that serves the RPCs.
     pub fn new(infra: &crm_runtime::Infra) -> Result<Self, crm_runtime::SettingsError> {
         let settings: ClientsSettings = infra.settings.section()?;
         Ok(Self {
             db: infra.db.clone(),
             outbox: OutboxWaker::default(),
             vault: infra.vault.clone(),
+            audit: audit_batch::AuditBatcher::start(infra.db.clone()),
             tiers: settings
                 .tier_policy()
                 .map_err(crm_runtime::SettingsError::Section)?,

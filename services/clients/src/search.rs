@@ -289,14 +289,18 @@ impl ClientBook {
         let (rows, last_key) =
             crm_grpc::wire::into_page(rows, filters.page_size, |row| row.client_id.clone());
 
-        audit_writer::record_read_of_many(
-            db,
-            &actor,
-            SEARCH,
-            &filter_names,
-            rows.iter().map(|row| row.client_id.clone()).collect(),
-        )
-        .await?;
+        self.state
+            .audit
+            .record_read_of_many(
+                &actor,
+                audit_writer::Entry::without_client(
+                    SEARCH,
+                    audit_writer::Decision::Allowed,
+                    &filter_names,
+                ),
+                rows.iter().map(|row| row.client_id.clone()).collect(),
+            )
+            .await?;
 
         let mut clients = Vec::with_capacity(rows.len());
         for row in rows {
