@@ -13,6 +13,7 @@ pub mod consumer;
 mod dead_letters;
 mod envelope;
 mod error;
+mod live_hub;
 pub mod memory;
 mod metrics;
 pub mod outbox;

@@ -22,6 +22,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::live_hub::LiveHub;
 use crate::transport::{Acker, Delivery, Subscription, SubscriptionEvent};
 use crate::{BusError, DeadLetter, Envelope, Topology};
 
@@ -48,10 +49,12 @@ pub struct RabbitBus {
     shutdown: CancellationToken,
     /// The relay's and the consumers' connection.
     connection: Mutex<Option<Arc<Connection>>>,
-    /// The live feeds' own connection (one channel per open stream): however many
-    /// streams are open, and however they race for channels after a reconnect,
-    /// they can never take the channels the relay and consumers need.
+    /// The live feed's own connection (the hub's one channel): a flood of live
+    /// messages is read apart from the relay's confirms and the consumers'
+    /// deliveries.
     live_connection: Mutex<Option<Arc<Connection>>>,
+    /// This process's one live queue, started with the first stream.
+    live_hub: tokio::sync::OnceCell<Arc<LiveHub>>,
     publisher: Mutex<Option<Channel>>,
     connected: AtomicBool,
 }
@@ -154,6 +157,7 @@ impl RabbitBus {
             shutdown,
             connection: Mutex::new(None),
             live_connection: Mutex::new(None),
+            live_hub: tokio::sync::OnceCell::new(),
             publisher: Mutex::new(None),
             connected: AtomicBool::new(false),
         }
@@ -717,32 +721,39 @@ impl RabbitBus {
         Ok((channel, consumer))
     }
 
+    /// A live feed of `routing_key` (an RM's work items), through this process's
+    /// one hub queue (see `live_hub`): bound before this returns, so whatever is
+    /// published from now on arrives; after a broker outage the stream is told
+    /// with [`SubscriptionEvent::Reconnected`].
     pub(crate) async fn subscribe_live(
         self: &Arc<Self>,
         routing_key: &str,
     ) -> Result<Subscription, BusError> {
-        let (sender, receiver) = mpsc::channel(256);
+        let hub = self
+            .live_hub
+            .get_or_try_init(|| async {
+                let first = self.start_live_hub().await?;
+                let hub = Arc::new(LiveHub::default());
+                tokio::spawn(self.clone().run_live_hub(hub.clone(), first));
+                Ok::<_, BusError>(hub)
+            })
+            .await?
+            .clone();
+        let (id, receiver) = hub.add(routing_key);
         let stop = CancellationToken::new();
-        let first = self.start_live(routing_key).await?;
-        let bus = self.clone();
-        let task_stop = stop.clone();
+        let dropped = stop.clone();
         let routing_key = routing_key.to_owned();
         tokio::spawn(async move {
-            bus.pump(first, sender, task_stop, move |bus| {
-                let routing_key = routing_key.clone();
-                async move { bus.start_live(&routing_key).await }
-            })
-            .await;
+            dropped.cancelled().await;
+            hub.remove(&routing_key, id);
         });
         Ok(Subscription { receiver, stop })
     }
 
-    /// An exclusive, server-named queue bound to `routing_key`; it goes away with
-    /// its channel's connection, or when the subscription is dropped.
-    async fn start_live(
-        self: &Arc<Self>,
-        routing_key: &str,
-    ) -> Result<(Channel, lapin::Consumer), BusError> {
+    /// The hub's exclusive, server-named queue bound to every RM's key, consumed
+    /// without acks (the database is the record; a lost live message is
+    /// recovered by the stream's snapshot). It goes away with its connection.
+    async fn start_live_hub(self: &Arc<Self>) -> Result<(Channel, lapin::Consumer), BusError> {
         let connection = self.connection_for_with_retry(Purpose::Live).await?;
         let channel = connection.create_channel().await?;
         let queue = channel
@@ -760,23 +771,74 @@ impl RabbitBus {
             .queue_bind(
                 queue.name().clone(),
                 self.topology.exchange().as_str().into(),
-                routing_key.into(),
+                crate::live_hub::ALL_RM_KEYS.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
-        channel
-            .basic_qos(256, BasicQosOptions { global: false })
             .await?;
         let consumer = channel
             .basic_consume(
                 queue.name().clone(),
                 "".into(),
-                BasicConsumeOptions::default(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
         Ok((channel, consumer))
+    }
+
+    /// Hands the hub queue's deliveries to the streams until shutdown; on a
+    /// broken consumer declares the queue again (retrying until it works) and
+    /// tells every stream.
+    async fn run_live_hub(self: Arc<Self>, hub: Arc<LiveHub>, first: (Channel, lapin::Consumer)) {
+        let (mut channel, mut consumer) = first;
+        loop {
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let content_type = delivery
+                        .properties
+                        .content_type()
+                        .as_ref()
+                        .map(|content_type| content_type.as_str().to_owned());
+                    hub.dispatch(
+                        delivery.routing_key.as_str(),
+                        &envelope_of(&delivery),
+                        content_type.as_deref(),
+                    );
+                }
+                failure => {
+                    if let Some(Err(error)) = failure {
+                        tracing::warn!(%error, "the live feed lost its channel; declaring it again");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    loop {
+                        if self.shutdown.is_cancelled() {
+                            return;
+                        }
+                        match self.start_live_hub().await {
+                            Ok((new_channel, new_consumer)) => {
+                                channel = new_channel;
+                                consumer = new_consumer;
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "the live feed could not be declared again");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                    }
+                    hub.resync_all();
+                }
+            }
+        }
+        let _ = channel.close(200, "live feed stopped".into()).await;
     }
 
     /// Forwards deliveries until `stop`; on a broken consumer, starts a new one with

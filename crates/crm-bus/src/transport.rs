@@ -268,6 +268,8 @@ impl Drop for Subscription {
 pub(crate) enum Acker {
     Rabbit(lapin::Acker),
     Memory(MemoryAck),
+    /// Consumed without acks (the live feed): settling it is a no-op.
+    Unacknowledged,
 }
 
 /// One message handed to a consumer; ack it after the work is committed.
@@ -292,6 +294,7 @@ impl Delivery {
                 ack.ack();
                 Ok(())
             }
+            Acker::Unacknowledged => Ok(()),
         }
     }
 
@@ -311,6 +314,7 @@ impl Delivery {
                 ack.nack(requeue);
                 Ok(())
             }
+            Acker::Unacknowledged => Ok(()),
         }
     }
 }

@@ -38,12 +38,13 @@ pub struct ReferralsSettings {
         value_parser = clap::value_parser!(u16).range(1..=100)
     )]
     pub watch_streams_per_staff: u16,
-    /// Live work-item streams one process serves at once; more are refused, so
-    /// streams can never take every broker channel from the relay and consumers.
+    /// Live work-item streams one process serves at once; more are refused (the
+    /// client reconnects to another replica). A stream costs the process a few
+    /// kilobytes and the broker nothing: all share the process's one live queue.
     #[arg(
         long,
         env = "CRM_WATCH_STREAMS_TOTAL",
-        default_value_t = 2000,
+        default_value_t = 20_000,
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     pub watch_streams_total: u32,
