@@ -490,6 +490,20 @@ impl<'a> Sweep<'a> {
                     }
                 ),
             );
+            let token = self.rm.clone();
+            let at = bad;
+            self.case(
+                format!("WatchWorkItems resume_from {what}"),
+                call!(
+                    app,
+                    referrals.watch_work_items,
+                    token,
+                    pb::WatchWorkItemsRequest {
+                        resume_from: Some(at),
+                        mark_caught_up: true,
+                    }
+                ),
+            );
             for field in ["from_time", "to_time"] {
                 let token = self.system.clone();
                 let mut request = pb::GetReferralStatsRequest::default();

@@ -49,7 +49,7 @@ async fn every_referral_reaches_its_rm_exactly_once_while_the_broker_connections
         let token = app.token(staff, role, "B-001");
         let mut stream = app
             .referrals()
-            .watch_work_items(with_token(&token, pb::WatchWorkItemsRequest {}))
+            .watch_work_items(with_token(&token, pb::WatchWorkItemsRequest::default()))
             .await
             .unwrap()
             .into_inner();
@@ -176,7 +176,7 @@ async fn items_that_went_away_during_a_broker_cut_reach_the_phone_as_done() {
     }
     let mut stream = app
         .referrals()
-        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest::default()))
         .await
         .unwrap()
         .into_inner();

@@ -294,7 +294,7 @@ async fn the_rm_answers_a_counter_at_another_branch_before_the_money_leaves(back
     let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
     let mut phone = app
         .referrals()
-        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest::default()))
         .await
         .unwrap()
         .into_inner();

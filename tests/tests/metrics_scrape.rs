@@ -64,7 +64,7 @@ async fn a_scrape_after_a_referral_shows_the_figures_moved() {
     let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
     let mut stream = app
         .referrals()
-        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest::default()))
         .await
         .unwrap()
         .into_inner();

@@ -83,7 +83,7 @@ async fn a_referral_is_one_trace_from_the_tellers_rpc_to_the_rms_stream() {
     let rm = app.token("B-001-RM-1", Role::Rm, "B-001");
     let mut stream = app
         .referrals()
-        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(with_token(&rm, pb::WatchWorkItemsRequest::default()))
         .await
         .unwrap()
         .into_inner();

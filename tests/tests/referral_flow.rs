@@ -31,7 +31,7 @@ async fn a_tellers_referral_reaches_the_rms_stream_within_a_second(backend: Back
     let rm_token = app.token("B-001-RM-1", Role::Rm, "B-001");
     let mut stream = app
         .referrals()
-        .watch_work_items(with_token(&rm_token, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(with_token(&rm_token, pb::WatchWorkItemsRequest::default()))
         .await
         .unwrap()
         .into_inner();

@@ -354,7 +354,7 @@ type Stream = tonic::Streaming<pb::WatchWorkItemsResponse>;
 
 async fn open_stream(app: &TestApp, token: &str) -> Stream {
     app.referrals()
-        .watch_work_items(with_token(token, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(with_token(token, pb::WatchWorkItemsRequest::default()))
         .await
         .unwrap()
         .into_inner()
@@ -797,6 +797,107 @@ async fn an_absent_rms_referrals_are_rerouted_by_the_chain(backend: Backend) {
     app.stop().await;
 }
 
+/// What one connection sent before it said it had caught up, and the newest
+/// `updated_at` among it.
+async fn read_until_caught_up(
+    app: &TestApp,
+    token: &str,
+    resume_from: Option<prost_types::Timestamp>,
+) -> (Vec<pb::WorkItem>, Option<prost_types::Timestamp>) {
+    let mut stream = app
+        .referrals()
+        .watch_work_items(with_token(
+            token,
+            pb::WatchWorkItemsRequest {
+                resume_from,
+                mark_caught_up: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut items = Vec::new();
+    loop {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the stream catches up in time")
+            .expect("the stream stays open")
+            .unwrap();
+        if message.caught_up {
+            assert!(message.work_item.is_none(), "the mark carries no item");
+            break;
+        }
+        items.push(message.work_item.unwrap());
+    }
+    let newest = items
+        .iter()
+        .filter_map(|item| item.updated_at)
+        .max_by_key(|at| (at.seconds, at.nanos));
+    (items, newest)
+}
+
+/// A phone back from a network blip resumes from the newest change it saw: it
+/// gets what changed meanwhile — an item completed elsewhere (which a fresh start
+/// would not show, being no longer open) and a new one — instead of every open
+/// item; a resume point older than a week counts as none.
+async fn a_phone_resumes_from_the_newest_change_it_saw(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.seed_branch("B-001", 2).await;
+    for n in 0..4 {
+        app.seed_client(&format!("C-RES-{n}"), "B-001", Some("B-001-RM-1"))
+            .await;
+    }
+    let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
+    for n in 0..3 {
+        refer(&app, &format!("C-RES-{n}")).await;
+    }
+    let (first, newest) = read_until_caught_up(&app, &rm1, None).await;
+    assert_eq!(first.len(), 3, "{first:?}");
+
+    // Away: one item is completed from another device, and a new referral comes.
+    let completed = first[0].work_item_id.clone();
+    app.referrals()
+        .complete_work_item(with_token(
+            &rm1,
+            pb::CompleteWorkItemRequest {
+                work_item_id: completed.clone(),
+                outcome: "called".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let new_referral = refer(&app, "C-RES-3").await.referral_id;
+
+    let (resumed, _) = read_until_caught_up(&app, &rm1, newest).await;
+    let done = resumed
+        .iter()
+        .find(|item| item.work_item_id == completed)
+        .expect("the item completed meanwhile is sent on resuming");
+    assert_eq!(done.state, pb::WorkItemState::Done as i32);
+    assert!(
+        resumed.iter().any(|item| item.source_id == new_referral),
+        "the new item is sent on resuming"
+    );
+
+    let open_ids = |items: &[pb::WorkItem]| {
+        let mut ids: Vec<String> = items.iter().map(|i| i.work_item_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let (fresh, _) = read_until_caught_up(&app, &rm1, None).await;
+    assert_eq!(fresh.len(), 3, "a fresh start sends the open items only");
+    assert!(fresh.iter().all(|item| item.work_item_id != completed));
+    let week_old = prost_types::Timestamp {
+        seconds: (Utc::now() - chrono::Duration::days(8)).timestamp(),
+        nanos: 0,
+    };
+    let (stale, _) = read_until_caught_up(&app, &rm1, Some(week_old)).await;
+    assert_eq!(open_ids(&stale), open_ids(&fresh));
+    app.stop().await;
+}
+
 on_both_backends!(
     an_absent_rms_referrals_are_rerouted_by_the_chain,
     republishing_the_directory_rebuilds_routings_copies,
@@ -807,4 +908,5 @@ on_both_backends!(
     a_contact_keeps_a_referral_from_expiring,
     untouched_referrals_expire,
     a_flaky_phone_sees_every_item,
+    a_phone_resumes_from_the_newest_change_it_saw,
 );

@@ -120,7 +120,7 @@ async fn requested_items_are_made_once_routed_streamed_and_reported_back(backend
     let rm1 = app.token("B-001-RM-1", Role::Rm, "B-001");
     let mut stream = app
         .referrals()
-        .watch_work_items(with_token(&rm1, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(with_token(&rm1, pb::WatchWorkItemsRequest::default()))
         .await
         .unwrap()
         .into_inner();

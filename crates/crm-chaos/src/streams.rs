@@ -36,7 +36,7 @@ async fn watch(
     while !shutdown.is_cancelled() {
         let replica = replicas[attempt % replicas.len()].clone();
         attempt += 1;
-        let mut request = tonic::Request::new(pb::WatchWorkItemsRequest {});
+        let mut request = tonic::Request::new(pb::WatchWorkItemsRequest::default());
         if let Ok(value) = format!("Bearer {token}").parse() {
             request.metadata_mut().insert("authorization", value);
         }

@@ -165,7 +165,7 @@ pub async fn run(client_count: u32) -> anyhow::Result<()> {
     let rm = caller("B-001-RM-1", Role::Rm, "B-001")?;
     let mut rm_client = ReferralServiceClient::new(rm.channel.clone());
     let mut stream = rm_client
-        .watch_work_items(rm.request(pb::WatchWorkItemsRequest {}))
+        .watch_work_items(rm.request(pb::WatchWorkItemsRequest::default()))
         .await?
         .into_inner();
 

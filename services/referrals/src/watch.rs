@@ -33,7 +33,14 @@ pub struct StreamLimits {
     per_staff: usize,
     total: usize,
     open: std::sync::Mutex<HashMap<String, usize>>,
+    /// Streams reading their start (open items, or changes since a resume point)
+    /// from the database at once: when every phone reconnects together, they
+    /// queue here rather than for the pool's connections, so RPCs still get one.
+    starts: tokio::sync::Semaphore,
 }
+
+/// Streams reading their start at once (the pool holds 16 connections).
+const CONCURRENT_STARTS: usize = 6;
 
 impl StreamLimits {
     pub fn new(per_staff: usize, total: usize) -> Self {
@@ -41,6 +48,7 @@ impl StreamLimits {
             per_staff,
             total,
             open: std::sync::Mutex::default(),
+            starts: tokio::sync::Semaphore::new(CONCURRENT_STARTS),
         }
     }
 
@@ -138,6 +146,7 @@ async fn send(
     }
     let response = pb::WatchWorkItemsResponse {
         work_item: Some(item.to_proto()),
+        caught_up: false,
     };
     tokio::select! {
         sent = sender.send(Ok(response)) => sent.is_ok(),
@@ -186,20 +195,34 @@ async fn send_open_items(
     stop: &CancellationToken,
     sent: &mut Sent,
 ) -> Result<bool> {
+    let open = work_item::Entity::find()
+        .filter(work_item::Column::RmId.eq(rm_id.as_str()))
+        .filter(work_item::Column::State.is_in([
+            WorkItemState::Open.as_str(),
+            WorkItemState::Snoozed.as_str(),
+        ]));
+    send_pages(state, open, sender, stop, sent).await
+}
+
+/// Sends the items `query` selects, a page at a time in id order; false when
+/// the client went away.
+async fn send_pages(
+    state: &ReferralsState,
+    query: sea_orm::Select<work_item::Entity>,
+    sender: &Sender,
+    stop: &CancellationToken,
+    sent: &mut Sent,
+) -> Result<bool> {
     let mut after: Option<String> = None;
     loop {
-        let mut query = work_item::Entity::find()
-            .filter(work_item::Column::RmId.eq(rm_id.as_str()))
-            .filter(work_item::Column::State.is_in([
-                WorkItemState::Open.as_str(),
-                WorkItemState::Snoozed.as_str(),
-            ]))
+        let mut page = query
+            .clone()
             .order_by_asc(work_item::Column::WorkItemId)
             .limit(SNAPSHOT_PAGE);
         if let Some(after) = &after {
-            query = query.filter(work_item::Column::WorkItemId.gt(after.as_str()));
+            page = page.filter(work_item::Column::WorkItemId.gt(after.as_str()));
         }
-        let rows = query.all(&state.db).await?;
+        let rows = page.all(&state.db).await?;
         for row in &rows {
             if !send(sender, sent, &WorkItemMessage::from(row), stop).await {
                 return Ok(false);
@@ -212,9 +235,84 @@ async fn send_open_items(
     }
 }
 
+/// How far before a resume point the changes are read again: a change stamped
+/// just before the newest one a phone saw may have committed just after it.
+const RESUME_OVERLAP: chrono::Duration = chrono::Duration::minutes(5);
+/// A resume point older than this is ignored: the open items are fewer to send.
+const RESUME_HORIZON: chrono::Duration = chrono::Duration::days(7);
+
+/// Where a stream starts, as the phone asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WatchStart {
+    /// The newest `updated_at` the phone has shown.
+    pub resume_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Send one `caught_up` message after the start.
+    pub mark_caught_up: bool,
+}
+
+impl WatchStart {
+    /// The point to send changes from, when the resume point is usable.
+    fn changes_since(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.resume_from
+            .filter(|from| *from <= now && now - *from <= RESUME_HORIZON)
+            .map(|from| from - RESUME_OVERLAP)
+    }
+}
+
+/// Sends every item of `rm_id` changed at or after `since`, in any state; false
+/// when the client went away.
+async fn send_changes_since(
+    state: &ReferralsState,
+    rm_id: &StaffId,
+    since: chrono::DateTime<chrono::Utc>,
+    sender: &Sender,
+    stop: &CancellationToken,
+    sent: &mut Sent,
+) -> Result<bool> {
+    let changed = work_item::Entity::find()
+        .filter(work_item::Column::RmId.eq(rm_id.as_str()))
+        .filter(work_item::Column::UpdatedAt.gte(since));
+    send_pages(state, changed, sender, stop, sent).await
+}
+
+/// The stream's start: the changes since the phone's resume point when it gave
+/// a usable one, else every open item; at most [`CONCURRENT_STARTS`] at once.
+async fn send_start(
+    state: &ReferralsState,
+    rm_id: &StaffId,
+    start: WatchStart,
+    sender: &Sender,
+    stop: &CancellationToken,
+    sent: &mut Sent,
+) -> Result<bool> {
+    let Ok(_turn) = state.streams.starts.acquire().await else {
+        return Ok(false);
+    };
+    match start.changes_since(chrono::Utc::now()) {
+        Some(since) => send_changes_since(state, rm_id, since, sender, stop, sent).await,
+        None => send_snapshot(state, rm_id, sender, stop, sent).await,
+    }
+}
+
+/// Tells the phone it has caught up; false when the client went away.
+async fn send_caught_up(sender: &Sender, stop: &CancellationToken) -> bool {
+    let marker = pb::WatchWorkItemsResponse {
+        work_item: None,
+        caught_up: true,
+    };
+    tokio::select! {
+        sent = sender.send(Ok(marker)) => sent.is_ok(),
+        () = stop.cancelled() => false,
+    }
+}
+
 pub async fn watch(
     state: std::sync::Arc<ReferralsState>,
     rm_id: StaffId,
+    start: WatchStart,
     permit: StreamPermit,
     token_expires_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<mpsc::Receiver<Result<pb::WatchWorkItemsResponse, Status>>> {
@@ -244,10 +342,24 @@ pub async fn watch(
             let _permit = permit;
             let _stop_the_expiry_timer = stop.clone().drop_guard();
             let mut sent = Sent::default();
-            let mut snapshot_needed = true;
+            match send_start(&state, &rm_id, start, &sender, &stop, &mut sent).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => {
+                    let _ = sender.try_send(Err(Status::from(error)));
+                    return;
+                }
+            }
+            if start.mark_caught_up && !send_caught_up(&sender, &stop).await {
+                return;
+            }
+            let mut snapshot_needed = false;
             loop {
                 if snapshot_needed {
-                    match send_snapshot(&state, &rm_id, &sender, &stop, &mut sent).await {
+                    // Live messages may have been missed (a broker reconnect, or
+                    // the stream fell behind): every open item again.
+                    let resync = WatchStart::default();
+                    match send_start(&state, &rm_id, resync, &sender, &stop, &mut sent).await {
                         Ok(true) => snapshot_needed = false,
                         Ok(false) => break,
                         Err(error) => {

@@ -275,9 +275,21 @@ impl Referrals {
             .ok_or_else(|| {
                 crm_grpc::RpcError::Unauthenticated("no token expiry on the request".into())
             })?;
+        let input = request.get_ref();
+        let mut violations = Violations::new();
+        let resume_from = input
+            .resume_from
+            .as_ref()
+            .map(|from| violations.check("resume_from", wire::datetime(from)));
+        let start = violations.finish(|| {
+            Some(watch::WatchStart {
+                resume_from: resume_from.flatten(),
+                mark_caught_up: input.mark_caught_up,
+            })
+        })?;
         let owner = queue_owner(&self.state, &principal, "").await?;
         let permit = self.state.streams.admit(&principal.staff_id)?;
-        let receiver = watch::watch(self.state.clone(), owner, permit, expires_at).await?;
+        let receiver = watch::watch(self.state.clone(), owner, start, permit, expires_at).await?;
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 

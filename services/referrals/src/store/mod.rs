@@ -19,6 +19,7 @@ mod migrations {
     pub mod m20261128_000012_work_requests;
     pub mod m20261128_000020_work_item_funds_outcome;
     pub mod m20261128_000022_work_item_task_outcome;
+    pub mod m20261207_000030_work_item_resume_index;
 }
 
 use migrations::m20261126_000005_referral_lifecycle as lifecycle_migration;
@@ -34,6 +35,7 @@ pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(migrations::m20261128_000012_work_requests::Migration),
         Box::new(migrations::m20261128_000020_work_item_funds_outcome::Migration),
         Box::new(migrations::m20261128_000022_work_item_task_outcome::Migration),
+        Box::new(migrations::m20261207_000030_work_item_resume_index::Migration),
     ]
 }
 
