@@ -67,12 +67,16 @@ chaos: services
 ## events service: IngestEvents and the feed against raw INSERT and a bare consumer,
 ## and hold-and-notify while referrals are created at 200/s; campaigns: the
 ## quarterly HNW job over 1,000,000 clients against the raw INSERT … SELECT and
-## confirmed publish + consume, and the projection's backfill rate.
+## confirmed publish + consume, and the projection's backfill rate. Client reads:
+## GetClient and SearchClients at 64 callers against a bare RPC and PostgreSQL's
+## own SELECT + INSERT. Phones: 10,000 RM streams on one referrals process (memory
+## per stream, item → phone with all open, the reconnect storm).
 bench: services
 	$(CARGO) build --release -p crm-bench -p crm
 	$(CARGO) run --release -p crm-bench -- clients
 	$(CARGO) run --release -p crm-bench -- referrals
 	$(CARGO) run --release -p crm-bench -- referrals --distributed --also-at 600,750,1000
+	$(CARGO) run --release -p crm-bench -- phones
 	$(CARGO) run --release -p crm-bench -- events
 	$(CARGO) run --release -p crm-bench -- campaigns
 

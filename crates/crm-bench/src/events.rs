@@ -318,16 +318,7 @@ impl EventsBench {
                     let mut referrals = ReferralServiceClient::new(channel.clone());
                     let request = authorized(
                         &teller,
-                        pb::CreateReferralRequest {
-                            idempotency_key: format!("bench-hold-{n}"),
-                            prospect: Some(pb::Prospect {
-                                full_name: format!("Walk-in {n}"),
-                                phone: format!("139{n:08}"),
-                            }),
-                            need: pb::Need::LargeDeposit as i32,
-                            priority: pb::Priority::High as i32,
-                            ..Default::default()
-                        },
+                        crate::referrals::walk_in_referral(format!("bench-hold-{n}"), n, "139"),
                     );
                     n += 1;
                     tokio::spawn(async move {

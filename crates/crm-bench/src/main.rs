@@ -12,6 +12,7 @@ mod campaigns;
 mod clients;
 mod events;
 mod load;
+mod phones;
 mod raw;
 mod referrals;
 mod results;
@@ -36,6 +37,9 @@ enum Bench {
     /// Events: IngestEvents and the core-banking feed against raw INSERT and a bare
     /// consumer; hold-and-notify while referrals are created.
     Events(events::EventsBench),
+    /// 10,000 RM phones on one referrals process: memory per stream, item →
+    /// phone latency with all connected, and the reconnect storm.
+    Phones(phones::PhonesBench),
     /// Campaigns: `crm jobs quarterly-hnw` over 1,000,000 clients against the raw
     /// INSERT … SELECT and confirmed publish + consume; the projection's backfill.
     Campaigns(campaigns::CampaignsBench),
@@ -49,8 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Referrals(bench) => bench.run().await,
         Bench::Events(bench) => bench.run().await,
         Bench::Campaigns(bench) => bench.run().await,
-        Bench::SeedClients(seed) => {
-            clients::open_seeded(&seed).await.map(drop)
-        }
+        Bench::Phones(bench) => bench.run().await,
+        Bench::SeedClients(seed) => clients::open_seeded(&seed).await.map(drop),
     }
 }

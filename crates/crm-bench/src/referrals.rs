@@ -54,6 +54,51 @@ pub(crate) fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
+/// A teller's referral of walk-in `n` (no client id, a phone of their own under
+/// `phone_prefix`) for a large deposit, under `idempotency_key`.
+pub(crate) fn walk_in_referral(
+    idempotency_key: String,
+    n: u64,
+    phone_prefix: &str,
+) -> pb::CreateReferralRequest {
+    pb::CreateReferralRequest {
+        idempotency_key,
+        prospect: Some(pb::Prospect {
+            full_name: format!("Walk-in {n}"),
+            phone: format!("{phone_prefix}{n:08}"),
+        }),
+        need: pb::Need::LargeDeposit as i32,
+        priority: pb::Priority::High as i32,
+        ..Default::default()
+    }
+}
+
+/// The suite as deployed on this machine, not started yet: the `crm` binary
+/// beside this one, its processes logging under `logs` beside it, over a fresh
+/// database and queue prefix of `servers`.
+pub(crate) async fn cluster(
+    logs: &str,
+    servers: &Servers,
+) -> anyhow::Result<crm_chaos::cluster::Cluster> {
+    let crm_binary = std::env::current_exe()?.with_file_name("crm");
+    anyhow::ensure!(
+        crm_binary.exists(),
+        "{} is missing: `cargo build --release -p crm` (make bench builds it)",
+        crm_binary.display()
+    );
+    let log_dir = std::env::current_exe()?
+        .parent()
+        .map(|dir| dir.join(logs))
+        .ok_or_else(|| anyhow::anyhow!("no folder for the processes' logs"))?;
+    crm_chaos::cluster::Cluster::create(
+        crm_binary,
+        log_dir,
+        &servers.database_url,
+        &servers.amqp_url,
+    )
+    .await
+}
+
 pub(crate) fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
 }
@@ -115,9 +160,11 @@ pub(crate) async fn seed_bank(
             (format!("{branch}-T-1"), pb::StaffRole::Teller),
         ];
         staff.extend((0..rms_per_branch).map(|n| (format!("{branch}-RM-{n}"), pb::StaffRole::Rm)));
-        for (staff_id, role) in staff {
-            directory
-                .upsert_staff(authorized(
+        // A branch of 100 RMs (the phones scenario) would take a while one by one.
+        futures::stream::iter(staff)
+            .map(|(staff_id, role)| {
+                let mut directory = directory.clone();
+                let request = authorized(
                     &system,
                     pb::UpsertStaffRequest {
                         staff: Some(pb::Staff {
@@ -130,9 +177,14 @@ pub(crate) async fn seed_bank(
                             out_of_office_until: None,
                         }),
                     },
-                ))
-                .await?;
-        }
+                );
+                async move { directory.upsert_staff(request).await.map(drop) }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, tonic::Status>>()?;
     }
     Ok(())
 }
@@ -239,14 +291,7 @@ impl Bank {
             (self.tellers[branch].clone(), request)
         } else {
             let branch = usize::try_from(n / 2).unwrap_or(0) % self.branches;
-            let request = pb::CreateReferralRequest {
-                prospect: Some(pb::Prospect {
-                    full_name: format!("Walk-in {n}"),
-                    phone: format!("139{:08}", n / 2),
-                }),
-                need: pb::Need::LargeDeposit as i32,
-                ..base
-            };
+            let request = walk_in_referral(base.idempotency_key, n / 2, "139");
             (self.tellers[branch].clone(), request)
         }
     }
@@ -309,23 +354,7 @@ impl ReferralsBench {
     /// The distributed mode: `crm serve` per service (the `crm` binary beside
     /// this one), each on its own schema of a fresh database, referrals twice.
     async fn run_distributed(&self) -> anyhow::Result<()> {
-        let crm_binary = std::env::current_exe()?.with_file_name("crm");
-        anyhow::ensure!(
-            crm_binary.exists(),
-            "{} is missing: `cargo build --release -p crm` (make bench builds it)",
-            crm_binary.display()
-        );
-        let log_dir = std::env::current_exe()?
-            .parent()
-            .map(|dir| dir.join("bench-cluster"))
-            .ok_or_else(|| anyhow::anyhow!("no folder for the processes' logs"))?;
-        let mut cluster = crm_chaos::cluster::Cluster::create(
-            crm_binary,
-            log_dir,
-            &self.servers.database_url,
-            &self.servers.amqp_url,
-        )
-        .await?;
+        let mut cluster = cluster("bench-cluster", &self.servers).await?;
         let result = async {
             cluster.start_all().await?;
             let target = Target {
@@ -812,7 +841,7 @@ pub(crate) async fn watch_queue(
         .connect()
         .await?;
     let mut stream = ReferralServiceClient::new(phone)
-        .watch_work_items(authorized(token, pb::WatchWorkItemsRequest {}))
+        .watch_work_items(authorized(token, pb::WatchWorkItemsRequest::default()))
         .await?
         .into_inner();
     let (arrivals, watching) = (arrivals.clone(), watching.clone());
