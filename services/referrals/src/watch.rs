@@ -342,7 +342,9 @@ pub async fn watch(
             let _permit = permit;
             let _stop_the_expiry_timer = stop.clone().drop_guard();
             let mut sent = Sent::default();
-            match send_start(&state, &rm_id, start, &sender, &stop, &mut sent).await {
+            // Boxed: the start's database futures are large, and a stream's task
+            // would otherwise hold room for them all its life (10,000 idle phones).
+            match Box::pin(send_start(&state, &rm_id, start, &sender, &stop, &mut sent)).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(error) => {
@@ -359,7 +361,8 @@ pub async fn watch(
                     // Live messages may have been missed (a broker reconnect, or
                     // the stream fell behind): every open item again.
                     let resync = WatchStart::default();
-                    match send_start(&state, &rm_id, resync, &sender, &stop, &mut sent).await {
+                    let resent = send_start(&state, &rm_id, resync, &sender, &stop, &mut sent);
+                    match Box::pin(resent).await {
                         Ok(true) => snapshot_needed = false,
                         Ok(false) => break,
                         Err(error) => {
