@@ -340,6 +340,9 @@ impl Cluster {
         let channel = connection.create_channel().await?;
         let mut queues = self.service_queues();
         queues.push(format!("{}crm.dead", self.queue_prefix));
+        // The events service's queue of the core-banking feed: durable, and never
+        // expiring in the distributed mode, it would outlive the run.
+        queues.push(format!("{}crm.events.corebank.events", self.queue_prefix));
         for queue in queues {
             channel
                 .queue_delete(
@@ -348,7 +351,7 @@ impl Cluster {
                 )
                 .await?;
         }
-        for exchange in ["crm.events", "crm.dead"] {
+        for exchange in ["crm.events", "crm.dead", "corebank.events"] {
             channel
                 .exchange_delete(
                     format!("{}{exchange}", self.queue_prefix).as_str().into(),
