@@ -69,10 +69,8 @@ async fn health_is_not_serving_until_migrations_ran() {
         .await
         .unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Below the ephemeral range: an outgoing connection can't take it first.
+    let port = crm_chaos::cluster::free_port().unwrap();
     let mut settings = crm_runtime::Settings::for_local_app(
         postgres_url(),
         Some(schema.clone()),

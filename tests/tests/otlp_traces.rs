@@ -266,10 +266,8 @@ fn start(
     otlp: SocketAddr,
     pii_key: &str,
 ) -> (Process, SocketAddr) {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Below the ephemeral range: an outgoing connection can't take it first.
+    let addr = crm_chaos::cluster::free_port().unwrap();
     let child = std::process::Command::new(crm_binary())
         .arg("serve")
         .env("CRM_SERVICES", services)

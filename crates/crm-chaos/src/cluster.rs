@@ -60,7 +60,34 @@ pub const SCHEMAS: [&str; 4] = ["clients", "referrals", "events", "campaigns"];
 /// Services with a queue of their own (those that consume another's events).
 const CONSUMING: [&str; 4] = ["clients", "referrals", "events", "campaigns"];
 
-fn free_port() -> anyhow::Result<SocketAddr> {
+/// The lowest port the kernel hands out to outgoing connections
+/// (`ip_local_port_range`; Linux's default 32768 where unreadable).
+fn ephemeral_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A port free now, below the kernel's ephemeral range: a port picked inside it
+/// (as `:0` does) can be taken by any outgoing connection — to PostgreSQL, to
+/// RabbitMQ — in the moment before the process started on it binds it, and a
+/// chaos run once failed so ("Address already in use").
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let below = ephemeral_ports_start().max(10_001);
+    for _ in 0..200 {
+        // A UUIDv7's last eight bytes are random.
+        let seed = u64::from_le_bytes(
+            uuid::Uuid::now_v7().as_bytes()[8..]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+        let span = u64::from(below - 10_000);
+        let port = 10_000 + u16::try_from(seed % span).unwrap_or(0);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
 }
