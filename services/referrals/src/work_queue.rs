@@ -24,7 +24,12 @@ use crate::service::Referrals;
 use crate::work_item_feed::announce;
 use crate::{ReferralsState, watch};
 
-pub type WorkItemStream = ReceiverStream<Result<pb::WatchWorkItemsResponse, Status>>;
+/// A WatchWorkItems response stream: the stream's task's boxed responses,
+/// unboxed on the way out.
+pub type WorkItemStream = tokio_stream::adapters::Map<
+    ReceiverStream<watch::Outgoing>,
+    fn(watch::Outgoing) -> Result<pb::WatchWorkItemsResponse, Status>,
+>;
 
 /// A work item the caller may change: their own (or, for a manager, their branch's).
 async fn own_work_item(
@@ -290,7 +295,12 @@ impl Referrals {
         let owner = queue_owner(&self.state, &principal, "").await?;
         let permit = self.state.streams.admit(&principal.staff_id)?;
         let receiver = watch::watch(self.state.clone(), owner, start, permit, expires_at).await?;
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        let unboxed: fn(watch::Outgoing) -> Result<pb::WatchWorkItemsResponse, Status> =
+            |response| response.map(|boxed| *boxed);
+        Ok(Response::new(tokio_stream::StreamExt::map(
+            ReceiverStream::new(receiver),
+            unboxed,
+        )))
     }
 
     #[tracing::instrument(skip_all)]
