@@ -54,13 +54,17 @@ impl LiveHub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a stream of `routing_key`; its deliveries arrive on the answer.
-    /// Registered means bound: the hub's queue is bound before the first stream
-    /// registers, so whatever is published from now on reaches the stream.
-    pub(crate) fn add(&self, routing_key: &str) -> (u64, mpsc::Receiver<SubscriptionEvent>) {
+    /// Registers a stream of `routing_key`; its deliveries arrive on the answer,
+    /// until the registration is dropped. Registered means bound: the hub's queue
+    /// is bound before the first stream registers, so whatever is published from
+    /// now on reaches the stream.
+    pub(crate) fn add(
+        hub: &Arc<Self>,
+        routing_key: &str,
+    ) -> (Registration, mpsc::Receiver<SubscriptionEvent>) {
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.subscribers()
+        let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+        hub.subscribers()
             .entry(routing_key.to_owned())
             .or_default()
             .push(Subscriber {
@@ -68,11 +72,16 @@ impl LiveHub {
                 sender,
                 resyncing: Arc::new(AtomicBool::new(false)),
             });
-        (id, receiver)
+        let registration = Registration {
+            hub: hub.clone(),
+            routing_key: routing_key.to_owned(),
+            id,
+        };
+        (registration, receiver)
     }
 
     /// Forgets the stream `id` of `routing_key` (it was dropped).
-    pub(crate) fn remove(&self, routing_key: &str, id: u64) {
+    fn remove(&self, routing_key: &str, id: u64) {
         let mut subscribers = self.subscribers();
         if let Some(streams) = subscribers.get_mut(routing_key) {
             streams.retain(|stream| stream.id != id);
@@ -132,6 +141,19 @@ impl LiveHub {
     }
 }
 
+/// A stream's place in the hub; dropping it (with its subscription) lets it go.
+pub(crate) struct Registration {
+    hub: Arc<LiveHub>,
+    routing_key: String,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.remove(&self.routing_key, self.id);
+    }
+}
+
 /// Queues a [`SubscriptionEvent::Reconnected`] for `stream` as soon as it has
 /// room, skipping its deliveries until then; a notice already on its way covers
 /// this one too.
@@ -176,10 +198,10 @@ mod tests {
 
     #[tokio::test]
     async fn each_delivery_reaches_the_streams_of_its_rm_only() {
-        let hub = LiveHub::default();
-        let (_, mut phone) = hub.add("rm.B-001-RM-01");
-        let (_, mut tablet) = hub.add("rm.B-001-RM-01");
-        let (_, mut other) = hub.add("rm.B-001-RM-02");
+        let hub = Arc::new(LiveHub::default());
+        let (_phone_place, mut phone) = LiveHub::add(&hub, "rm.B-001-RM-01");
+        let (_tablet_place, mut tablet) = LiveHub::add(&hub, "rm.B-001-RM-01");
+        let (_other_place, mut other) = LiveHub::add(&hub, "rm.B-001-RM-02");
         hub.dispatch("rm.B-001-RM-01", &envelope(1), None);
         assert_eq!(
             message_id(phone.recv().await.expect("phone")),
@@ -195,9 +217,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_stream_is_forgotten() {
-        let hub = LiveHub::default();
-        let (id, phone) = hub.add("rm.B-001-RM-01");
-        let (_, dropped) = hub.add("rm.B-001-RM-01");
+        let hub = Arc::new(LiveHub::default());
+        let (place, phone) = LiveHub::add(&hub, "rm.B-001-RM-01");
+        let (_still_registered, dropped) = LiveHub::add(&hub, "rm.B-001-RM-01");
         drop(dropped);
         hub.dispatch("rm.B-001-RM-01", &envelope(1), None);
         assert_eq!(
@@ -206,14 +228,14 @@ mod tests {
             "a closed stream is let go at its next delivery"
         );
         drop(phone);
-        hub.remove("rm.B-001-RM-01", id);
+        drop(place);
         assert_eq!(hub.len(), 0);
     }
 
     #[tokio::test]
     async fn a_stream_that_fell_behind_is_told_to_resynchronise_after_what_it_holds() {
-        let hub = LiveHub::default();
-        let (_, mut slow) = hub.add("rm.B-001-RM-01");
+        let hub = Arc::new(LiveHub::default());
+        let (_slow_place, mut slow) = LiveHub::add(&hub, "rm.B-001-RM-01");
         let total = u32::try_from(STREAM_BUFFER).expect("small") + 10;
         for n in 0..total {
             hub.dispatch("rm.B-001-RM-01", &envelope(n), None);
@@ -237,9 +259,9 @@ mod tests {
 
     #[tokio::test]
     async fn after_the_queue_was_lost_every_stream_is_told() {
-        let hub = LiveHub::default();
-        let (_, mut first) = hub.add("rm.B-001-RM-01");
-        let (_, mut second) = hub.add("rm.B-002-RM-07");
+        let hub = Arc::new(LiveHub::default());
+        let (_first_place, mut first) = LiveHub::add(&hub, "rm.B-001-RM-01");
+        let (_second_place, mut second) = LiveHub::add(&hub, "rm.B-002-RM-07");
         hub.resync_all();
         assert_eq!(message_id(first.recv().await.expect("first")), None);
         assert_eq!(message_id(second.recv().await.expect("second")), None);

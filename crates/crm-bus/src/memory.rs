@@ -335,7 +335,11 @@ impl InProcessBus {
                 bus.remove_queue(&name);
             }
         });
-        Subscription { receiver, stop }
+        Subscription {
+            receiver,
+            stop,
+            _registration: None,
+        }
     }
 
     fn dead_queue(&self) -> Option<Arc<MemoryQueue>> {

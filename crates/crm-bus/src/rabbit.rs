@@ -696,7 +696,11 @@ impl RabbitBus {
             })
             .await;
         });
-        Ok(Subscription { receiver, stop })
+        Ok(Subscription {
+            receiver,
+            stop,
+            _registration: None,
+        })
     }
 
     async fn start_consumer(
@@ -739,15 +743,12 @@ impl RabbitBus {
             })
             .await?
             .clone();
-        let (id, receiver) = hub.add(routing_key);
-        let stop = CancellationToken::new();
-        let dropped = stop.clone();
-        let routing_key = routing_key.to_owned();
-        tokio::spawn(async move {
-            dropped.cancelled().await;
-            hub.remove(&routing_key, id);
-        });
-        Ok(Subscription { receiver, stop })
+        let (registration, receiver) = LiveHub::add(&hub, routing_key);
+        Ok(Subscription {
+            receiver,
+            stop: CancellationToken::new(),
+            _registration: Some(registration),
+        })
     }
 
     /// The hub's exclusive, server-named queue bound to every RM's key, consumed

@@ -242,10 +242,12 @@ pub enum SubscriptionEvent {
 }
 
 /// Deliveries of one queue. Dropping it stops the consumer (and, for a live
-/// subscription, deletes its queue).
+/// feed, gives up its place in the process's live hub).
 pub struct Subscription {
     pub(crate) receiver: mpsc::Receiver<SubscriptionEvent>,
     pub(crate) stop: CancellationToken,
+    /// A live feed's place in its process's hub, given up when dropped.
+    pub(crate) _registration: Option<crate::live_hub::Registration>,
 }
 
 impl Subscription {
