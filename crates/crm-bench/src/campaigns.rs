@@ -230,8 +230,7 @@ impl CampaignsBench {
             },
             "backfill": backfill,
         });
-        let path = crate::results::write("campaigns", crate::results::machine(db).await, figures)?;
-        println!("results: {}", path.display());
+        crate::results::save("campaigns", db, figures).await?;
         Ok(())
     }
 

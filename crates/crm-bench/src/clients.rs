@@ -466,9 +466,8 @@ impl ClientsBench {
                 get_client.throughput() / raw_postgres.throughput().max(f64::EPSILON),
             "goals": verdicts.iter().map(|(line, met)| serde_json::json!({"goal": line, "met": met})).collect::<Vec<_>>(),
         });
-        let path = crate::results::write("clients", crate::results::machine(&db).await, figures)?;
+        crate::results::save("clients", &db, figures).await?;
         db.close().await?;
-        println!("results: {}", path.display());
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         Ok(())

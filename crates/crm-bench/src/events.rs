@@ -171,8 +171,7 @@ impl EventsBench {
             },
             "hold_and_notify": hold,
         });
-        let path = crate::results::write("events", crate::results::machine(db).await, figures)?;
-        println!("results: {}", path.display());
+        crate::results::save("events", db, figures).await?;
         Ok(())
     }
 

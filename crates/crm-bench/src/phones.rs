@@ -395,12 +395,7 @@ impl PhonesBench {
             "storm_full_snapshot": full.1.figures(),
             "serving_after_storms": alive.is_ok(),
         });
-        let path = crate::results::write(
-            "phones",
-            crate::results::machine(&referrals_db).await,
-            figures,
-        )?;
-        println!("results: {}", path.display());
+        crate::results::save("phones", &referrals_db, figures).await?;
         Ok(())
     }
 

@@ -720,14 +720,12 @@ impl ReferralsBench {
                 .collect::<serde_json::Map<_, _>>(),
             "goals": goals.iter().map(|(goal, met)| serde_json::json!({"goal": goal, "met": met})).collect::<Vec<_>>(),
         });
-        let machine = results::machine(db).await;
         let scenario = if self.distributed {
             "referrals-distributed"
         } else {
             "referrals"
         };
-        let path = results::write(scenario, machine, figures)?;
-        println!("results: {}", path.display());
+        results::save(scenario, db, figures).await?;
         Ok(())
     }
 

@@ -38,7 +38,7 @@ fn proc_field(file: &str, key: &str) -> String {
 }
 
 /// What the figures were measured on.
-pub(crate) async fn machine(db: &crm_store::Db) -> Value {
+async fn machine(db: &crm_store::Db) -> Value {
     let postgres = db
         .query_one_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
@@ -66,9 +66,16 @@ pub(crate) async fn machine(db: &crm_store::Db) -> Value {
     })
 }
 
-/// Writes `figures` of `scenario` with the machine they were measured on;
-/// answers the file's path.
-pub(crate) fn write(scenario: &str, machine: Value, figures: Value) -> anyhow::Result<PathBuf> {
+/// Writes `figures` of `scenario` with the machine they were measured on (its
+/// PostgreSQL asked through `db`) and says where.
+pub(crate) async fn save(scenario: &str, db: &crm_store::Db, figures: Value) -> anyhow::Result<()> {
+    let path = write(scenario, machine(db).await, figures)?;
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+/// Writes `figures` of `scenario` with `machine`; answers the file's path.
+fn write(scenario: &str, machine: Value, figures: Value) -> anyhow::Result<PathBuf> {
     let now = chrono::Utc::now();
     let dir = results_dir();
     std::fs::create_dir_all(&dir)?;
