@@ -65,10 +65,7 @@ pub async fn load(
     primary_rm_id: Option<&str>,
     paired_rm_id: Option<&str>,
 ) -> Result<Candidates> {
-    let named: Vec<&str> = [primary_rm_id, paired_rm_id]
-        .into_iter()
-        .flatten()
-        .collect();
+    let named = named_ids(primary_rm_id, paired_rm_id);
     let in_pool = Condition::all()
         .add(routing_staff::Column::BranchId.eq(branch_id.as_str()))
         .add(routing_staff::Column::Role.is_in([Role::Rm, Role::BranchManager]));
@@ -81,19 +78,37 @@ pub async fn load(
         .order_by_asc(routing_staff::Column::StaffId)
         .all(db)
         .await?;
-    let find_named = |id: Option<&str>| find_named(&rows, id);
     let is_pool = |row: &&routing_staff::Model| {
         row.branch_id == branch_id.as_str()
             && (row.role == Role::Rm || row.role == Role::BranchManager)
     };
+    let branch_staff = rows
+        .iter()
+        .filter(is_pool)
+        .map(candidate)
+        .collect::<Result<_>>()?;
+    candidates(&rows, primary_rm_id, paired_rm_id, branch_staff)
+}
+
+/// The ids a referral names (its client's primary RM, the teller's pair).
+fn named_ids<'a>(primary_rm_id: Option<&'a str>, paired_rm_id: Option<&'a str>) -> Vec<&'a str> {
+    [primary_rm_id, paired_rm_id]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The named RMs found among `rows`, and `branch_staff` as the pool.
+fn candidates(
+    rows: &[routing_staff::Model],
+    primary_rm_id: Option<&str>,
+    paired_rm_id: Option<&str>,
+    branch_staff: Vec<Candidate>,
+) -> Result<Candidates> {
     Ok(Candidates {
-        primary_rm: find_named(primary_rm_id)?,
-        paired_rm: find_named(paired_rm_id)?,
-        branch_staff: rows
-            .iter()
-            .filter(is_pool)
-            .map(candidate)
-            .collect::<Result<_>>()?,
+        primary_rm: find_named(rows, primary_rm_id)?,
+        paired_rm: find_named(rows, paired_rm_id)?,
+        branch_staff,
     })
 }
 
@@ -111,20 +126,11 @@ pub async fn load_named(
     primary_rm_id: Option<&str>,
     paired_rm_id: Option<&str>,
 ) -> Result<Candidates> {
-    let named: Vec<&str> = [primary_rm_id, paired_rm_id]
-        .into_iter()
-        .flatten()
-        .collect();
     let rows = routing_staff::Entity::find()
-        .filter(routing_staff::Column::StaffId.is_in(named))
+        .filter(routing_staff::Column::StaffId.is_in(named_ids(primary_rm_id, paired_rm_id)))
         .all(db)
         .await?;
-    let find_named = |id: Option<&str>| find_named(&rows, id);
-    Ok(Candidates {
-        primary_rm: find_named(primary_rm_id)?,
-        paired_rm: find_named(paired_rm_id)?,
-        branch_staff: Vec::new(),
-    })
+    candidates(&rows, primary_rm_id, paired_rm_id, Vec::new())
 }
 
 /// Serialises routing per branch on PostgreSQL (SQLite's single connection already
