@@ -58,7 +58,7 @@ async fn a_transient_failure_never_uses_up_the_delivery_limit(backend: Backend) 
         store.db.clone(),
         "referrals",
         handler.clone(),
-        8,
+        crm_bus::Pace::one_at_a_time(8),
         RetryDelays {
             first: Duration::from_millis(5),
             max: Duration::from_millis(20),
@@ -101,7 +101,7 @@ async fn a_message_without_an_id_is_dead_lettered_not_taken_for_a_repeat(backend
         store.db.clone(),
         "referrals",
         handler.clone(),
-        8,
+        crm_bus::Pace::one_at_a_time(8),
         shutdown.clone(),
     ));
     let mut anonymous = Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &"no id").unwrap();
@@ -175,8 +175,131 @@ async fn the_inbox_is_pruned_of_old_messages_only(backend: Backend) {
     store.drop().await;
 }
 
+/// Applies a message by writing its effect in the message's transaction — an
+/// inbox row under a consumer name of its own, so an effect rolled back with its
+/// batch leaves nothing — and refuses the payload "poison" as poison. Counts the
+/// commits.
+#[derive(Default)]
+struct Recording {
+    commits: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl MessageHandler for Recording {
+    async fn handle(
+        &self,
+        transaction: &DatabaseTransaction,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        use crm_store::bus::inbox;
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        if envelope.decode::<String>()? == "poison" {
+            return Err(HandlerError::Poison("refused".into()));
+        }
+        let effect = inbox::ActiveModel {
+            consumer: Set(format!("effect-{}", uuid::Uuid::now_v7())),
+            message_id: Set(envelope.message_id.clone()),
+            processed_at: Set(chrono::Utc::now()),
+        };
+        inbox::Entity::insert(effect)
+            .exec_without_returning(transaction)
+            .await?;
+        Ok(())
+    }
+
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How many effects each message had.
+async fn effects_of(db: &crm_store::Db) -> std::collections::HashMap<String, usize> {
+    use crm_store::bus::inbox;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let mut effects = std::collections::HashMap::new();
+    for row in inbox::Entity::find()
+        .filter(inbox::Column::Consumer.starts_with("effect-"))
+        .all(db)
+        .await
+        .unwrap()
+    {
+        *effects.entry(row.message_id).or_default() += 1;
+    }
+    effects
+}
+
+/// Messages already waiting are committed many to a transaction; a message
+/// published twice (a publish repeated after a lost confirm) has one effect; a
+/// poison message among others is dead-lettered alone and none of the others is
+/// lost or applied twice.
+async fn a_batch_commits_many_at_once_and_a_poison_message_spoils_none(backend: Backend) {
+    let store = crm_testkit::messaging_store(backend).await;
+    let bus = crm_testkit::bus(backend).await;
+    let news = |text: String| Envelope::new(PAIR_CHANGED, PAIR_CHANGED, &text).unwrap();
+    let mut waiting: Vec<Envelope> = (0..60).map(|n| news(format!("news {n}"))).collect();
+    waiting.push(waiting[10].clone());
+    bus.publish_confirmed(&waiting).await.unwrap();
+
+    let handler = Arc::new(Recording::default());
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(crm_bus::run_consumer(
+        bus.clone(),
+        store.db.clone(),
+        "referrals",
+        handler.clone(),
+        crm_bus::Pace::batched(100, 100),
+        shutdown.clone(),
+    ));
+    wait_until("the 60 waiting messages to be applied", async || {
+        effects_of(&store.db).await.len() == 60
+    })
+    .await;
+    let commits = handler.commits.load(Ordering::SeqCst);
+    assert!(
+        commits <= 20,
+        "60 waiting messages took {commits} commits: not batched"
+    );
+
+    let mut burst: Vec<Envelope> = (0..20).map(|n| news(format!("more {n}"))).collect();
+    let poison = news("poison".into());
+    burst.insert(10, poison.clone());
+    bus.publish_confirmed(&burst).await.unwrap();
+    wait_until("the poison message to be dead-lettered", async || {
+        !bus.dead_letters(10).await.unwrap().is_empty()
+    })
+    .await;
+    wait_until("the burst's 20 good messages to be applied", async || {
+        effects_of(&store.db).await.len() == 80
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let effects = effects_of(&store.db).await;
+    for message in waiting.iter().chain(&burst) {
+        let expected = usize::from(message.message_id != poison.message_id);
+        assert_eq!(
+            effects.get(&message.message_id).copied().unwrap_or(0),
+            expected,
+            "effects of {}",
+            message.message_id
+        );
+    }
+    let dead: Vec<String> = bus
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|letter| letter.envelope.message_id)
+        .collect();
+    assert_eq!(dead, vec![poison.message_id.clone()], "only the poison one");
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    store.drop().await;
+}
+
 on_both_backends!(
     a_transient_failure_never_uses_up_the_delivery_limit,
     a_message_without_an_id_is_dead_lettered_not_taken_for_a_repeat,
     the_inbox_is_pruned_of_old_messages_only,
+    a_batch_commits_many_at_once_and_a_poison_message_spoils_none,
 );

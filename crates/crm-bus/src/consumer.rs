@@ -255,13 +255,34 @@ async fn process_retrying(
         .await
 }
 
+/// How a consumer takes its queue: how many deliveries the broker may hand it
+/// ahead of its work, and how many of those already in hand it commits in one
+/// transaction. A batch spends one commit (one fsync) on many messages; a handler
+/// whose locks other work waits on (routing's branch locks) takes one at a time,
+/// so no request waits for a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub prefetch: u16,
+    pub batch: usize,
+}
+
+impl Pace {
+    pub const fn one_at_a_time(prefetch: u16) -> Self {
+        Self { prefetch, batch: 1 }
+    }
+
+    pub const fn batched(prefetch: u16, batch: usize) -> Self {
+        Self { prefetch, batch }
+    }
+}
+
 /// Consumes `service`'s queue with `handler` until `shutdown`.
 pub async fn run_consumer(
     bus: Bus,
     db: DatabaseConnection,
     service: &'static str,
     handler: Arc<dyn MessageHandler>,
-    prefetch: u16,
+    pace: Pace,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     run_consumer_with(
@@ -269,7 +290,7 @@ pub async fn run_consumer(
         db,
         service,
         handler,
-        prefetch,
+        pace,
         RetryDelays::default(),
         shutdown,
     )
@@ -282,43 +303,90 @@ pub async fn run_consumer_with(
     db: DatabaseConnection,
     service: &'static str,
     handler: Arc<dyn MessageHandler>,
-    prefetch: u16,
+    pace: Pace,
     delays: RetryDelays,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
-    let consumer_name = format!("{service}-consumer");
-    let queue = bus.topology().service_queue(service);
-    let mut subscription = bus.consume(service, prefetch).await?;
+    let consumer = Consumer {
+        name: format!("{service}-consumer"),
+        queue: bus.topology().service_queue(service),
+        bus,
+        db,
+        handler,
+        delays,
+        shutdown,
+    };
+    let mut subscription = consumer.bus.consume(service, pace.prefetch).await?;
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = consumer.shutdown.cancelled() => break,
             _ = prune.tick() => {
-                match prune_inbox(&db, &consumer_name, KEEP_INBOX_FOR).await {
-                    Ok(0) => {}
-                    Ok(pruned) => tracing::info!(consumer = %consumer_name, pruned, "inbox pruned"),
-                    Err(error) => tracing::warn!(%error, "could not prune the inbox"),
-                }
+                consumer.prune().await;
                 continue;
             }
             event = subscription.next() => event,
         };
-        let delivery = match event {
-            Some(SubscriptionEvent::Message(delivery)) => *delivery,
+        let mut deliveries = match event {
+            Some(SubscriptionEvent::Message(delivery)) => vec![*delivery],
             Some(SubscriptionEvent::Reconnected) => continue,
             None => break,
         };
+        // Whatever else is already here joins the batch; nothing waits for more.
+        while deliveries.len() < pace.batch {
+            match subscription.try_next() {
+                Some(SubscriptionEvent::Message(delivery)) => deliveries.push(*delivery),
+                Some(SubscriptionEvent::Reconnected) => continue,
+                None => break,
+            }
+        }
+        // Finish the messages in hand even when shutdown arrives meanwhile:
+        // drained, not dropped.
+        if deliveries.len() == 1 {
+            for delivery in deliveries {
+                consumer.take_one(delivery).await;
+            }
+        } else {
+            consumer.take_batch(deliveries).await;
+        }
+    }
+    tracing::info!(consumer = %consumer.name, "consumer stopped");
+    Ok(())
+}
+
+/// One consumer of a service queue and what it needs to take a delivery.
+struct Consumer {
+    bus: Bus,
+    db: DatabaseConnection,
+    name: String,
+    queue: String,
+    handler: Arc<dyn MessageHandler>,
+    delays: RetryDelays,
+    shutdown: CancellationToken,
+}
+
+impl Consumer {
+    async fn prune(&self) {
+        match prune_inbox(&self.db, &self.name, KEEP_INBOX_FOR).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(consumer = %self.name, pruned, "inbox pruned"),
+            Err(error) => tracing::warn!(%error, "could not prune the inbox"),
+        }
+    }
+
+    /// The span of one message's handling, continuing the trace it carries.
+    fn message_span(&self, delivery: &Delivery) -> tracing::Span {
         // OpenTelemetry's messaging conventions: "process <what>", consumer kind.
         let span = tracing::info_span!(
             "message",
             otel.name = %format_args!("process {}", delivery.envelope.message_type),
             otel.kind = "consumer",
-            messaging.system = bus.system(),
+            messaging.system = self.bus.system(),
             messaging.operation.name = "process",
             messaging.operation.type = "process",
-            messaging.destination.name = %queue,
-            messaging.consumer.group.name = %consumer_name,
+            messaging.destination.name = %self.queue,
+            messaging.consumer.group.name = %self.name,
             messaging.message.id = %delivery.envelope.message_id,
             messaging.rabbitmq.destination.routing_key = %delivery.envelope.routing_key,
             crm.message.type = %delivery.envelope.message_type,
@@ -327,32 +395,139 @@ pub async fn run_consumer_with(
         if let Some(traceparent) = &delivery.envelope.traceparent {
             crm_telemetry::set_parent_from_traceparent(&span, traceparent);
         }
-        // Finish the message in hand even when shutdown arrives meanwhile: drained,
-        // not dropped.
+        span
+    }
+
+    /// One delivery in its own transaction, transient failures retried in place.
+    async fn take_one(&self, delivery: Delivery) {
+        let span = self.message_span(&delivery);
         async {
             let started = std::time::Instant::now();
-            let redelivered = delivery.redelivered;
             let result = process_retrying(
-                &db,
-                &consumer_name,
-                handler.as_ref(),
+                &self.db,
+                &self.name,
+                self.handler.as_ref(),
                 &delivery.envelope,
-                delays,
-                &shutdown,
+                self.delays,
+                &self.shutdown,
             )
             .await;
-            crate::metrics::record_consumed(
-                bus.system(),
-                &consumer_name,
-                redelivered,
-                outcome_label(&result),
-                started.elapsed(),
-            );
-            settle(delivery, result).await;
+            self.settle_counted(delivery, result, started).await;
         }
         .instrument(span)
         .await;
     }
-    tracing::info!(consumer = %consumer_name, "consumer stopped");
-    Ok(())
+
+    /// Several deliveries in one transaction, acked after its commit. When the
+    /// batch fails as a whole (a poison message in it, a deadlock, the database
+    /// gone) nothing of it stands, and each message is taken alone, where its
+    /// failure is classified and retried or dead-lettered by itself.
+    async fn take_batch(&self, deliveries: Vec<Delivery>) {
+        let started = std::time::Instant::now();
+        // A message without an id, or a second copy of one already in the batch
+        // (a publish repeated after a lost confirm), goes alone after the batch:
+        // the inbox then tells it apart.
+        let mut ids = std::collections::HashSet::new();
+        let (batch, alone): (Vec<Delivery>, Vec<Delivery>) =
+            deliveries.into_iter().partition(|delivery| {
+                let id = delivery.envelope.message_id.trim();
+                !id.is_empty() && ids.insert(id.to_owned())
+            });
+        let span = tracing::info_span!(
+            "message batch",
+            messaging.system = self.bus.system(),
+            messaging.destination.name = %self.queue,
+            messaging.consumer.group.name = %self.name,
+            messaging.batch.message_count = batch.len(),
+        );
+        match self.commit_batch(&batch).instrument(span).await {
+            Ok(outcomes) => {
+                self.handler.committed();
+                for (delivery, outcome) in batch.into_iter().zip(outcomes) {
+                    self.settle_counted(delivery, Ok(outcome), started).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    messages = batch.len(),
+                    consumer = %self.name,
+                    "batch failed; taking its messages one by one"
+                );
+                for delivery in batch {
+                    self.take_one(delivery).await;
+                }
+            }
+        }
+        for delivery in alone {
+            self.take_one(delivery).await;
+        }
+    }
+
+    /// Records every message of `batch` in the inbox and applies those it did not
+    /// hold already, all in one transaction; each message's outcome, in order.
+    async fn commit_batch(&self, batch: &[Delivery]) -> Result<Vec<Outcome>, HandlerError> {
+        use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+        let transaction = self.db.begin().await?;
+        let ids = batch
+            .iter()
+            .map(|delivery| delivery.envelope.message_id.clone());
+        let seen: std::collections::HashSet<String> = inbox::Entity::find()
+            .select_only()
+            .column(inbox::Column::MessageId)
+            .filter(inbox::Column::Consumer.eq(&self.name))
+            .filter(inbox::Column::MessageId.is_in(ids))
+            .into_tuple::<String>()
+            .all(&transaction)
+            .await?
+            .into_iter()
+            .collect();
+        let now = Utc::now();
+        let fresh: Vec<inbox::ActiveModel> = batch
+            .iter()
+            .filter(|delivery| !seen.contains(&delivery.envelope.message_id))
+            .map(|delivery| inbox::ActiveModel {
+                consumer: Set(self.name.clone()),
+                message_id: Set(delivery.envelope.message_id.clone()),
+                processed_at: Set(now),
+            })
+            .collect();
+        if !fresh.is_empty() {
+            // Another consumer holding one of these ids fails the batch here or
+            // at the commit; taken alone, each then finds its id.
+            inbox::Entity::insert_many(fresh)
+                .exec_without_returning(&transaction)
+                .await?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            if seen.contains(&delivery.envelope.message_id) {
+                outcomes.push(Outcome::Duplicate);
+                continue;
+            }
+            self.handler
+                .handle(&transaction, &delivery.envelope)
+                .instrument(self.message_span(delivery))
+                .await?;
+            outcomes.push(Outcome::Processed);
+        }
+        transaction.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn settle_counted(
+        &self,
+        delivery: Delivery,
+        result: Result<Outcome, HandlerError>,
+        started: std::time::Instant,
+    ) {
+        crate::metrics::record_consumed(
+            self.bus.system(),
+            &self.name,
+            delivery.redelivered,
+            outcome_label(&result),
+            started.elapsed(),
+        );
+        settle(delivery, result).await;
+    }
 }

@@ -23,7 +23,7 @@ mod topology;
 mod transport;
 
 pub use consumer::{
-    HandlerError, KEEP_INBOX_FOR, MessageHandler, RetryDelays, prune_inbox, run_consumer,
+    HandlerError, KEEP_INBOX_FOR, MessageHandler, Pace, RetryDelays, prune_inbox, run_consumer,
     run_consumer_with,
 };
 pub use dead_letters::DeadLetter;

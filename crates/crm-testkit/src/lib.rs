@@ -523,15 +523,30 @@ impl TestApp {
         read: impl Fn(&Metrics) -> f64,
         done: impl Fn(f64) -> bool,
     ) {
-        let mut last = f64::NAN;
-        for _ in 0..100 {
-            last = read(&self.metrics().await);
+        self.wait_for_metric_within(what, read, done, Duration::from_secs(10))
+            .await;
+    }
+
+    /// [`Self::wait_for_metric`] for figures refreshed less often (the outbox
+    /// backlog is counted every fifth health check, about every 10 s).
+    pub async fn wait_for_metric_within(
+        &self,
+        what: &str,
+        read: impl Fn(&Metrics) -> f64,
+        done: impl Fn(f64) -> bool,
+        limit: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let last = read(&self.metrics().await);
             if done(last) {
                 return;
             }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{what} stayed at {last}:\n{}", self.metrics().await.0);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("{what} stayed at {last}:\n{}", self.metrics().await.0);
     }
 
     pub async fn add_staff(&self, staff_id: &str, role: pb::StaffRole, branch: &str) {
@@ -753,7 +768,7 @@ pub fn drain_queue(bus: &crm_bus::Bus, db: &Db, service: &'static str) -> Cancel
         db.clone(),
         service,
         std::sync::Arc::new(Accept),
-        32,
+        crm_bus::Pace::batched(32, 32),
         stop.clone(),
     ));
     stop

@@ -378,7 +378,8 @@ impl crm_runtime::ServiceModule for Module {
                 time_zone: infra.calendar.time_zone,
                 outbox: inbound_outbox,
             }),
-            32,
+            // A profiles message carries up to 1,000 clients: a few per commit.
+            crm_bus::Pace::batched(32, 8),
             infra.shutdown.clone(),
         );
         let shutdown = infra.shutdown.clone();

@@ -179,7 +179,9 @@ impl crm_runtime::ServiceModule for Module {
                 tiers: state.tiers,
                 outbox: state.outbox.clone(),
             }),
-            32,
+            // Daily averages and audit lines arrive by the thousand after a feed
+            // burst: many per commit, so the tiers keep up with the feed.
+            crm_bus::Pace::batched(256, 100),
             infra.shutdown.clone(),
         );
         let shutdown = infra.shutdown.clone();

@@ -319,7 +319,7 @@ impl crm_runtime::ServiceModule for Module {
                 outbox: events_outbox,
                 watch: settings.watch_rules(infra.calendar.clone()),
             }),
-            32,
+            crm_bus::Pace::batched(64, 32),
             infra.shutdown.clone(),
         );
         // Core banking's feed comes over RabbitMQ; on the embedded default its

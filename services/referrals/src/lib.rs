@@ -173,7 +173,9 @@ impl crm_runtime::ServiceModule for Module {
                 state.calendar.clone(),
                 state.outbox.clone(),
             )),
-            32,
+            // One message at a time: routing holds branch locks that a referral
+            // being created waits on, and must not hold them for a whole batch.
+            crm_bus::Pace::one_at_a_time(32),
             infra.shutdown.clone(),
         );
         let shutdown = infra.shutdown.clone();
