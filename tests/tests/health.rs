@@ -19,6 +19,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 const METRICS_ON_ANY_PORT: &str = "127.0.0.1:0";
+/// The backlog gauges are refreshed every fifth health check (2 s apart).
+const BACKLOG_COUNTED_WITHIN: Duration = Duration::from_secs(30);
 const UNSENT: &str = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL";
 
 async fn health_of(addr: SocketAddr) -> Option<ServingStatus> {
@@ -174,12 +176,41 @@ async fn health_follows_the_database_but_not_the_broker() {
     );
     // Writes go on: a person is saved while the broker is away, the message
     // waiting in the outbox; it goes out once the broker is back.
+    let failed_publishes = |m: &crm_testkit::Metrics| -> f64 {
+        m.sum_by("messaging_client_sent_messages_total", "error_type")
+            .into_iter()
+            .filter(|(error, _)| !error.is_empty())
+            .map(|(_, publishes)| publishes)
+            .sum()
+    };
+    let failed_before = failed_publishes(&app.metrics().await);
     app.add_staff("B-001-RM-1", pb::StaffRole::Rm, "B-001")
         .await;
     assert!(
         app.count(UNSENT).await >= 1,
         "the message waits in the outbox"
     );
+    // What the operator sees meanwhile: the relay's publishes failing, the
+    // directory's backlog and the age of its oldest row.
+    app.wait_for_metric("failed publishes", failed_publishes, |failed| {
+        failed > failed_before
+    })
+    .await;
+    let clients_outbox = [("crm_outbox_source", "clients")];
+    app.wait_for_metric_within(
+        "the outbox backlog",
+        |m| m.sum("crm_outbox_pending", &clients_outbox),
+        |pending| pending >= 1.0,
+        BACKLOG_COUNTED_WITHIN,
+    )
+    .await;
+    app.wait_for_metric_within(
+        "the age of the oldest unsent row",
+        |m| m.sum("crm_outbox_oldest_pending_age_seconds", &clients_outbox),
+        |age| age > 0.0,
+        BACKLOG_COUNTED_WITHIN,
+    )
+    .await;
     broker.restore();
     app.wait_for_metric(
         "crm_broker_up",
@@ -189,5 +220,12 @@ async fn health_follows_the_database_but_not_the_broker() {
     .await;
     assert_eq!(health_of(app.addr).await, Some(ServingStatus::Serving));
     app.wait_for_count(UNSENT, 0, Duration::from_secs(60)).await;
+    app.wait_for_metric_within(
+        "the outbox backlog drained",
+        |m| m.sum("crm_outbox_pending", &clients_outbox),
+        |pending| pending == 0.0,
+        BACKLOG_COUNTED_WITHIN,
+    )
+    .await;
     app.stop().await;
 }

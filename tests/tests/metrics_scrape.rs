@@ -182,5 +182,110 @@ async fn a_scrape_after_a_referral_shows_the_figures_moved() {
     drop(stream);
     app.wait_for_metric("open streams", streams, |open| open == streams(&before))
         .await;
+
+    consumer_troubles_are_counted(&app).await;
+
+    // A scheduled job's run, by job and outcome.
+    let sla_runs = |m: &Metrics| {
+        m.sum(
+            "crm_job_run_duration_seconds_count",
+            &[
+                ("crm_job_name", "referral-sla"),
+                ("crm_job_outcome", "succeeded"),
+            ],
+        )
+    };
+    let runs_before = sla_runs(&app.metrics().await);
+    app.run_job("referral-sla", &[]).await.unwrap();
+    app.wait_for_metric("the job's run", sla_runs, |runs| runs == runs_before + 1.0)
+        .await;
     app.stop().await;
+}
+
+/// Fails as nobody classified once (redelivered), then takes the message.
+struct FailsOnce(std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl crm_bus::MessageHandler for FailsOnce {
+    async fn handle(
+        &self,
+        _: &sea_orm::DatabaseTransaction,
+        _: &crm_bus::Envelope,
+    ) -> Result<(), crm_bus::HandlerError> {
+        if self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(crm_bus::HandlerError::Failed("unclassified".into()))
+        }
+    }
+}
+
+/// A message no consumer can read is counted dead-lettered; one that failed and
+/// came back is counted as a redelivery.
+async fn consumer_troubles_are_counted(app: &crm_testkit::TestApp) {
+    use crm_domain::messages::COVERAGE_CHANGED;
+    let consumed = |outcome: &'static str, redelivered: &'static str| {
+        move |m: &Metrics| {
+            m.sum(
+                "messaging_client_consumed_messages_total",
+                &[
+                    ("crm_message_outcome", outcome),
+                    ("crm_message_redelivered", redelivered),
+                ],
+            )
+        }
+    };
+    let before = app.metrics().await;
+
+    // The app's own consumers (referrals, events) refuse a coverage change that
+    // is not one.
+    let unreadable =
+        crm_bus::Envelope::new(COVERAGE_CHANGED, COVERAGE_CHANGED, &"not a coverage change")
+            .unwrap();
+    app.operator_bus()
+        .await
+        .publish_confirmed(&[unreadable])
+        .await
+        .unwrap();
+    let dead_before = consumed("dead_lettered", "false")(&before);
+    app.wait_for_metric(
+        "dead-lettered deliveries",
+        consumed("dead_lettered", "false"),
+        |dead| dead > dead_before,
+    )
+    .await;
+
+    // A consumer of this test's own, on a bus and store of its own.
+    let store = crm_testkit::messaging_store(Backend::Distributed).await;
+    let bus = crm_testkit::bus(Backend::Distributed).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let consumer = tokio::spawn(crm_bus::run_consumer(
+        bus.clone(),
+        store.db.clone(),
+        "referrals",
+        std::sync::Arc::new(FailsOnce(Default::default())),
+        crm_bus::Pace::one_at_a_time(8),
+        shutdown.clone(),
+    ));
+    let news = crm_bus::Envelope::new(
+        crm_domain::messages::PAIR_CHANGED,
+        crm_domain::messages::PAIR_CHANGED,
+        &"news",
+    )
+    .unwrap();
+    bus.publish_confirmed(&[news]).await.unwrap();
+    let redelivered_before = consumed("processed", "true")(&before);
+    app.wait_for_metric(
+        "a redelivered message processed",
+        consumed("processed", "true"),
+        |taken| taken > redelivered_before,
+    )
+    .await;
+    assert!(
+        consumed("failed", "false")(&app.metrics().await) > consumed("failed", "false")(&before),
+        "the failed first delivery is counted"
+    );
+    shutdown.cancel();
+    consumer.await.unwrap().unwrap();
+    store.drop().await;
 }
