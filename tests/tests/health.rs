@@ -229,3 +229,27 @@ async fn health_follows_the_database_but_not_the_broker() {
     .await;
     app.stop().await;
 }
+
+/// Every pooled connection busy is not the database away: the replica stays
+/// SERVING: one that left rotation would only pile its load on the others,
+/// which would then leave too. `db.client.connection.wait_time` shows the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_keeps_the_replica_in_rotation() {
+    let app = crm_testkit::spawn_app(Backend::Distributed).await;
+    wait_for_health(app.addr, ServingStatus::Serving, Duration::from_secs(10)).await;
+    let pool = app.db.get_postgres_connection_pool();
+    let mut held = Vec::new();
+    while held.len() < pool.options().get_max_connections() as usize {
+        held.push(pool.acquire().await.unwrap());
+    }
+    // Several checks (2 s apart, each waiting up to 2 s for a pooled connection)
+    // with none to spare.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(
+        health_of(app.addr).await,
+        Some(ServingStatus::Serving),
+        "a busy pool keeps the replica in rotation"
+    );
+    drop(held);
+    app.stop().await;
+}

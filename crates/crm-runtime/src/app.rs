@@ -60,6 +60,8 @@ pub struct App {
     infra: Infra,
     /// The services mounted: their outbox backlogs are reported, 0 included.
     services: Vec<&'static str>,
+    /// The health checks' own connection (`crm_store::db::probe`).
+    health_probe: Db,
 }
 
 impl App {
@@ -102,6 +104,8 @@ impl App {
         };
         let starting = server.serve_health_while_starting()?;
         let db = crm_store::connect(&database_url, settings.database_schema.as_deref()).await?;
+        let health_probe =
+            crm_store::db::probe(&database_url, settings.database_schema.as_deref(), &db).await?;
         module::migrate(&db, &mounted).await?;
         let bus = Bus::start(&settings.bus_config(suite)?, shutdown.clone()).await?;
         let infra = Infra {
@@ -143,6 +147,7 @@ impl App {
             server,
             infra,
             services,
+            health_probe,
         })
     }
 
@@ -161,12 +166,14 @@ impl App {
             server,
             infra,
             services,
+            health_probe,
         } = self;
         // Ready follows the database alone: without the broker the outbox still
         // takes every write, so a replica stays in rotation, degraded (a gauge
         // and a log line say so).
         let vitals = Arc::new(crate::vitals::Vitals::new(
             infra.db.clone(),
+            health_probe,
             infra.bus.clone(),
             &services,
         ));

@@ -79,7 +79,11 @@ static GAUGES: LazyLock<Gauges> = LazyLock::new(|| {
 const BACKLOG_EVERY: u32 = 5;
 
 pub(crate) struct Vitals {
+    /// The pool every call uses: its size and how long a caller waits.
     db: Db,
+    /// A connection of the checks' own: whether the database is there, and the
+    /// backlog count, answered even while every pooled connection is busy.
+    probe: Db,
     bus: Bus,
     broker_was_up: AtomicBool,
     checks: std::sync::atomic::AtomicU32,
@@ -90,9 +94,10 @@ pub(crate) struct Vitals {
 }
 
 impl Vitals {
-    pub(crate) fn new(db: Db, bus: Bus, services: &[&'static str]) -> Self {
+    pub(crate) fn new(db: Db, probe: Db, bus: Bus, services: &[&'static str]) -> Self {
         Self {
             db,
+            probe,
             bus,
             broker_was_up: AtomicBool::new(true),
             checks: std::sync::atomic::AtomicU32::new(0),
@@ -106,7 +111,7 @@ impl Vitals {
     pub(crate) async fn check(&self) -> bool {
         let gauges = &*GAUGES;
         self.sample_connection_wait(gauges).await;
-        let database_up = tokio::time::timeout(Duration::from_secs(2), self.db.ping())
+        let database_up = tokio::time::timeout(Duration::from_secs(2), self.probe.ping())
             .await
             .is_ok_and(|pinged| pinged.is_ok());
         gauges.database_up.record(u64::from(database_up), &[]);
@@ -189,7 +194,7 @@ impl Vitals {
     }
 
     async fn outbox(&self, gauges: &Gauges) {
-        let backlog = match crm_bus::outbox::backlog(&self.db).await {
+        let backlog = match crm_bus::outbox::backlog(&self.probe).await {
             Ok(backlog) => backlog,
             Err(error) => {
                 tracing::warn!(%error, "could not count the outbox backlog");

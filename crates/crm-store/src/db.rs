@@ -102,6 +102,29 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<Db, StoreError> 
     Ok(db)
 }
 
+/// A connection of its own beside the pool, for the health checks: they must tell
+/// "the database is away" from "every pooled connection is busy". A replica whose
+/// pool is busy that left rotation would only send its load to the others, which
+/// then leave too. Opened when first used, checked before each use, opened again
+/// after a failure. SQLite: the pool itself (its one connection is SQLite's nature).
+pub async fn probe(url: &str, schema: Option<&str>, pool: &Db) -> Result<Db, StoreError> {
+    if url.starts_with("sqlite:") {
+        return Ok(pool.clone());
+    }
+    let mut options = quiet(ConnectOptions::new(url));
+    options
+        .connect_timeout(Duration::from_secs(2))
+        .acquire_timeout(Duration::from_secs(2))
+        .max_connections(1)
+        .min_connections(0)
+        .test_before_acquire(true)
+        .connect_lazy(true);
+    if let Some(schema) = schema {
+        options.set_schema_search_path(schema.to_owned());
+    }
+    Ok(Database::connect(options).await?)
+}
+
 /// sqlx logs every statement with its parameters at INFO: PII would reach the logs.
 fn quiet(mut options: ConnectOptions) -> ConnectOptions {
     options.sqlx_logging(false);
