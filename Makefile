@@ -49,11 +49,12 @@ test: services tools
 ## referrals replicas) over a fresh database and queue prefix; 10,000 referrals at
 ## 80/s while every broker connection is cut, the broker stops and starts, a
 ## referrals replica and the clients service are killed with SIGKILL, and
-## PostgreSQL restarts; then every key is checked. It restarts this machine's
-## RabbitMQ and PostgreSQL (as root), so it runs alone. Logs and report: target/chaos/
+## PostgreSQL restarts; then every key is checked. The release build, as deployed.
+## It restarts this machine's RabbitMQ and PostgreSQL (as root), so it runs alone.
+## Logs and report: target/chaos/
 chaos: services
-	$(CARGO) build -p crm -p crm-chaos
-	$(CARGO) run --quiet -p crm-chaos
+	$(CARGO) build --release -p crm -p crm-chaos
+	$(CARGO) run --release --quiet -p crm-chaos
 
 ## bench: the benchmarks, release build, against the real PostgreSQL and RabbitMQ;
 ## each scenario measures the raw infrastructure doing the same work first, in the
