@@ -319,7 +319,10 @@ impl crm_runtime::ServiceModule for Module {
                 outbox: events_outbox,
                 watch: settings.watch_rules(infra.calendar.clone()),
             }),
-            crm_bus::Pace::batched(64, 32),
+            // One message at a time: a client's copy taking its held events takes
+            // the per-client locks ingest takes in client order; a batch would take
+            // several in arrival order, and deadlock with IngestEvents.
+            crm_bus::Pace::one_at_a_time(32),
             infra.shutdown.clone(),
         );
         // Core banking's feed comes over RabbitMQ; on the embedded default its
