@@ -20,7 +20,7 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{Bus, BusError, Delivery, Envelope, SubscriptionEvent};
+use crate::{Bus, BusError, Delivery, Envelope};
 use backon::{ExponentialBuilder, Retryable};
 use crm_store::db::DbFailure;
 
@@ -326,21 +326,9 @@ pub async fn run_consumer_with(
                 consumer.prune().await;
                 continue;
             }
-            event = subscription.next() => event,
+            batch = subscription.next_batch(pace.batch) => batch,
         };
-        let mut deliveries = match event {
-            Some(SubscriptionEvent::Message(delivery)) => vec![*delivery],
-            Some(SubscriptionEvent::Reconnected) => continue,
-            None => break,
-        };
-        // Whatever else is already here joins the batch; nothing waits for more.
-        while deliveries.len() < pace.batch {
-            match subscription.try_next() {
-                Some(SubscriptionEvent::Message(delivery)) => deliveries.push(*delivery),
-                Some(SubscriptionEvent::Reconnected) => continue,
-                None => break,
-            }
-        }
+        let Some(deliveries) = event else { break };
         // Finish the messages in hand even when shutdown arrives meanwhile:
         // drained, not dropped.
         if deliveries.len() == 1 {

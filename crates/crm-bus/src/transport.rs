@@ -259,6 +259,26 @@ impl Subscription {
     pub fn try_next(&mut self) -> Option<SubscriptionEvent> {
         self.receiver.try_recv().ok()
     }
+
+    /// The next delivery and, up to `max` in all, those already here behind it:
+    /// a batch that never waits for more. `None` once the subscription ended.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<Delivery>> {
+        let first = loop {
+            match self.next().await? {
+                SubscriptionEvent::Message(delivery) => break *delivery,
+                SubscriptionEvent::Reconnected => continue,
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.try_next() {
+                Some(SubscriptionEvent::Message(delivery)) => batch.push(*delivery),
+                Some(SubscriptionEvent::Reconnected) => continue,
+                None => break,
+            }
+        }
+        Some(batch)
+    }
 }
 
 impl Drop for Subscription {

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use crm_bus::{Bus, BusError, Delivery, HandlerError, SubscriptionEvent};
+use crm_bus::{Bus, BusError, Delivery, HandlerError};
 use crm_proto::v1 as pb;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -95,22 +95,11 @@ impl FeedConsumer {
             std::sync::Arc::new(tokio::sync::Semaphore::new(usize::from(PARALLEL_BATCHES)));
         let mut batches = tokio::task::JoinSet::new();
         loop {
-            let first = tokio::select! {
+            let next = tokio::select! {
                 _ = consumer.shutdown.cancelled() => break,
-                event = subscription.next() => event,
+                batch = subscription.next_batch(usize::from(BATCH)) => batch,
             };
-            let mut batch = match first {
-                Some(SubscriptionEvent::Message(delivery)) => vec![*delivery],
-                Some(SubscriptionEvent::Reconnected) => continue,
-                None => break,
-            };
-            while batch.len() < usize::from(BATCH) {
-                match subscription.try_next() {
-                    Some(SubscriptionEvent::Message(delivery)) => batch.push(*delivery),
-                    Some(SubscriptionEvent::Reconnected) => continue,
-                    None => break,
-                }
-            }
+            let Some(batch) = next else { break };
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 break;
             };
